@@ -1,0 +1,204 @@
+"""``backstop``: the command line.
+
+Flags map onto the settings tree and win over env vars and the config file. User
+mistakes (bad config, bad flags, missing files) exit with status 2 and one line saying
+what is wrong; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+
+from bot import __version__
+from bot.app import assemble
+from bot.display import LogProgress, TerminalView, summary_table
+from bot.engine import Listener
+from bot.errors import OperationalError, TemporaryError, UserError
+from bot.logs import make_logger, resolve_format
+from bot.settings import Settings, load_settings
+from bot.summary import RunSummary
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (see config/)")
+    p.add_argument("--mode", choices=["paper", "testnet", "live"])
+    p.add_argument("--exchange", metavar="ID", help="ccxt exchange id, e.g. binance")
+    p.add_argument(
+        "--symbol",
+        action="append",
+        metavar="SYM",
+        help="market in ccxt's unified form (BTC/USDT); repeat for several",
+    )
+    p.add_argument(
+        "--replay",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="replay this recording (repeat to chain files in order)",
+    )
+    p.add_argument(
+        "--feed", choices=["replay", "live"], help="market data source (default: replay)"
+    )
+    p.add_argument(
+        "--speed", type=float, help="replay pace: 0 = as fast as possible, 1 = real time, N = Nx"
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--state-dir", type=Path)
+    p.add_argument("--secrets-dir", type=Path, help="directory of secret files (credentials)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backstop",
+        description="Liquidity backstop for crypto order books: detects depth fractures "
+        "and quotes from a capped reserve.",
+    )
+    parser.add_argument("--version", action="version", version=f"backstop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the bot (default: paper mode replaying the bundled recording)",
+        description="Run the bot. With no arguments: paper mode, offline, replaying the "
+        "real Binance BTC/USDT recording bundled with the package.",
+    )
+    _common(run)
+    run.add_argument("--confirm-live", action="store_true", help="required to start in live mode")
+    run.add_argument("--summary-json", type=Path, metavar="PATH", help="write the summary here")
+
+    book = sub.add_parser(
+        "book",
+        help="live terminal view of the local book's depth bands",
+        description="Show what the bot sees: depth within each band of mid and the top levels. "
+        "Live (--feed live --exchange ID --symbol SYM) or on a recording (--replay FILE).",
+    )
+    _common(book)
+    book.add_argument("--levels", type=int, default=10, help="top levels to show per side")
+
+    config = sub.add_parser("config", help="validate a config and print it (secrets masked)")
+    _common(config)
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as a nested dict (highest priority)."""
+    out: dict[str, Any] = {}
+    feed: dict[str, Any] = {}
+    logging: dict[str, Any] = {}
+    if args.mode:
+        out["mode"] = args.mode
+    if args.exchange:
+        out["exchange"] = {"id": args.exchange}
+    if args.state_dir:
+        out["state_dir"] = args.state_dir
+    if getattr(args, "confirm_live", False):
+        out["confirm_live"] = True
+    if args.replay:
+        feed["source"] = "replay"
+        feed["replay_files"] = args.replay
+    if args.feed:
+        feed["source"] = args.feed
+    if args.speed is not None:
+        feed["speed"] = args.speed
+    if args.duration is not None:
+        feed["duration_s"] = args.duration
+    if args.log_format:
+        logging["format"] = args.log_format
+    if args.log_level:
+        logging["level"] = args.log_level
+    if feed:
+        out["feed"] = feed
+    if logging:
+        out["logging"] = logging
+    return out
+
+
+def resolve_settings(args: argparse.Namespace, *, command: str) -> Settings:
+    overrides = overrides_from_args(args)
+    if command == "book" and args.speed is None and (args.replay or not args.feed):
+        # A view is for watching: replay at real time unless told otherwise.
+        overrides.setdefault("feed", {})["speed"] = 1.0
+    settings = load_settings(args.config, overrides=overrides, secrets_dir=args.secrets_dir)
+    if not args.symbol:
+        return settings
+    # --symbol selects markets: keep a configured market's thresholds when it has
+    # one, defaults otherwise. Reloading keeps validation in one place.
+    configured = {m.symbol: m.model_dump() for m in settings.markets}
+    overrides["markets"] = [configured.get(sym, {"symbol": sym}) for sym in args.symbol]
+    return load_settings(args.config, overrides=overrides, secrets_dir=args.secrets_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = resolve_settings(args, command=args.command)
+        if args.command == "config":
+            print(json.dumps(settings.model_dump(mode="json"), indent=2))
+            return EXIT_OK
+        return asyncio.run(_run(args, settings))
+    except UserError as e:
+        print(f"backstop: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (OperationalError, TemporaryError) as e:
+        print(f"backstop: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    err: TextIO = sys.stderr
+    fmt = resolve_format(settings.logging.format, err)
+    log = make_logger(fmt, settings.logging.level, err).bind(mode=settings.mode)
+    is_book = args.command == "book"
+    interactive = fmt == "console" and err.isatty()
+    view: TerminalView | None = None
+    listener: Listener
+    if interactive:
+        view = TerminalView(Console(file=err), ladder_levels=args.levels if is_book else 0)
+        listener = view
+    else:
+        listener = LogProgress(log, interval_s=1.0 if is_book else 5.0)
+
+    run = await assemble(settings, log=log, listeners=[listener])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on every platform
+            loop.add_signal_handler(sig, stop.set)
+    if settings.feed.source == "live" and settings.feed.duration_s is not None:
+        loop.call_later(settings.feed.duration_s, stop.set)
+
+    with view if view is not None else contextlib.nullcontext():
+        summary = await run.execute(stop)
+    _report(summary, args, fmt, log)
+    return EXIT_INTERRUPTED if stop.is_set() and settings.feed.source == "replay" else EXIT_OK
+
+
+def _report(summary: RunSummary, args: argparse.Namespace, fmt: str, log: Any) -> None:
+    path: Path | None = getattr(args, "summary_json", None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    if fmt == "console":
+        Console().print(summary_table(summary))
+    else:
+        log.info("run_summary", **summary.to_dict())

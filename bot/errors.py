@@ -1,0 +1,37 @@
+"""The bot's exception tree, named by what the caller must do about each error.
+
+ccxt's many exception classes are mapped onto these at the venue/feed boundary
+(``raise ... from e``) so the rest of the bot only has to decide between a few
+actions: fix the input, retry later, back off, or stop and call a human.
+"""
+
+from __future__ import annotations
+
+
+class BackstopError(Exception):
+    """Base class for every error the bot raises on purpose."""
+
+
+class UserError(BackstopError):
+    """A mistake in what the user asked for. Reported in one line, never a traceback.
+
+    ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """Bad configuration; the message names the source (file, env var), field and problem."""
+
+
+class TemporaryError(BackstopError):
+    """Usually resolves itself after a while (network blip, exchange hiccup): retry with backoff."""
+
+
+class RateLimited(TemporaryError):
+    """The venue asked us to slow down. Back off longer than for a plain temporary error."""
+
+
+class OperationalError(BackstopError):
+    """Needs manual intervention (bad credentials, unknown symbol on the venue, banned IP)."""

@@ -1,0 +1,171 @@
+"""Building ccxt exchange objects, and translating ccxt's errors into the bot's.
+
+Everything that talks to a venue gets its exchange from :func:`make_exchange`, so
+rate limiting, sandbox selection, credentials and URL overrides are decided in one
+place. :func:`map_ccxt_error` is the single translation from ccxt's ~40 exception
+classes to the four actions in :mod:`bot.errors` (retry, back off, stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ccxt
+import ccxt.async_support
+import ccxt.pro
+
+from bot.errors import BackstopError, ConfigError, OperationalError, RateLimited, TemporaryError
+
+
+def make_exchange(
+    exchange_id: str,
+    *,
+    sandbox: bool,
+    api_key: str | None = None,
+    secret: str | None = None,
+    password: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    pro: bool = True,
+    url_overrides: Mapping[str, str] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Any:
+    """Create an async ccxt exchange (``ccxt.pro`` by default, websockets + REST).
+
+    - Rate limiting is always on: ccxt then spaces REST calls by each endpoint's cost.
+    - ``sandbox=True`` switches to the venue's testnet URLs (``set_sandbox_mode``);
+      a venue without a testnet is a :class:`ConfigError`, never a silent fall back
+      to the real venue.
+    - Credentials are optional: public market data needs none.
+    - ``options`` is deep-merged by ccxt into the exchange's default ``options``
+      (e.g. ``{"fetchMarkets": {"types": ["spot"]}}``).
+    - ``url_overrides`` repoints individual API URLs, applied *after* sandbox
+      selection. Keys are dotted paths into ``exchange.urls["api"]``, the dict
+      ccxt reads every request's base URL from. For Binance spot::
+
+          {"public": "http://127.0.0.1:8080/api/v3",   # REST market data
+           "private": "http://127.0.0.1:8080/api/v3",  # REST trading
+           "ws.spot": "ws://127.0.0.1:8080/ws"}        # websocket streams
+
+      A path that does not exist is a :class:`ConfigError` listing the ones that
+      do, so a typo cannot leave one endpoint silently pointing at the real venue.
+    - ``extra_config`` is passed to the ccxt constructor as is (``timeout`` in ms,
+      ``aiohttp_trust_env``, ``session``, proxies ...); it cannot override the
+      settings above.
+
+    Constructing an exchange makes no network calls; the caller owns it and must
+    ``await exchange.close()``.
+    """
+    module: Any = ccxt.pro if pro else ccxt.async_support
+    available: list[str] = list(module.exchanges)
+    if exchange_id not in available:
+        kind = "ccxt.pro (websocket)" if pro else "ccxt"
+        raise ConfigError(f"exchange {exchange_id!r} is not supported by {kind}")
+
+    config: dict[str, Any] = dict(extra_config or {})
+    config["enableRateLimit"] = True
+    if options:
+        config["options"] = dict(options)
+    if api_key is not None:
+        config["apiKey"] = api_key
+    if secret is not None:
+        config["secret"] = secret
+    if password is not None:
+        config["password"] = password
+
+    exchange = getattr(module, exchange_id)(config)
+    if sandbox:
+        try:
+            exchange.set_sandbox_mode(True)
+        # ccxt raises NotSupported when `urls` lacks a "test" entry, but many
+        # exchanges carry `"test": None`, which fails inside ccxt with TypeError.
+        except (ccxt.NotSupported, TypeError, KeyError) as e:
+            raise ConfigError(f"exchange {exchange_id!r} has no sandbox/testnet") from e
+    if url_overrides:
+        _apply_url_overrides(exchange, url_overrides)
+    return exchange
+
+
+def _apply_url_overrides(exchange: Any, overrides: Mapping[str, str]) -> None:
+    api = exchange.urls.get("api")
+    if not isinstance(api, dict):
+        raise ConfigError(f"exchange {exchange.id!r} has no per-endpoint API URLs to override")
+    known = sorted(_url_paths(api))
+    for path, url in overrides.items():
+        parts = path.split(".")
+        node: Any = api
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(parts[-1]), str):
+            raise ConfigError(
+                f"url override {path!r}: no such URL for exchange {exchange.id!r}"
+                f" (known: {', '.join(known)})"
+            )
+        node[parts[-1]] = url
+
+
+def _url_paths(node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for key, value in node.items():
+        if isinstance(value, str):
+            paths.append(prefix + key)
+        elif isinstance(value, Mapping):
+            paths.extend(_url_paths(value, f"{prefix}{key}."))
+    return paths
+
+
+# Most specific first: the first matching class wins, so subclasses must precede
+# their parents (RateLimitExceeded is a NetworkError, PermissionDenied an
+# AuthenticationError, BadSymbol a BadRequest ...).
+_ERROR_MAP: tuple[tuple[type[Exception], type[BackstopError]], ...] = (
+    # Slow down: the venue is counting our requests (DDoSProtection is what ccxt
+    # raises for Cloudflare blocks and Binance's 418 pre-ban warnings).
+    (ccxt.RateLimitExceeded, RateLimited),
+    (ccxt.DDoSProtection, RateLimited),
+    # Transport trouble, exchange down or in maintenance, a book whose sequence
+    # broke (InvalidNonce/ChecksumError): retry, a fresh snapshot fixes the book.
+    (ccxt.NetworkError, TemporaryError),
+    (ccxt.BadResponse, TemporaryError),
+    (ccxt.CancelPending, TemporaryError),
+    # Retrying cannot fix these: credentials, permissions, a banned or restricted
+    # account/location, a symbol the venue does not list, a call the venue or
+    # ccxt does not support, an instance we closed ourselves.
+    (ccxt.AuthenticationError, OperationalError),
+    (ccxt.BadSymbol, OperationalError),
+    (ccxt.BadRequest, OperationalError),
+    (ccxt.ArgumentsRequired, OperationalError),
+    (ccxt.NotSupported, OperationalError),
+    (ccxt.OperationRejected, OperationalError),
+    (ccxt.InvalidProxySettings, OperationalError),
+    (ccxt.ExchangeClosedByUser, OperationalError),
+    # Order-level rejections: not retryable as sent. The order path should catch
+    # the ccxt classes itself where it can do better (e.g. resize on
+    # InsufficientFunds) before falling back to this mapping.
+    (ccxt.InsufficientFunds, OperationalError),
+    (ccxt.InvalidOrder, OperationalError),
+    (ccxt.InvalidAddress, OperationalError),
+    # Any other exchange error is usually a venue hiccup with an unmapped code:
+    # retry with backoff (freqtrade does the same); repeats show up in the stats.
+    (ccxt.ExchangeError, TemporaryError),
+    (ccxt.UnsubscribeError, TemporaryError),
+    # ccxt wraps transport errors itself; a raw socket error or timeout that
+    # slips through is still a transport error.
+    (OSError, TemporaryError),
+)
+
+
+def map_ccxt_error(e: BaseException) -> BackstopError:
+    """The :mod:`bot.errors` exception for a ccxt exception, with ``e`` as its cause.
+
+    Use as ``raise map_ccxt_error(e) from e``. ``OSError``/``TimeoutError`` count as
+    :class:`TemporaryError`. Anything else unknown maps to :class:`OperationalError`
+    (stop and look) rather than being retried forever.
+    """
+    target: type[BackstopError] = OperationalError
+    for source, mapped in _ERROR_MAP:
+        if isinstance(e, source):
+            target = mapped
+            break
+    err = target(f"{type(e).__name__}: {e}")
+    err.__cause__ = e
+    return err

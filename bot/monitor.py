@@ -1,0 +1,119 @@
+"""Per-market depth measurements taken on every valid book update.
+
+A :class:`DepthSample` is what the detector and strategies read, and what the run
+summary and the terminal views report. :class:`DepthMonitor` keeps the extremes a
+summary needs (the thinnest the book got, per side and band, and when) in O(bands)
+per update, without storing history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.book import OrderBook, Side
+
+SIDES = (Side.BID, Side.ASK)
+
+
+@dataclass(frozen=True, slots=True)
+class DepthSample:
+    ts_ns: int
+    best_bid: float
+    best_ask: float
+    mid: float
+    spread_bps: float
+    bands_bps: tuple[float, ...]
+    depth: npt.NDArray[np.float64]
+    """``(2, len(bands_bps), 2)``: side (bid, ask) x band x (base, quote)."""
+    buy_slippage_bps: float | None
+    """Cost in bps over mid of buying the reference notional (None if the book can't fill it)."""
+    sell_slippage_bps: float | None
+
+    def band_depth(self, side: Side, band_index: int) -> tuple[float, float]:
+        """``(base, quote)`` depth within ``bands_bps[band_index]`` on ``side``."""
+        row = self.depth[SIDES.index(side), band_index]
+        return float(row[0]), float(row[1])
+
+
+@dataclass(slots=True)
+class BandLow:
+    """The thinnest one side of one band got: quote notional, its base size, when, mid then."""
+
+    quote: float = float("inf")
+    base: float = float("inf")
+    ts_ns: int | None = None
+    mid: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        seen = self.ts_ns is not None
+        return {
+            "quote": self.quote if seen else None,
+            "base": self.base if seen else None,
+            "ts_ns": self.ts_ns,
+            "mid": self.mid,
+        }
+
+
+@dataclass(slots=True)
+class DepthMonitor:
+    """Samples one market's book after each applied update and tracks the lows."""
+
+    bands_bps: tuple[float, ...]
+    reference_notional_quote: float
+    samples: int = 0
+    last: DepthSample | None = None
+    max_spread_bps: float = 0.0
+    lows: dict[tuple[Side, float], BandLow] = field(default_factory=dict)
+
+    @classmethod
+    def for_bands(cls, bands_bps: Sequence[float], reference_notional_quote: float) -> DepthMonitor:
+        bands = tuple(float(b) for b in bands_bps)
+        monitor = cls(bands_bps=bands, reference_notional_quote=reference_notional_quote)
+        monitor.lows = {(side, band): BandLow() for side in SIDES for band in bands}
+        return monitor
+
+    def observe(self, book: OrderBook, ts_ns: int) -> DepthSample | None:
+        """Measure ``book`` now; None when it is not tradeable (invalid or one side empty)."""
+        bid, ask, mid, spread = book.best_bid(), book.best_ask(), book.mid(), book.spread_bps()
+        if bid is None or ask is None or mid is None or spread is None:
+            return None
+        depth = book.depth_bands(self.bands_bps)
+        buy = book.fill_estimate(Side.ASK, self.reference_notional_quote)
+        sell = book.fill_estimate(Side.BID, self.reference_notional_quote)
+        sample = DepthSample(
+            ts_ns=ts_ns,
+            best_bid=bid,
+            best_ask=ask,
+            mid=mid,
+            spread_bps=spread,
+            bands_bps=self.bands_bps,
+            depth=depth,
+            buy_slippage_bps=buy.slippage_bps if buy.complete else None,
+            sell_slippage_bps=sell.slippage_bps if sell.complete else None,
+        )
+        self._record(sample)
+        return sample
+
+    def _record(self, sample: DepthSample) -> None:
+        self.samples += 1
+        self.last = sample
+        self.max_spread_bps = max(self.max_spread_bps, sample.spread_bps)
+        for s, side in enumerate(SIDES):
+            for b, band in enumerate(self.bands_bps):
+                base, quote = sample.depth[s, b]
+                low = self.lows[(side, band)]
+                if quote < low.quote:
+                    low.quote, low.base = float(quote), float(base)
+                    low.ts_ns, low.mid = sample.ts_ns, sample.mid
+
+    def lows_dict(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{"bid": {"10": {...}, ...}, "ask": {...}}`` for the JSON summary."""
+        return {
+            side.value: {f"{band:g}": self.lows[(side, band)].to_dict() for band in self.bands_bps}
+            for side in SIDES
+        }

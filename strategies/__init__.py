@@ -1,0 +1,1 @@
+"""Strategies decide; they never talk to an exchange directly."""
