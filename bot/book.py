@@ -498,9 +498,11 @@ def _sorted_unique(keys: FloatArray, sizes: FloatArray) -> tuple[FloatArray, Flo
     if m < 2:
         return keys, sizes
     if keys[0] > keys[-1]:
-        keys = keys[::-1]
-        sizes = sizes[::-1]
-    if _count(_greater(keys[1:], keys[:-1])) == m - 1:
+        # Only a strictly descending run may be reversed: reversing repeated prices
+        # would change which row is last.
+        if _count(_less(keys[1:], keys[:-1])) == m - 1:
+            return keys[::-1], sizes[::-1]
+    elif _count(_greater(keys[1:], keys[:-1])) == m - 1:
         return keys, sizes
     order = keys.argsort(kind="stable")
     keys = keys[order]
@@ -576,6 +578,7 @@ def _merge(
 _min_reduce = np.minimum.reduce
 _max_reduce = np.maximum.reduce
 _greater = np.greater
+_less = np.less
 _not_equal = np.not_equal
 _count = np.count_nonzero
 _add_reduce = np.add.reduce

@@ -35,3 +35,14 @@ class RateLimited(TemporaryError):
 
 class OperationalError(BackstopError):
     """Needs manual intervention (bad credentials, unknown symbol on the venue, banned IP)."""
+
+
+class OrderRejected(BackstopError):
+    """The venue refused this order as sent (invalid, post-only would cross, not funded).
+
+    Do not retry it unchanged; report it (risk guards count bursts of these).
+    """
+
+
+class OrderNotFound(BackstopError):
+    """The venue does not know this order id: treat the order as gone, then confirm with a fetch."""

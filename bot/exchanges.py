@@ -15,7 +15,15 @@ import ccxt
 import ccxt.async_support
 import ccxt.pro
 
-from bot.errors import BackstopError, ConfigError, OperationalError, RateLimited, TemporaryError
+from bot.errors import (
+    BackstopError,
+    ConfigError,
+    OperationalError,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    TemporaryError,
+)
 
 
 def make_exchange(
@@ -138,11 +146,11 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[BackstopError]], ...] = (
     (ccxt.OperationRejected, OperationalError),
     (ccxt.InvalidProxySettings, OperationalError),
     (ccxt.ExchangeClosedByUser, OperationalError),
-    # Order-level rejections: not retryable as sent. The order path should catch
-    # the ccxt classes itself where it can do better (e.g. resize on
-    # InsufficientFunds) before falling back to this mapping.
-    (ccxt.InsufficientFunds, OperationalError),
-    (ccxt.InvalidOrder, OperationalError),
+    # Order-level outcomes. OrderNotFound is an InvalidOrder in ccxt, so it comes
+    # first: on a cancel it means "already gone", not "refused".
+    (ccxt.OrderNotFound, OrderNotFound),
+    (ccxt.InsufficientFunds, OrderRejected),
+    (ccxt.InvalidOrder, OrderRejected),
     (ccxt.InvalidAddress, OperationalError),
     # Any other exchange error is usually a venue hiccup with an unmapped code:
     # retry with backoff (freqtrade does the same); repeats show up in the stats.

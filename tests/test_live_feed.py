@@ -30,7 +30,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.clock import NS_PER_SECOND, ManualClock
-from bot.errors import BackstopError, ConfigError, OperationalError, RateLimited, TemporaryError
+from bot.errors import (
+    BackstopError,
+    ConfigError,
+    OperationalError,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    TemporaryError,
+)
 from bot.exchanges import make_exchange, map_ccxt_error
 from bot.feeds.events import BookSnapshot, FeedState, FeedStatus, MarketEvent, Trade
 from bot.feeds.live import LiveFeed, LiveFeedState
@@ -745,7 +753,10 @@ def test_backoff_reset_returns_to_the_first_step() -> None:
         (ccxt.AccountSuspended("banned"), OperationalError),
         (ccxt.BadSymbol("FOO/BAR"), OperationalError),
         (ccxt.NotSupported("no"), OperationalError),
-        (ccxt.InsufficientFunds("poor"), OperationalError),
+        (ccxt.InsufficientFunds("poor"), OrderRejected),
+        (ccxt.InvalidOrder("below min notional"), OrderRejected),
+        (ccxt.OrderImmediatelyFillable("post-only would cross"), OrderRejected),
+        (ccxt.OrderNotFound("unknown order"), OrderNotFound),
         (ccxt.ExchangeClosedByUser("closed"), OperationalError),
         (ccxt.BaseError("???"), OperationalError),
     ],

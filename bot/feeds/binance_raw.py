@@ -29,22 +29,19 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from bot.clock import NS_PER_MS
 from bot.feeds.events import BookDelta, BookSnapshot, Levels, Trade, levels
 
-try:  # orjson comes with ccxt on the usual platforms and parses these lines ~2x faster.
-    import orjson
-
-    _loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - exercised only where orjson has no wheel
-    _loads = json.loads
+# orjson parses these lines about twice as fast as the json module.
+_loads: Callable[[bytes], Any] = orjson.loads
 
 BinanceMarket = Literal["spot", "usdm", "coinm"]
 
@@ -223,6 +220,8 @@ def parse_message(
         if "e" not in msg and "B" not in msg:
             raise MalformedMessage("unknown_message", "neither a stream message nor a snapshot")
         data = msg  # a bare (non-combined) stream payload
+    if isinstance(data, list):
+        return None  # array streams (!ticker@arr, ...): not used
     if not isinstance(data, dict):
         raise MalformedMessage("not_an_object", f"data is {type(data).__name__}")
     raw = data.get("s")

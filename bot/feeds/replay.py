@@ -129,8 +129,9 @@ def _split_lines(f: io.BufferedIOBase, malformed: Counter[str]) -> Iterator[byte
         yield rest
 
 
-def sniff_recording(path: Path) -> RecordingInfo:
+def sniff_recording(path: Path | str) -> RecordingInfo:
     """Recognises a recording by content. Raises :class:`UserError` naming the file."""
+    path = Path(path)
     try:
         compressed = _is_gzip(path)
         head: list[bytes] = []
