@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ccxt
+
 from bot.book import OrderBook
 from bot.clock import Clock, ManualClock, WallClock
 from bot.engine import Engine, Feed, Listener, Market
@@ -136,11 +138,9 @@ async def assemble(
     try:
         try:
             markets = await exchange.load_markets()
-        except Exception as e:  # ccxt raises its own tree; map it to ours
-            mapped = map_ccxt_error(e) if _is_ccxt_error(e) else None
-            if mapped is None:
-                raise
-            raise mapped from e
+        except (ccxt.BaseError, OSError) as e:
+            mapped = map_ccxt_error(e)
+            raise type(mapped)(f"could not load {ex.id} markets: {mapped}") from e
         validate_symbols(settings, markets, source=f"exchange {ex.id}")
     except BackstopError:
         await exchange.close()
@@ -156,14 +156,9 @@ async def assemble(
         reconnect_initial_s=settings.feed.reconnect_initial_s,
         reconnect_max_s=settings.feed.reconnect_max_s,
         rng=random.Random(),
+        logger=log,
     )
     engine = Engine(
         feed=live, markets=_markets(settings, wall), log=log, listeners=listeners
     )
     return Run(settings, engine, live, source=f"live:{ex.id}", closers=[live.aclose])
-
-
-def _is_ccxt_error(e: BaseException) -> bool:
-    import ccxt
-
-    return isinstance(e, ccxt.BaseError)

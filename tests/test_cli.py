@@ -196,3 +196,45 @@ def test_console_script_runs_and_logs_json_when_not_a_terminal(tmp_path: Path) -
     assert any(rec["event"] == "run_summary" for rec in lines)
     summary = json.loads(out.read_text())
     assert 19.0 <= summary["span_s"] <= 20.0
+
+
+def test_book_view_on_a_recording_reports_depth_bands(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["book", "--speed", "0", "--duration", "5", "--log-format", "json"])
+
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    progress = [r for r in records if r["event"] == "progress"]
+    assert code == 0
+    assert progress, err
+    assert progress[0]["symbol"] == "BTC/USDT"
+    assert progress[0]["bands_bps"] == [10.0, 50.0, 200.0]
+    assert all(q > 0 for q in progress[0]["bid_depth_quote"] + progress[0]["ask_depth_quote"])
+
+
+def test_terminal_view_renders_bands_and_ladder(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bot.book import OrderBook
+    from bot.clock import ManualClock
+    from bot.display import TerminalView
+    from bot.feeds.events import levels
+    from bot.monitor import DepthMonitor
+
+    clock = ManualClock(1_000)
+    book = OrderBook("BTC/USDT", clock=clock)
+    book.apply_snapshot(levels([[100.0, 2.0], [99.0, 1.0]]), levels([[101.0, 3.0]]), update_id=1)
+    sample = DepthMonitor.for_bands([100, 500], 50.0).observe(book, 1_000)
+    assert sample is not None
+    out = StringIO()
+    view = TerminalView(Console(file=out, width=120), ladder_levels=5, monotonic=lambda: 0.0)
+
+    with view:
+        view.on_sample("BTC/USDT", book, sample)
+
+    text = out.getvalue()
+    assert "BTC/USDT" in text
+    assert "100.00" in text  # the best bid on the ladder
+    assert "101.00" in text
+    assert "500" in text  # the widest band's row

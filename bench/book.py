@@ -1,0 +1,568 @@
+"""Order book benchmark: ``bot.book.OrderBook`` against two other designs, same run.
+
+    .venv/bin/python -m bench.book [--quick] [--reps N] [--rows N] [--seed N]
+
+Contenders (each fed the input its own pipeline would produce, prepared before timing):
+
+* ``numpy``  -- :class:`bot.book.OrderBook`: per side sorted float64 arrays, one batch
+  merge per message, copy-on-write, full validation. Gets ``(n, 2)`` arrays.
+* ``lists``  -- :class:`ListBook` below, the obvious alternative design: per side sorted
+  Python lists updated row by row with ``bisect`` (ccxt's approach) plus the same
+  validation and crossed-delta revert (undo log); band sums over list slices. Gets
+  tuples of ``(price, size)``.
+* ``ccxt``   -- ``ccxt.async_support.base.ws.order_book.OrderBook``, fed row by row with
+  ``storeArray`` exactly as ccxt's ``handle_delta`` does (a fresh ``[price, size]`` list
+  per row, as its parser makes); no validation, no revert. Band depth by walking its
+  sides in Python, one pass per side for all bands.
+
+Workloads, over a seeded synthetic stream (about 2,000 levels per side) and the bundled
+real recording (Binance spot BTCUSDT, 10m50s, ~6,500 diff messages):
+
+(a) apply only: rows (price-level updates) and messages per second;
+(b) mixed, per message: apply + best bid/ask + depth within 10/50/200 bps on both sides;
+(c) depth query latency: the 3-band, 2-side query alone, p50/p99 in microseconds.
+
+Throughputs are medians over ``--reps`` repetitions; the garbage collector is paused
+while timing. The ratio column is numpy / other (>1 means bot.book is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from operator import mul
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.book import OrderBook, Side
+from bot.clock import ManualClock
+from bot.feeds.events import BookDelta, BookSnapshot, Levels
+
+BANDS = (10.0, 50.0, 200.0)
+Rows = tuple[tuple[float, float], ...]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """One delta message in every contender's input form."""
+
+    bids: Levels
+    asks: Levels
+    bid_rows: Rows
+    ask_rows: Rows
+    first_id: int | None = None
+    last_id: int | None = None
+    prev_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    name: str
+    snap_bids: Levels
+    snap_asks: Levels
+    snap_id: int | None
+    msgs: list[Msg]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(m.bid_rows) + len(m.ask_rows) for m in self.msgs)
+
+
+def _rows(a: Levels) -> Rows:
+    return tuple((p, s) for p, s in a.tolist())
+
+
+def _msg(bids: Levels, asks: Levels, **ids: int | None) -> Msg:
+    return Msg(bids, asks, _rows(bids), _rows(asks), **ids)
+
+
+def synthetic(total_rows: int, seed: int) -> Stream:
+    """A random but well-formed stream: about 2,000 levels a side, never crossed.
+
+    Prices are ticks of 0.01 around 60,000 on a fixed grid per side (so the book stays
+    near 2,200 levels a side instead of growing as the price wanders): every tick for
+    the first 300, then evenly spread out to 2,500 USDT (~4%), which puts about 340,
+    520 and 1,200 levels inside the 10/50/200 bps bands, roughly the real book's shape.
+    A centre tick does a mean-reverting walk within +-150 ticks; bids stay below it and
+    asks above it, and the level it steps onto is removed in the same message, so the
+    book is never crossed. Activity is concentrated near the top (grid index drawn
+    from an exponential), 15% of rows remove a level, the others set a new absolute
+    size. Message sizes are 1 + Poisson(20) rows a side (Binance spot depth@100ms:
+    median 22 rows a message, both sides).
+    """
+    rng = np.random.default_rng(seed)
+    tick = 0.01
+    start = centre = 6_000_000  # in ticks
+    span = 2_200
+    grid = np.concatenate((np.arange(1, 301), np.linspace(301, 250_000, span - 300)))
+    grid = grid.round().astype(np.int64)
+    ticks = (start - grid, start + grid)  # per side, best first
+
+    def size_of(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.round(rng.lognormal(-1.0, 1.5, n), 4) + 0.0001
+
+    snap_b = np.column_stack((ticks[0] * tick, size_of(span)))
+    snap_a = np.column_stack((ticks[1] * tick, size_of(span)))
+    live = (set(ticks[0].tolist()), set(ticks[1].tolist()))
+    msgs: list[Msg] = []
+    done = 0
+    while done < total_rows:
+        rows: list[list[tuple[float, float]]] = [[], []]
+        drift = (start - centre) / 300.0  # pull back towards the start
+        u = rng.random()
+        move = -1 if u < 0.2 - drift * 0.2 else (1 if u > 0.8 - drift * 0.2 else 0)
+        if move:
+            centre += move
+            side = 1 if move > 0 else 0  # the side the centre stepped into
+            if centre in live[side]:
+                rows[side].append((centre * tick, 0.0))
+                live[side].discard(centre)
+        for j in (0, 1):
+            k = 1 + int(rng.poisson(20))
+            # Index from the best allowed tick: skip grid ticks on the wrong side.
+            first = (
+                int(np.searchsorted(grid, abs(centre - start) + 1))
+                if ((j == 0 and centre <= start) or (j == 1 and centre >= start))
+                else 0
+            )
+            idx = np.minimum(first + rng.exponential(300.0, k).astype(np.int64), span - 1)
+            sizes = size_of(k)
+            sizes[rng.random(k) < 0.15] = 0.0
+            for t, size in zip(ticks[j][idx].tolist(), sizes.tolist(), strict=True):
+                if (t >= centre) if j == 0 else (t <= centre):
+                    continue
+                rows[j].append((t * tick, size))
+                if size:
+                    live[j].add(t)
+                else:
+                    live[j].discard(t)
+        b = np.array(rows[0], dtype=np.float64).reshape(-1, 2)
+        a = np.array(rows[1], dtype=np.float64).reshape(-1, 2)
+        msgs.append(_msg(b, a))
+        done += len(rows[0]) + len(rows[1])
+    return Stream(f"synthetic ({total_rows:,} rows)", snap_b, snap_a, None, msgs)
+
+
+def recording() -> Stream:
+    """The bundled real sample, through the project's own replay (already synced)."""
+    try:
+        from bot.feeds.replay import ReplayFeed, bundled_sample_paths
+    except ImportError:  # pragma: no cover - replay not available yet
+        return _recording_fallback()
+
+    async def collect() -> list[BookSnapshot | BookDelta]:
+        feed = ReplayFeed(bundled_sample_paths(), clock=ManualClock(), speed=0.0)
+        return [e async for e in feed.events() if isinstance(e, BookSnapshot | BookDelta)]
+
+    events = asyncio.run(collect())
+    return _stream_from_events("bundled spot BTCUSDT recording", events)
+
+
+def _recording_fallback() -> Stream:
+    import gzip
+    import json
+
+    from bot.feeds.events import levels
+
+    base = Path(__file__).parents[1] / "bot" / "data"
+    snap: dict[str, Any] | None = None
+    diffs: list[dict[str, Any]] = []
+    for name in ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz"):
+        with gzip.open(base / name, "rt") as f:
+            for line in f:
+                raw = line.split(" ", 1)[1]
+                if '"lastUpdateId"' in raw:
+                    snap = json.loads(raw)
+                elif '"depthUpdate"' in raw:
+                    diffs.append(json.loads(raw)["data"])
+    assert snap is not None
+    events: list[BookSnapshot | BookDelta] = [
+        BookSnapshot("BTCUSDT", 0, levels(snap["bids"]), levels(snap["asks"]), snap["lastUpdateId"])
+    ]
+    events += [
+        BookDelta("BTCUSDT", 0, levels(d["b"]), levels(d["a"]), first_id=d["U"], last_id=d["u"])
+        for d in diffs
+        if d["u"] > snap["lastUpdateId"]
+    ]
+    return _stream_from_events("bundled spot BTCUSDT recording (own parser)", events)
+
+
+def _stream_from_events(name: str, events: Sequence[BookSnapshot | BookDelta]) -> Stream:
+    first = events[0]
+    if not isinstance(first, BookSnapshot) or any(isinstance(e, BookSnapshot) for e in events[1:]):
+        raise SystemExit("expected one snapshot followed by deltas in the recording")
+    msgs = [
+        _msg(e.bids, e.asks, first_id=e.first_id, last_id=e.last_id, prev_id=e.prev_id)
+        for e in events[1:]
+        if isinstance(e, BookDelta)
+    ]
+    return Stream(name, first.bids, first.asks, first.update_id, msgs)
+
+
+# ----------------------------------------------------------------------------- design B
+
+
+class ListBook:
+    """Design B: sorted Python lists + ``bisect`` per row, same validation as OrderBook.
+
+    Keys are the price for asks and ``-price`` for bids, so both sides are ascending
+    best first. A delta is validated first, then applied row by row with an undo log,
+    and reverted if it leaves the book crossed.
+    """
+
+    def __init__(self, bids: Rows, asks: Rows) -> None:
+        self.keys: list[list[float]] = [[], []]
+        self.sizes: list[list[float]] = [[], []]
+        for p, s in bids:
+            self._store(0, -p, s)
+        for p, s in asks:
+            self._store(1, p, s)
+
+    def _store(self, side: int, key: float, size: float) -> float:
+        """Set the size at ``key`` (0 removes); returns the old size (0 if absent)."""
+        keys, sizes = self.keys[side], self.sizes[side]
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            old = sizes[i]
+            if size:
+                sizes[i] = size
+            else:
+                del keys[i]
+                del sizes[i]
+            return old
+        if size:
+            keys.insert(i, key)
+            sizes.insert(i, size)
+        return 0.0
+
+    def apply_delta(self, bids: Rows, asks: Rows) -> bool:
+        isfinite = math.isfinite
+        for rows in (bids, asks):
+            for p, s in rows:
+                if not (isfinite(p) and isfinite(s)) or p <= 0 or s < 0:
+                    return False
+        undo: list[tuple[int, float, float]] = []
+        store = self._store
+        for p, s in bids:
+            undo.append((0, -p, store(0, -p, s)))
+        for p, s in asks:
+            undo.append((1, p, store(1, p, s)))
+        bk, ak = self.keys
+        if bk and ak and -bk[0] >= ak[0]:
+            for side, key, old in reversed(undo):
+                store(side, key, old)
+            return False
+        return True
+
+    def best_bid(self) -> float | None:
+        return -self.keys[0][0] if self.keys[0] else None
+
+    def best_ask(self) -> float | None:
+        return self.keys[1][0] if self.keys[1] else None
+
+    def depth_bands(self, bands: Sequence[float]) -> list[list[tuple[float, float]]]:
+        bb, ba = self.best_bid(), self.best_ask()
+        if bb is None or ba is None:
+            return [[(0.0, 0.0)] * len(bands)] * 2
+        mid = (bb + ba) / 2.0
+        out = []
+        for side in (0, 1):
+            keys, sizes = self.keys[side], self.sizes[side]
+            if side == 0:
+                ks = [bisect_right(keys, -(mid * (1.0 - b / 1e4))) for b in bands]
+            else:
+                ks = [bisect_right(keys, mid * (1.0 + b / 1e4)) for b in bands]
+            kmax = max(ks)
+            cb = [0.0, *accumulate(sizes[:kmax])]
+            cq = [0.0, *accumulate(map(mul, keys[:kmax], sizes[:kmax]))]
+            sign = -1.0 if side == 0 else 1.0
+            out.append([(cb[k], sign * cq[k]) for k in ks])
+        return out
+
+
+# ----------------------------------------------------------------------------- ccxt
+
+
+def ccxt_book(bids: Rows, asks: Rows) -> Any:
+    from ccxt.async_support.base.ws.order_book import OrderBook as CcxtOrderBook
+
+    return CcxtOrderBook({"bids": [list(r) for r in bids], "asks": [list(r) for r in asks]})
+
+
+def ccxt_apply(ob: Any, bids: Rows, asks: Rows) -> None:
+    bs, as_ = ob["bids"], ob["asks"]
+    for p, s in bids:
+        bs.storeArray([p, s])
+    for p, s in asks:
+        as_.storeArray([p, s])
+
+
+def ccxt_depth_bands(ob: Any, bands: Sequence[float]) -> list[list[tuple[float, float]]]:
+    """Walk each side once, best first, summing into every band still open."""
+    bids, asks = ob["bids"], ob["asks"]
+    if not bids or not asks:
+        return [[(0.0, 0.0)] * len(bands)] * 2
+    mid = (bids[0][0] + asks[0][0]) / 2.0
+    out = []
+    for side, levels in ((0, bids), (1, asks)):
+        edges = sorted(mid * (1.0 - b / 1e4) if side == 0 else mid * (1.0 + b / 1e4) for b in bands)
+        if side == 0:
+            edges.reverse()  # narrowest band first: the highest bid edge
+        res = []
+        base = quote = 0.0
+        e = 0
+        for p, s in levels:
+            while e < len(edges) and (p < edges[e] if side == 0 else p > edges[e]):
+                res.append((base, quote))
+                e += 1
+            if e == len(edges):
+                break
+            base += s
+            quote += p * s
+        while len(res) < len(edges):
+            res.append((base, quote))
+        out.append(res)
+    return out
+
+
+# ----------------------------------------------------------------------------- runners
+
+Runner = Callable[[Stream, bool], float]
+"""Runs a stream once (``mixed`` or apply-only) and returns elapsed seconds."""
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def run_numpy(stream: Stream, mixed: bool) -> float:
+    book = OrderBook("X", clock=ManualClock())
+    assert book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id) is None
+    apply, bb, ba, bands = book.apply_delta, book.best_bid, book.best_ask, book.depth_bands
+
+    def go() -> None:
+        if mixed:
+            for m in stream.msgs:
+                apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+                bb()
+                ba()
+                bands(BANDS)
+        else:
+            for m in stream.msgs:
+                apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+
+    elapsed = _timed(go)
+    if sum(book.drops.values()):
+        raise SystemExit(f"bot.book dropped input in the benchmark: {dict(book.drops)}")
+    return elapsed
+
+
+def run_lists(stream: Stream, mixed: bool) -> float:
+    book = ListBook(_rows(stream.snap_bids), _rows(stream.snap_asks))
+    apply, bb, ba, bands = book.apply_delta, book.best_bid, book.best_ask, book.depth_bands
+
+    def go() -> None:
+        if mixed:
+            for m in stream.msgs:
+                apply(m.bid_rows, m.ask_rows)
+                bb()
+                ba()
+                bands(BANDS)
+        else:
+            for m in stream.msgs:
+                apply(m.bid_rows, m.ask_rows)
+
+    return _timed(go)
+
+
+def run_ccxt(stream: Stream, mixed: bool) -> float:
+    ob = ccxt_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+    bids, asks = ob["bids"], ob["asks"]
+
+    def go() -> None:
+        if mixed:
+            for m in stream.msgs:
+                ccxt_apply(ob, m.bid_rows, m.ask_rows)
+                _ = bids[0][0] if bids else None
+                _ = asks[0][0] if asks else None
+                ccxt_depth_bands(ob, BANDS)
+        else:
+            for m in stream.msgs:
+                ccxt_apply(ob, m.bid_rows, m.ask_rows)
+
+    return _timed(go)
+
+
+def latencies(stream: Stream, name: str) -> list[int]:
+    """ns per 3-band, 2-side depth query, one per message (updates applied untimed)."""
+    clock = time.perf_counter_ns
+    out: list[int] = []
+    if name == "numpy":
+        book = OrderBook("X", clock=ManualClock())
+        book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+        for m in stream.msgs:
+            book.apply_delta(
+                m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id
+            )
+            t0 = clock()
+            book.depth_bands(BANDS)
+            out.append(clock() - t0)
+    elif name == "lists":
+        lb = ListBook(_rows(stream.snap_bids), _rows(stream.snap_asks))
+        for m in stream.msgs:
+            lb.apply_delta(m.bid_rows, m.ask_rows)
+            t0 = clock()
+            lb.depth_bands(BANDS)
+            out.append(clock() - t0)
+    else:
+        ob = ccxt_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+        for m in stream.msgs:
+            ccxt_apply(ob, m.bid_rows, m.ask_rows)
+            t0 = clock()
+            ccxt_depth_bands(ob, BANDS)
+            out.append(clock() - t0)
+    return out
+
+
+def check_agreement(stream: Stream) -> None:
+    """All three end in the same book and report the same band depths."""
+    book = OrderBook("X", clock=ManualClock())
+    book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+    lb = ListBook(_rows(stream.snap_bids), _rows(stream.snap_asks))
+    ob = ccxt_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+    for m in stream.msgs:
+        book.apply_delta(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+        lb.apply_delta(m.bid_rows, m.ask_rows)
+        ccxt_apply(ob, m.bid_rows, m.ask_rows)
+    ours = book.depth_bands(BANDS)
+    for other in (np.array(lb.depth_bands(BANDS)), np.array(ccxt_depth_bands(ob, BANDS))):
+        if not np.allclose(ours, other, rtol=1e-9):
+            raise SystemExit(f"designs disagree on {stream.name}:\n{ours}\n{other}")
+    if book.top(10**9, Side.ASK).tolist() != [list(r) for r in ob["asks"]]:
+        raise SystemExit(f"bot.book and ccxt disagree on the ask levels of {stream.name}")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def header() -> str:
+    import ccxt
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "\n".join(
+        [
+            "order book benchmark (bench/book.py)",
+            f"machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}",
+            f"python {platform.python_version()} ({sys.implementation.name}), "
+            f"numpy {np.__version__}, ccxt {ccxt.__version__}",
+        ]
+    )
+
+
+ResultRow = tuple[str, str, float, float, float]
+
+
+def bench_stream(stream: Stream, reps: int) -> list[ResultRow]:
+    """Rows of (workload, unit, numpy, lists, ccxt)."""
+    n_msgs, n_rows = len(stream.msgs), stream.rows
+    runners: dict[str, Runner] = {"numpy": run_numpy, "lists": run_lists, "ccxt": run_ccxt}
+    apply_s: dict[str, list[float]] = {k: [] for k in runners}
+    mixed_s: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(reps):  # interleaved, so drifting machine load hits everyone alike
+        for name, run in runners.items():
+            apply_s[name].append(run(stream, False))
+            mixed_s[name].append(run(stream, True))
+    med_apply = {k: statistics.median(v) for k, v in apply_s.items()}
+    med_mixed = {k: statistics.median(v) for k, v in mixed_s.items()}
+    lat = {k: np.array(latencies(stream, k)) / 1e3 for k in runners}
+
+    def row(label: str, unit: str, f: Callable[[str], float]) -> ResultRow:
+        return (label, unit, f("numpy"), f("lists"), f("ccxt"))
+
+    return [
+        row("(a) apply: rows/s", "/s", lambda k: n_rows / med_apply[k]),
+        row("(a) apply: messages/s", "/s", lambda k: n_msgs / med_apply[k]),
+        row("(b) mixed: messages/s", "/s", lambda k: n_msgs / med_mixed[k]),
+        row("(c) depth query p50", "us", lambda k: float(np.percentile(lat[k], 50))),
+        row("(c) depth query p99", "us", lambda k: float(np.percentile(lat[k], 99))),
+    ]
+
+
+def fmt(v: float, unit: str) -> str:
+    return f"{v:,.0f}" if unit == "/s" else f"{v:,.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.book", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small synthetic stream, 3 reps")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 3)")
+    ap.add_argument("--rows", type=int, default=None, help="synthetic rows (default 1,000,000)")
+    ap.add_argument("--seed", type=int, default=20240808)
+    args = ap.parse_args(argv)
+    reps = args.reps or (3 if args.quick else 5)
+    rows = args.rows or (50_000 if args.quick else 1_000_000)
+
+    print(header())
+    streams = [synthetic(rows, args.seed), recording()]
+    for stream in streams:
+        check_agreement(stream)
+        lv = OrderBook("X", clock=ManualClock())
+        lv.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+        print(
+            f"\n{stream.name}: {len(stream.msgs):,} messages, {stream.rows:,} rows "
+            f"({stream.rows / len(stream.msgs):.1f} rows/message), snapshot "
+            f"{lv.level_count(Side.BID):,}/{lv.level_count(Side.ASK):,} levels; "
+            f"median of {reps} reps"
+        )
+        print(
+            f"{'workload':28s} {'bot.book':>12s} {'lists':>12s} {'ccxt':>12s} "
+            f"{'vs lists':>9s} {'vs ccxt':>9s}"
+        )
+        for label, unit, ours, lists, ccxt_v in bench_stream(stream, reps):
+            # Ratio: how many times better bot.book is (throughput up, latency down).
+            r_l = ours / lists if unit == "/s" else lists / ours
+            r_c = ours / ccxt_v if unit == "/s" else ccxt_v / ours
+            print(
+                f"{label:28s} {fmt(ours, unit):>12s} {fmt(lists, unit):>12s} "
+                f"{fmt(ccxt_v, unit):>12s} {r_l:>8.2f}x {r_c:>8.2f}x"
+            )
+    print(
+        "\nratios > 1: bot.book is faster. lists = design B (Python lists + bisect, same "
+        "rules); ccxt = no validation, no revert."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
