@@ -1,0 +1,1 @@
+"""Pieces of the depth-fracture detector; :mod:`bot.detector` puts them together."""
