@@ -1,0 +1,450 @@
+"""The order manager: the only part of the bot that creates or cancels orders on a venue.
+
+- **Quotes.** :meth:`OrderManager.sync_quotes` takes the full set of quotes the strategy
+  wants on a symbol and sends only the difference. It returns at once: creates and
+  cancels run as tasks, spaced by the rate limiter. An order never has two actions in
+  flight; one that is busy is left for a later sync. New quotes on a side wait until
+  that side's replaced orders are confirmed canceled, so a requote never has the old
+  and the new quote resting at the same time (the reserve is not double-committed).
+- **State.** Every change goes through the table in :mod:`bot.orders.state`, fed by
+  REST replies and websocket pushes in whatever order they arrive
+  (:mod:`bot.orders.updates` makes them idempotent).
+- **Errors.** Each order's venue calls live in :mod:`bot.orders.actions` (what each ccxt
+  error means for a create, a cancel, a lookup); :mod:`bot.orders.calls` rate-limits
+  and retries them. A create whose outcome is unknown is looked up, never re-sent.
+- **Reconcile.** :meth:`reconcile` compares the venue's open orders with ours; orders
+  without our client-id prefix are never touched.
+- **Notices.** Observers get an :mod:`bot.orders.events` record for every state change,
+  fill and failed action, stamped with the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.clock import Clock
+from bot.errors import BackstopError
+from bot.logs import Logger
+from bot.orders.actions import OrderActions
+from bot.orders.calls import Sleep, Throttle, VenueCalls
+from bot.orders.config import OrderManagerConfig
+from bot.orders.events import Action, Observer
+from bot.orders.ids import ClientIdFactory
+from bot.orders.quotes import PreparedQuote, QuoteKey, diff_quotes, order_key, prepare_quote
+from bot.orders.reconcile import plan_reconcile
+from bot.orders.state import OrderEvent, OrderState, TrackedOrder
+from bot.orders.streams import follow
+from bot.orders.tracker import OrderTracker
+from bot.venues.base import Venue
+from strategies.base import Quote
+
+KnownClientIds = Callable[[], Collection[str]]
+
+_CANCELABLE = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What one :meth:`OrderManager.sync_quotes` call decided (the actions run after)."""
+
+    kept: list[str] = field(default_factory=list)  # client ids left as they are
+    canceling: list[str] = field(default_factory=list)  # cancels started
+    creating: list[str] = field(default_factory=list)  # creates started
+    # Creates waiting for this side's cancels to be confirmed first.
+    deferred: list[PreparedQuote] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # unwanted, but an action is in flight
+    refused: list[tuple[Quote, str]] = field(default_factory=list)  # never sent: reason
+    skipped: list[tuple[Quote, str]] = field(default_factory=list)  # not sent this time
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    symbol: str
+    refreshed: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    looked_up: list[str] = field(default_factory=list)
+    foreign: int = 0  # open orders without our prefix: counted, never touched
+
+
+class OrderManager:
+    def __init__(
+        self,
+        venue: Venue,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        log: Logger,
+        config: OrderManagerConfig | None = None,
+        throttler: Throttle | None = None,
+        sleep: Sleep = asyncio.sleep,
+        known_client_ids: KnownClientIds | None = None,
+    ) -> None:
+        self.config = config if config is not None else OrderManagerConfig()
+        if not isinstance(self.config, OrderManagerConfig):
+            raise TypeError("config must be an OrderManagerConfig")
+        self._venue = venue
+        self._clock = clock
+        self._log = log
+        self._known_client_ids = known_client_ids
+        self._ids = ClientIdFactory(self.config.client_id_prefix, clock=clock, rng=rng)
+        self._tracker = OrderTracker(ids=self._ids, clock=clock, log=log, config=self.config)
+        self._calls = VenueCalls(
+            config=self.config, clock=clock, rng=rng, log=log, sleep=sleep, throttler=throttler
+        )
+        self._venue_actions = OrderActions(
+            venue, calls=self._calls, tracker=self._tracker, config=self.config
+        )
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._generation: defaultdict[str, int] = defaultdict(int)
+        self._cancel_when_idle: set[str] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ queries
+
+    def is_ours(self, client_id: str | None) -> bool:
+        return self._ids.is_ours(client_id)
+
+    def get(self, client_id: str) -> TrackedOrder | None:
+        return self._tracker.get(client_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
+        """Unfinished orders (including pending and unknown ones), oldest first."""
+        return self._tracker.open_orders(symbol)
+
+    def is_busy(self, order: TrackedOrder) -> bool:
+        """True while an action (create, cancel, lookup) is in flight for the order."""
+        return order.client_id in self._in_flight
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` with every notice; returns the unsubscribe function."""
+        return self._tracker.subscribe(observer)
+
+    # ------------------------------------------------------------------ commands
+
+    def sync_quotes(self, symbol: str, desired: Sequence[Quote]) -> SyncResult:
+        """Make our orders on ``symbol`` match ``desired``, with the fewest venue calls.
+
+        Returns what was decided; the calls run as tasks (see :meth:`drain`). Each call
+        supersedes the previous one's creates still waiting for cancels. Unwanted orders
+        that are busy (create in flight, outcome unknown) are cancelled once they are idle,
+        unless a later sync wants them after all.
+        """
+        self._generation[symbol] += 1
+        generation = self._generation[symbol]
+        self._cancel_when_idle -= {o.client_id for o in self.open_orders(symbol)}
+        self._tracker.prune(self.is_busy)
+        result = SyncResult()
+        prepared: list[PreparedQuote] = []
+        for quote in desired:
+            checked = self._prepare(quote, symbol)
+            if isinstance(checked, str):
+                result.refused.append((quote, checked))
+                self._log.info("quote_refused", symbol=symbol, quote=str(quote), reason=checked)
+            else:
+                prepared.append(checked)
+        diff = diff_quotes(prepared, self.open_orders(symbol), self._key, self.is_busy)
+        result.kept = [o.client_id for o in diff.keep]
+        result.busy = [o.client_id for o in diff.busy]
+        for order in diff.cancel:
+            if self.cancel(order.client_id, reason="REQUOTE") is None:
+                result.canceling.append(order.client_id)
+        for order in diff.busy:
+            if order.state is OrderState.PENDING_CANCEL:
+                continue
+            # Unwanted but busy (create in flight, unknown): cancel once it is idle.
+            self._cancel_when_idle.add(order.client_id)
+            if order.state is OrderState.UNKNOWN and not self.is_busy(order):
+                self._start(order, "lookup", self._venue_actions.lookup(order))
+        for side in ("buy", "sell"):
+            creates = [p for p in diff.create if p.quote.side == side]
+            if not creates:
+                continue
+            blockers = [o for o in diff.cancel + diff.busy if o.side == side]
+            waiting = [
+                self._in_flight[o.client_id]
+                for o in blockers
+                if o.state is OrderState.PENDING_CANCEL and o.client_id in self._in_flight
+            ]
+            if len(waiting) < len(blockers):
+                # Something on this side is pending new, unknown, or failed to start
+                # cancelling: adding quotes now could exceed what the strategy asked for.
+                busy_ids = ",".join(o.client_id for o in blockers)
+                result.skipped += [
+                    (p.quote, f"SIDE_BUSY: side={side} orders={busy_ids}") for p in creates
+                ]
+            elif waiting:
+                result.deferred += creates
+                self._spawn(self._create_after(symbol, generation, blockers, waiting, creates))
+            else:
+                result.creating += [self._submit(p).client_id for p in creates]
+        return result
+
+    def place(self, quote: Quote) -> TrackedOrder | str:
+        """Send one order outside quote management; the order, or why it was refused."""
+        checked = self._prepare(quote, quote.symbol)
+        if isinstance(checked, str):
+            return checked
+        return self._submit(checked)
+
+    def cancel(self, client_id: str, *, reason: str = "") -> str | None:
+        """Start cancelling one of our orders; None if started, else why not."""
+        order = self._tracker.get(client_id)
+        if order is None:
+            return f"UNKNOWN_ORDER: client_id={client_id}"
+        if self.is_busy(order):
+            return f"ACTION_IN_FLIGHT: client_id={client_id}"
+        denial = order.can_apply(OrderEvent.CANCEL_REQUESTED)
+        if denial is not None:
+            return denial
+        self._tracker.transition(order, OrderEvent.CANCEL_REQUESTED, reason=reason)
+        self._start(order, "cancel", self._venue_actions.cancel(order))
+        return None
+
+    def cancel_all(self, symbol: str, *, reason: str) -> list[str]:
+        """Withdraw all our orders on ``symbol`` (never anyone else's).
+
+        Busy orders are cancelled as soon as their action finishes (a create in flight
+        may yet open); waiting creates are dropped. Returns the client ids concerned.
+        """
+        self._generation[symbol] += 1
+        touched: list[str] = []
+        for order in self.open_orders(symbol):
+            touched.append(order.client_id)
+            if self.is_busy(order):
+                self._cancel_when_idle.add(order.client_id)
+            elif order.state in _CANCELABLE:
+                self.cancel(order.client_id, reason=reason)
+            elif order.state is OrderState.UNKNOWN:
+                self._cancel_when_idle.add(order.client_id)
+                self._start(order, "lookup", self._venue_actions.lookup(order))
+        self._log.info("cancel_all", symbol=symbol, reason=reason, orders=len(touched))
+        return touched
+
+    async def reconcile(self, symbol: str) -> ReconcileReport:
+        """Bring our view of ``symbol`` in line with the venue's open orders.
+
+        Our orders we know (or the journal knows) are refreshed or adopted; our orders
+        nobody knows are adopted or cancelled (``unknown_own_orders``); tracked orders
+        missing from the listing are looked up. Waits for the actions it starts.
+        Raises the mapped error if the listing itself fails.
+        """
+        try:
+            listing = await self._calls.call(
+                lambda: self._venue.fetch_open_orders(symbol), retries=self.config.retries
+            )
+        except BackstopError as err:
+            self._tracker.report_failure(None, symbol, "reconcile", err)
+            raise
+        known: Collection[str] = set(self._known_client_ids()) if self._known_client_ids else ()
+        plan = plan_reconcile(
+            symbol,
+            listing,
+            tracked=self._tracker.all(),
+            find=self._tracker.find,
+            is_ours=self.is_ours,
+            known_client_ids=known,
+            is_busy=self.is_busy,
+        )
+        report = ReconcileReport(symbol, foreign=plan.foreign)
+        for order, update in plan.refresh:
+            self._tracker.apply_update(order, update, source="reconcile")
+            report.refreshed.append(order.client_id)
+        for update in plan.adopt:
+            if (adopted := self._tracker.adopt(update, reason="KNOWN_OWN_ORDER")) is not None:
+                report.adopted.append(adopted.client_id)
+        for update in plan.stray:
+            adopted = self._tracker.adopt(update, reason="UNKNOWN_OWN_ORDER")
+            if adopted is None:
+                continue
+            if self.config.unknown_own_orders == "cancel":
+                if self.cancel(adopted.client_id, reason="UNKNOWN_OWN_ORDER") is None:
+                    report.canceled.append(adopted.client_id)
+            else:
+                report.adopted.append(adopted.client_id)
+        for order in plan.missing:
+            self._start(order, "lookup", self._venue_actions.lookup(order, once=True))
+            report.looked_up.append(order.client_id)
+        started = [
+            self._in_flight[cid]
+            for cid in report.canceled + report.looked_up
+            if cid in self._in_flight
+        ]
+        if started:
+            await asyncio.wait(started)
+        self._log.info(
+            "reconciled",
+            symbol=symbol,
+            refreshed=len(report.refreshed),
+            adopted=len(report.adopted),
+            canceled=len(report.canceled),
+            looked_up=len(report.looked_up),
+            foreign=report.foreign,
+            stale=len(plan.stale),
+        )
+        return report
+
+    async def drain(self) -> None:
+        """Wait until no action or waiting create is left (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def aclose(self) -> None:
+        """Stop all actions in flight (their orders keep their current state). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # ------------------------------------------------------------------ venue pushes
+
+    def on_order_update(self, raw: dict[str, Any]) -> None:
+        """An order structure from ``watch_orders`` (or anywhere else), in any order."""
+        self._tracker.on_order_update(raw)
+
+    def on_trade_update(self, raw: dict[str, Any]) -> None:
+        """One of our trades from ``watch_my_trades``; each trade id counts once."""
+        self._tracker.on_trade_update(raw)
+
+    async def watch(self, symbol: str) -> None:
+        """Feed ``watch_orders``/``watch_my_trades`` pushes in until cancelled.
+
+        Reconnects with backoff and reconciles after each reconnect (pushes may have
+        been missed). Returns at once if the venue has neither; operational errors
+        (credentials ...) are raised.
+        """
+        loops = []
+        has = getattr(self._venue, "has", {}) or {}
+        if has.get("watchOrders") and hasattr(self._venue, "watch_orders"):
+            loops.append(self._follow(symbol, "watch_orders", self.on_order_update))
+        if has.get("watchMyTrades") and hasattr(self._venue, "watch_my_trades"):
+            loops.append(self._follow(symbol, "watch_my_trades", self.on_trade_update))
+        if loops:
+            await asyncio.gather(*loops)
+
+    # ------------------------------------------------------------------ actions
+
+    def _prepare(self, quote: Quote, symbol: str) -> PreparedQuote | str:
+        if quote.symbol != symbol:
+            return f"WRONG_SYMBOL: quote={quote.symbol} sync={symbol}"
+        markets = getattr(self._venue, "markets", None) or {}
+        return prepare_quote(
+            quote,
+            markets.get(symbol),
+            self._venue.amount_to_precision,
+            self._venue.price_to_precision,
+        )
+
+    def _key(self, order: TrackedOrder) -> QuoteKey | None:
+        return order_key(order, self._venue.amount_to_precision, self._venue.price_to_precision)
+
+    def _submit(self, prepared: PreparedQuote) -> TrackedOrder:
+        now = self._clock.now_ns()
+        quote = prepared.quote
+        order = TrackedOrder(
+            client_id=self._ids.next(),
+            symbol=quote.symbol,
+            side=quote.side,
+            price=prepared.price,
+            amount=prepared.amount,
+            state=OrderState.PENDING_NEW,
+            post_only=quote.post_only,
+            tag=quote.tag,
+            created_ns=now,
+            updated_ns=now,
+        )
+        self._tracker.add(order)
+        self._start(order, "create", self._venue_actions.create(order))
+        return order
+
+    async def _create_after(
+        self,
+        symbol: str,
+        generation: int,
+        blockers: list[TrackedOrder],
+        waiting: list[asyncio.Task[None]],
+        creates: list[PreparedQuote],
+    ) -> None:
+        # asyncio.wait, not gather: being cancelled here must not cancel the cancels.
+        await asyncio.wait(waiting)
+        if self._generation[symbol] != generation:
+            self._log.debug("deferred_creates_superseded", symbol=symbol, count=len(creates))
+            return
+        not_gone = [o for o in blockers if o.state is not OrderState.CANCELED]
+        if not_gone:
+            # Filled instead, or the cancel failed: the strategy must look again.
+            self._log.info(
+                "deferred_creates_dropped",
+                symbol=symbol,
+                count=len(creates),
+                blockers=[f"{o.client_id}:{o.state}" for o in not_gone],
+            )
+            return
+        for prepared in creates:
+            self._submit(prepared)
+
+    def _start(self, order: TrackedOrder, action: Action, work: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(self._run_action(order, action, work))
+        self._in_flight[order.client_id] = task
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run_action(
+        self, order: TrackedOrder, action: Action, work: Coroutine[Any, Any, None]
+    ) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug: report it, keep the manager alive
+            self._log.exception("order_action_crashed", client_id=order.client_id, action=action)
+            self._tracker.report_failure(order.client_id, order.symbol, action, e)
+        finally:
+            if self._in_flight.get(order.client_id) is asyncio.current_task():
+                del self._in_flight[order.client_id]
+        self._after_action(order)
+
+    def _after_action(self, order: TrackedOrder) -> None:
+        cid = order.client_id
+        if cid not in self._cancel_when_idle or self._closed:
+            return
+        if order.is_finished:
+            self._cancel_when_idle.discard(cid)
+        elif order.state in _CANCELABLE:
+            self._cancel_when_idle.discard(cid)
+            self.cancel(cid, reason="UNWANTED_WHEN_IDLE")
+        # UNKNOWN (lookups inconclusive): stays marked; the next lookup retries.
+
+    async def _follow(
+        self, symbol: str, method: str, handle: Callable[[dict[str, Any]], None]
+    ) -> None:
+        await follow(
+            getattr(self._venue, method),
+            symbol,
+            handle,
+            catch_up=lambda: self._reconcile_quietly(symbol),
+            calls=self._calls,
+            log=self._log,
+            name=method,
+        )
+
+    async def _reconcile_quietly(self, symbol: str) -> bool:
+        try:
+            await self.reconcile(symbol)
+        except BackstopError as err:
+            self._log.warning("reconcile_after_reconnect_failed", error=str(err))
+            return False
+        return True

@@ -1,0 +1,304 @@
+"""What the manager believes about its orders, and the one place that changes it.
+
+:class:`OrderTracker` owns the tracked orders and their indexes (client id, exchange
+id), applies venue reports to them through the state table, deduplicates fills,
+adopts orders found on the venue, and publishes every change to the observers. It
+does no I/O; :class:`~bot.orders.manager.OrderManager` decides which venue calls to
+make and feeds their answers (and the websocket pushes) in here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from bot.clock import NS_PER_SECOND, Clock
+from bot.logs import Logger
+from bot.orders.config import OrderManagerConfig
+from bot.orders.events import (
+    Action,
+    Observer,
+    OrderActionFailed,
+    OrderFilled,
+    OrderNotice,
+    OrderStateChanged,
+)
+from bot.orders.ids import ClientIdFactory
+from bot.orders.state import OrderEvent, OrderState, TrackedOrder, is_complete
+from bot.orders.updates import OrderUpdate, TradeUpdate, events_for, is_news_for_finished
+
+
+class OrderTracker:
+    def __init__(
+        self, *, ids: ClientIdFactory, clock: Clock, log: Logger, config: OrderManagerConfig
+    ) -> None:
+        self._ids = ids
+        self._clock = clock
+        self._log = log
+        self._config = config
+        self._orders: dict[str, TrackedOrder] = {}
+        self._by_exchange_id: dict[str, str] = {}
+        self._unmatched_trades: OrderedDict[str, list[TradeUpdate]] = OrderedDict()
+        self._observers: list[Observer] = []
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, client_id: str) -> TrackedOrder | None:
+        return self._orders.get(client_id)
+
+    def all(self) -> list[TrackedOrder]:
+        return list(self._orders.values())
+
+    def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
+        """Unfinished orders (including pending and unknown ones), oldest first."""
+        return [
+            o
+            for o in self._orders.values()
+            if not o.is_finished and (symbol is None or o.symbol == symbol)
+        ]
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` with every notice; returns the unsubscribe function."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ changes
+
+    def add(self, order: TrackedOrder) -> None:
+        """Start tracking an order we are about to send (state PENDING_NEW)."""
+        self._orders[order.client_id] = order
+        self.notify_state(order, None, OrderEvent.SUBMITTED)
+
+    def on_order_update(self, raw: dict[str, Any]) -> None:
+        """An order structure from ``watch_orders`` (or anywhere else), in any order."""
+        update = OrderUpdate.from_ccxt(raw)
+        order = self.find(update)
+        if order is None:
+            if self._ids.is_ours(update.client_id):
+                # From an earlier run, or pruned: reconcile decides what to do with it.
+                self._log.info(
+                    "untracked_own_order_update", client_id=update.client_id, status=update.status
+                )
+            return
+        self.apply_update(order, update, source="push")
+
+    def on_trade_update(self, raw: dict[str, Any]) -> None:
+        """One of our trades from ``watch_my_trades``; each trade id counts once."""
+        trade = TradeUpdate.from_ccxt(raw)
+        if trade is None:
+            return
+        order = None
+        if trade.client_id is not None:
+            order = self._orders.get(trade.client_id)
+        if order is None and trade.order_id is not None:
+            cid = self._by_exchange_id.get(trade.order_id)
+            order = self._orders.get(cid) if cid is not None else None
+        if order is None:
+            if trade.order_id is not None and self._config.max_unmatched_trades > 0:
+                # The push may beat the create's REST reply that tells us the order id.
+                self._unmatched_trades.setdefault(trade.order_id, []).append(trade)
+                self._unmatched_trades.move_to_end(trade.order_id)
+                while len(self._unmatched_trades) > self._config.max_unmatched_trades:
+                    self._unmatched_trades.popitem(last=False)
+            return
+        self.apply_trade(order, trade)
+
+    def find(self, update: OrderUpdate) -> TrackedOrder | None:
+        if update.client_id is not None and update.client_id in self._orders:
+            return self._orders[update.client_id]
+        if update.exchange_id is not None:
+            cid = self._by_exchange_id.get(update.exchange_id)
+            if cid is not None:
+                return self._orders.get(cid)
+        return None
+
+    def apply_update(self, order: TrackedOrder, update: OrderUpdate, *, source: str) -> None:
+        if update.client_id is not None and update.client_id != order.client_id:
+            self._log.warning(
+                "order_update_mismatch",
+                client_id=order.client_id,
+                update_client_id=update.client_id,
+                source=source,
+            )
+            return
+        if update.exchange_id is not None and order.exchange_id is None:
+            self._learn_exchange_id(order, update.exchange_id)
+        for raw_trade in update.trades:
+            trade = TradeUpdate.from_ccxt(raw_trade)
+            if trade is not None:
+                self.apply_trade(order, trade)
+        if order.is_finished:
+            if not is_news_for_finished(order, update):
+                return
+            status = (update.status or "").lower()
+            if order.gone_inferred and status == "open":
+                # We concluded it was gone, the venue says it is live: believe the venue.
+                self.adopt(update, reason="REPORTED_LIVE_AFTER_GONE")
+                return
+            self._log.warning(
+                "late_update_ignored",
+                client_id=order.client_id,
+                state=str(order.state),
+                status=update.status,
+                filled=update.filled,
+                source=source,
+            )
+            return
+        for event, filled in events_for(order, update):
+            if not self.transition(order, event, filled=filled, reason=source):
+                break
+
+    def apply_trade(self, order: TrackedOrder, trade: TradeUpdate) -> None:
+        if trade.trade_id in order.trade_ids:
+            return
+        order.trade_ids.add(trade.trade_id)
+        order.trade_filled += trade.amount
+        self._emit(
+            OrderFilled(
+                ts_ns=self._clock.now_ns(),
+                client_id=order.client_id,
+                symbol=order.symbol,
+                side=order.side,
+                trade_id=trade.trade_id,
+                price=trade.price,
+                amount=trade.amount,
+                fee_cost=trade.fee_cost,
+                fee_currency=trade.fee_currency,
+                taker_or_maker=trade.taker_or_maker,
+                venue_ts_ms=trade.timestamp_ms,
+            )
+        )
+        filled = max(order.filled, order.trade_filled)
+        if filled <= order.filled:
+            return
+        if order.is_finished:
+            # A trade that happened before the order finished: a fact, not a transition.
+            order.filled = filled
+            return
+        event = OrderEvent.FILL if is_complete(filled, order.amount) else OrderEvent.PARTIAL_FILL
+        self.transition(order, event, filled=filled, reason="trade")
+
+    def _learn_exchange_id(self, order: TrackedOrder, exchange_id: str) -> None:
+        order.exchange_id = exchange_id
+        self._by_exchange_id[exchange_id] = order.client_id
+        for trade in self._unmatched_trades.pop(exchange_id, []):
+            self.apply_trade(order, trade)
+
+    def adopt(self, update: OrderUpdate, *, reason: str) -> TrackedOrder | None:
+        """Track an open order of ours that we did not place in this run (or lost)."""
+        side = update.side
+        if (
+            update.client_id is None
+            or update.symbol is None
+            or side not in ("buy", "sell")
+            or update.price is None
+            or update.amount is None
+        ):
+            self._log.warning("adopt_impossible", client_id=update.client_id, reason=reason)
+            return None
+        now = self._clock.now_ns()
+        filled = update.filled or 0.0
+        previous = self._orders.get(update.client_id)
+        order = TrackedOrder(
+            client_id=update.client_id,
+            symbol=update.symbol,
+            side="buy" if side == "buy" else "sell",
+            price=update.price,
+            amount=update.amount,
+            state=OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.OPEN,
+            exchange_id=update.exchange_id,
+            filled=filled,
+            reason=reason,
+            created_ns=now,
+            updated_ns=now,
+        )
+        if previous is not None:
+            order.trade_ids = set(previous.trade_ids)
+            order.trade_filled = previous.trade_filled
+            order.post_only, order.tag = previous.post_only, previous.tag
+        self._orders[order.client_id] = order
+        if order.exchange_id is not None:
+            self._learn_exchange_id(order, order.exchange_id)
+        self.notify_state(order, None, OrderEvent.ADOPTED)
+        return order
+
+    def transition(
+        self,
+        order: TrackedOrder,
+        event: OrderEvent,
+        *,
+        filled: float | None = None,
+        reason: str = "",
+    ) -> bool:
+        previous = order.state
+        denial = order.apply(event, filled=filled, reason=reason, ts_ns=self._clock.now_ns())
+        if denial is not None:
+            self._log.warning("order_transition_refused", reason=denial, detail=reason)
+            return False
+        self.notify_state(order, previous, event)
+        return True
+
+    def notify_state(
+        self, order: TrackedOrder, previous: OrderState | None, event: OrderEvent
+    ) -> None:
+        self._log.debug(
+            "order_state",
+            client_id=order.client_id,
+            previous=str(previous) if previous else None,
+            state=str(order.state),
+            trigger=str(event),
+            reason=order.reason,
+        )
+        self._emit(
+            OrderStateChanged(
+                ts_ns=self._clock.now_ns(),
+                client_id=order.client_id,
+                symbol=order.symbol,
+                exchange_id=order.exchange_id,
+                previous=previous,
+                state=order.state,
+                event=event,
+                filled=order.filled,
+                reason=order.reason,
+            )
+        )
+
+    def report_failure(
+        self, client_id: str | None, symbol: str, action: Action, err: BaseException
+    ) -> None:
+        self._log.warning("order_action_failed", client_id=client_id, action=action, error=str(err))
+        self._emit(
+            OrderActionFailed(
+                ts_ns=self._clock.now_ns(),
+                client_id=client_id,
+                symbol=symbol,
+                action=action,
+                error=type(err).__name__,
+                reason=f"{action.upper()}_FAILED: {err}",
+            )
+        )
+
+    def _emit(self, notice: OrderNotice) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(notice)
+            except Exception:  # one broken observer must not stop order handling
+                self._log.exception("order_observer_failed", notice=type(notice).__name__)
+
+    def prune(self, is_busy: Callable[[TrackedOrder], bool]) -> None:
+        """Forget finished orders once late updates for them are no longer expected."""
+        horizon = self._clock.now_ns() - int(self._config.finished_retention_s * NS_PER_SECOND)
+        for cid in [
+            cid
+            for cid, o in self._orders.items()
+            if o.is_finished and o.updated_ns < horizon and not is_busy(o)
+        ]:
+            order = self._orders.pop(cid)
+            if order.exchange_id is not None:
+                self._by_exchange_id.pop(order.exchange_id, None)
