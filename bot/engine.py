@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,11 +47,13 @@ class Engine:
         markets: Mapping[str, Market],
         log: Logger,
         listeners: Sequence[Listener] = (),
+        after_event: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._feed = feed
         self.markets = dict(markets)
         self._log = log
         self._listeners = list(listeners)
+        self._after_event = after_event
         self.events: Counter[str] = Counter()
         self.ignored_symbols: Counter[str] = Counter()
         self.feed_states: Counter[str] = Counter()
@@ -79,8 +81,13 @@ class Engine:
             consume.result()  # re-raise a feed failure (e.g. a fatal OperationalError)
 
     async def _consume(self) -> None:
+        after = self._after_event
         async for event in self._feed.events():
             self.handle(event)
+            if after is not None:
+                # Lets work the listeners started (order actions) reach the venue before
+                # the next event: in a replay, data time only moves with events.
+                await after()
             if self.ended:
                 return
 
