@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,24 @@ from typing import Any
 import ccxt
 
 from bot.book import OrderBook
+from bot.budget import Budget
 from bot.clock import Clock, ManualClock, WallClock
 from bot.engine import Engine, Feed, Listener, Market
 from bot.errors import BackstopError, UserError
 from bot.exchanges import make_exchange, map_ccxt_error
 from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
+from bot.feeds.stress import StressedFeed, StressSpec, format_spec
+from bot.inventory import currencies
 from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
 from bot.monitor import DepthMonitor
+from bot.orders import OrderManager
 from bot.settings import Settings, validate_symbols
 from bot.summary import RunSummary, summarize
+from bot.trader import Trader, desks_for
+from bot.venues.paper import PaperVenue
+from strategies import make_strategy
 
 
 def replay_symbol_map(settings: Settings) -> dict[str, str]:
@@ -57,13 +64,18 @@ class Run:
     engine: Engine
     feed: Feed
     source: str
-    closers: list[Any] = field(default_factory=list)
+    trader: Trader | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def execute(self, stop: asyncio.Event | None = None) -> RunSummary:
         started = time.perf_counter()
         try:
+            if self.trader is not None:
+                await self.trader.start()
             await self.engine.run(stop)
         finally:
+            if self.trader is not None:
+                await self.trader.stop()
             for close in self.closers:
                 await close()
         wall = time.perf_counter() - started
@@ -75,6 +87,7 @@ class Run:
             wall_s=wall,
             feed_stats=stats,
             feed_malformed=_malformed(stats),
+            trading=self.trader.summary() if self.trader is not None else None,
         )
         if self.source.startswith("replay") and summary.book_updates == 0:
             seen = ", ".join(sorted(self.engine.ignored_symbols)) or "no book data at all"
@@ -102,13 +115,96 @@ def _markets(settings: Settings, clock: Clock) -> dict[str, Market]:
     }
 
 
+class _AdmitAll:
+    """No request throttle: the paper venue never rate-limits, and in a replay wall time
+    means nothing. Order rate is still capped by the risk limits."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def paper_balances(settings: Settings) -> dict[str, float]:
+    """The paper account starts with the reserves of every market, summed per currency."""
+    balances: dict[str, float] = defaultdict(float)
+    for m in settings.markets:
+        base, quote = currencies(m.symbol)
+        balances[base] += m.reserve.base
+        balances[quote] += m.reserve.quote
+    return dict(balances)
+
+
+def _paper_trader(
+    settings: Settings,
+    ccxt_markets: Mapping[str, Mapping[str, Any]],
+    *,
+    clock: Clock,
+    log: Logger,
+) -> tuple[PaperVenue, Trader] | None:
+    """The paper venue and the trading loop on it, for the markets ccxt describes."""
+    tradeable = [m for m in settings.markets if m.symbol in ccxt_markets]
+    for m in settings.markets:
+        if m.symbol not in ccxt_markets:
+            log.warning(
+                "market_observed_only",
+                symbol=m.symbol,
+                why="no market definition (precision, limits, fees) to trade it on paper",
+            )
+        elif m.reserve.base == 0 and m.reserve.quote == 0:
+            log.warning(
+                "reserve_empty",
+                symbol=m.symbol,
+                why="markets[].reserve is 0: the strategy has nothing to quote with",
+            )
+    if not tradeable:
+        return None
+    venue = PaperVenue(
+        markets={m.symbol: dict(ccxt_markets[m.symbol]) for m in tradeable},
+        balances=paper_balances(settings),
+        clock=clock,
+        latency_ms=settings.paper.latency_ms,
+        exchange_id=settings.exchange.id,
+    )
+    manager = OrderManager(
+        venue,
+        clock=clock,
+        rng=random.Random(0),
+        log=log,
+        config=settings.orders,
+        throttler=_AdmitAll(),
+    )
+    trader = Trader(
+        desks=desks_for(tradeable, ccxt_markets),
+        strategy=make_strategy(settings.strategy.name, settings.strategy),
+        budget=Budget.from_settings(settings),
+        manager=manager,
+        log=log,
+    )
+    return venue, trader
+
+
 async def assemble(
-    settings: Settings, *, log: Logger, listeners: Sequence[Listener] = ()
+    settings: Settings,
+    *,
+    log: Logger,
+    listeners: Sequence[Listener] = (),
+    stress: StressSpec | None = None,
 ) -> Run:
-    """Build the feed, books and engine for ``settings`` (loads markets for a live feed)."""
+    """Build the feed, books, engine and (in paper mode) the trading loop for ``settings``."""
+    if settings.mode != "paper":
+        raise UserError(
+            f"mode {settings.mode!r}: sending orders to an exchange is not enabled in this "
+            "version yet (it waits for the risk guards and kill switch); use mode 'paper', "
+            "which also runs on an exchange's live public book (--feed live)"
+        )
+    if stress is not None and settings.feed.source != "replay":
+        raise UserError("--stress overlays a recording: it needs a replay (feed.source = replay)")
     if settings.feed.source == "replay":
         paths = list(settings.feed.replay_files) or bundled_sample_paths()
         replay_clock = ManualClock()
+        clock: Clock = replay_clock
         replay = ReplayFeed(
             paths,
             clock=replay_clock,
@@ -116,16 +212,39 @@ async def assemble(
             duration_s=settings.feed.duration_s,
             symbol_map=replay_symbol_map(settings),
         )
+        feed: Feed = replay if stress is None else StressedFeed(replay, stress)
         names = ", ".join(Path(p).name for p in paths)
-        engine = Engine(
-            feed=replay,
-            markets=_markets(settings, replay_clock),
-            log=log,
-            listeners=listeners,
-        )
-        log.info("replay_start", files=names, speed=settings.feed.speed)
-        return Run(settings, engine, replay, source=f"replay:{names}")
+        source = f"replay:{names}" + (f" +stress:{format_spec(stress)}" if stress else "")
+        ccxt_markets: Mapping[str, Mapping[str, Any]] = offline_markets(settings.exchange.id) or {}
+        closers: list[Callable[[], Awaitable[None]]] = []
+        log.info("replay_start", files=names, speed=settings.feed.speed, stress=source)
+    else:
+        clock = WallClock()
+        feed, ccxt_markets, close = await _live_feed(settings, clock=clock, log=log)
+        source = f"live:{settings.exchange.id}"
+        closers = [close]
 
+    trader: Trader | None = None
+    all_listeners = list(listeners)
+    built = _paper_trader(settings, ccxt_markets, clock=clock, log=log)
+    if built is not None:
+        venue, trader = built
+        # The venue sees each book state before the strategy reacts to it.
+        all_listeners = [venue, trader, *listeners]
+        closers.append(venue.close)
+    engine = Engine(
+        feed=feed,
+        markets=_markets(settings, clock),
+        log=log,
+        listeners=all_listeners,
+        after_event=trader.settle if trader is not None else None,
+    )
+    return Run(settings, engine, feed, source=source, trader=trader, closers=closers)
+
+
+async def _live_feed(
+    settings: Settings, *, clock: Clock, log: Logger
+) -> tuple[LiveFeed, Mapping[str, Mapping[str, Any]], Callable[[], Awaitable[None]]]:
     ex = settings.exchange
     exchange = make_exchange(
         ex.id,
@@ -145,11 +264,10 @@ async def assemble(
     except BackstopError:
         await exchange.close()
         raise
-    wall = WallClock()
     live = LiveFeed(
         exchange,
         [m.symbol for m in settings.markets],
-        clock=wall,
+        clock=clock,
         depth_limit=settings.feed.book_depth_limit,
         rest_fallback=settings.feed.rest_fallback,
         rest_poll_interval_s=settings.feed.rest_poll_interval_s,
@@ -158,7 +276,4 @@ async def assemble(
         rng=random.Random(),
         logger=log,
     )
-    engine = Engine(
-        feed=live, markets=_markets(settings, wall), log=log, listeners=listeners
-    )
-    return Run(settings, engine, live, source=f"live:{ex.id}", closers=[live.aclose])
+    return live, markets, live.aclose

@@ -24,9 +24,11 @@ from bot.app import assemble
 from bot.display import LogProgress, TerminalView, summary_table
 from bot.engine import Listener
 from bot.errors import OperationalError, TemporaryError, UserError
+from bot.feeds.stress import format_stress_list, parse_stress_spec
 from bot.logs import make_logger, resolve_format
 from bot.settings import Settings, load_settings
 from bot.summary import RunSummary
+from strategies import STRATEGIES
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -81,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.add_argument("--confirm-live", action="store_true", help="required to start in live mode")
+    run.add_argument(
+        "--strategy", choices=sorted(STRATEGIES), help="strategy to run (default: backstop)"
+    )
+    run.add_argument(
+        "--stress",
+        metavar="NAME[:k=v,...]",
+        help="overlay a stress scenario on the replay (see --list-stress), e.g. fracture",
+    )
+    run.add_argument(
+        "--list-stress", action="store_true", help="list the stress scenarios and exit"
+    )
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write the summary here")
 
     book = sub.add_parser(
@@ -110,6 +123,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["state_dir"] = args.state_dir
     if getattr(args, "confirm_live", False):
         out["confirm_live"] = True
+    if getattr(args, "strategy", None):
+        out["strategy"] = {"name": args.strategy}
     if args.replay:
         feed["source"] = "replay"
         feed["replay_files"] = args.replay
@@ -148,6 +163,9 @@ def resolve_settings(args: argparse.Namespace, *, command: str) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "list_stress", False):
+        print(format_stress_list())
+        return EXIT_OK
     try:
         settings = resolve_settings(args, command=args.command)
         if args.command == "config":
@@ -178,7 +196,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         listener = LogProgress(log, interval_s=1.0 if is_book else 5.0)
 
-    run = await assemble(settings, log=log, listeners=[listener])
+    stress_text = getattr(args, "stress", None)
+    stress = parse_stress_spec(stress_text) if stress_text else None
+    run = await assemble(settings, log=log, listeners=[listener], stress=stress)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

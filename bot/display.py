@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -200,7 +201,43 @@ def summary_table(summary: RunSummary) -> Group:
                 )
         table.caption = f"max spread {m['max_spread_bps']:.2f} bps  book {m['book_state']}"
         parts.append(table)
+    if summary.trading is not None:
+        parts.append(trading_table(summary.trading))
     return Group(*parts)
+
+
+def trading_table(trading: dict[str, Any]) -> Table:
+    """Per market: the inventory's outcome and one row per episode."""
+    table = Table(title=f"trading ({trading['strategy']})", title_justify="left")
+    for name in ("market", "UTC", "trigger", "fills", "volume"):
+        table.add_column(name, justify="right")
+    table.add_column("PnL", justify="right")
+    table.add_column("max committed", justify="right")
+    for symbol, m in trading["markets"].items():
+        inv = m["inventory"]
+        table.add_row(
+            symbol,
+            f"{len(m['episodes'])} episodes",
+            "",
+            f"{inv['fills']}",
+            f"{inv['volume_quote']:,.2f}",
+            f"{inv['marked_pnl']:,.2f}",
+            f"{m['max_committed_quote']:,.2f}",
+        )
+        for n, ep in enumerate(m["episodes"], 1):
+            start = str(iso_ns(ep["start_ts_ns"]))[11:19]
+            end = str(iso_ns(ep["end_ts_ns"]))[11:19] if ep["end_ts_ns"] else "open"
+            trigger = ep["trigger"] or {}
+            table.add_row(
+                f"#{n}",
+                f"{start}→{end}",
+                f"{trigger.get('rule', '?')}/{trigger.get('side', '?')}",
+                f"{ep['fills']}",
+                f"{ep['volume']['quote']:,.2f}",
+                "" if ep["marked_pnl"] is None else f"{ep['marked_pnl']:,.2f}",
+                f"{ep['max_committed_quote']:,.2f}",
+            )
+    return table
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -59,6 +59,8 @@ class RunSummary:
     wall_s: float
     markets: dict[str, dict[str, Any]]
     feed: dict[str, Any]
+    trading: dict[str, Any] | None = None
+    """Strategy, inventory, episodes and order counts per market (paper trading)."""
 
     @property
     def total_events(self) -> int:
@@ -83,6 +85,7 @@ def summarize(
     wall_s: float,
     feed_stats: object | None = None,
     feed_malformed: Counter[str] | None = None,
+    trading: dict[str, Any] | None = None,
 ) -> RunSummary:
     dropped: Counter[str] = Counter()
     markets: dict[str, dict[str, Any]] = {}
@@ -131,4 +134,5 @@ def summarize(
         wall_s=wall_s,
         markets=markets,
         feed=stats_dict(feed_stats) if feed_stats is not None else {},
+        trading=_jsonable(trading) if trading is not None else None,
     )

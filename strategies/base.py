@@ -1,20 +1,49 @@
 """The one small interface every strategy implements.
 
-A strategy reads the local book and the engine's depth sample and returns *intents*.
-It never talks to an exchange: intents go through risk checks and the order manager,
-which alone can reach a venue. That is what lets the same strategy run on replayed
-data, the paper venue, a testnet or a live account.
+A strategy is handed a :class:`MarketContext` (the book, the engine's depth sample, the
+detector's reading, the inventory and the budget) and returns a :class:`Decision`: the
+*full* set of quotes it wants resting on that market now (empty = none). It never
+talks to an exchange: the trader passes the quotes through :mod:`bot.budget` (hard
+caps, applied after the strategy so a buggy strategy cannot exceed them) to the order
+manager, which alone reaches a venue and sends only the difference from what rests.
+That is what lets the same strategy run on replayed data, the paper venue, a testnet or
+a live account.
+
+Strategies are synchronous, deterministic (no clock, no randomness: time is
+``ctx.ts_ns``) and do not round prices or amounts -- the order manager rounds with the
+market's precision. They do respect the market's minimums (:class:`MarketRules`) by not
+asking for quotes too small to be sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.book import OrderBook
-from bot.feeds.events import Trade
+from bot.detector import DetectorUpdate
 from bot.monitor import DepthSample
+
+if TYPE_CHECKING:
+    from bot.orders.events import OrderFilled
+
+__all__ = [
+    "REPLENISH_TAG",
+    "BudgetView",
+    "Decision",
+    "InventoryView",
+    "MarketContext",
+    "MarketRules",
+    "Quote",
+    "Strategy",
+]
+
+
+REPLENISH_TAG = "replenish:"
+"""Tag prefix of quotes that rebalance the reserve after an episode: the episode tracker
+books their fills as the episode's replenishment (and its cost), not as backstop flow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +57,179 @@ class Quote:
     post_only: bool = True
     tag: str = ""
 
+    @property
+    def notional(self) -> float:
+        return self.price * self.amount
+
+
+def _step(value: Any) -> float:
+    """A ccxt precision entry as a step size.
+
+    ccxt gives a step (``0.01``) in TICK_SIZE mode (Binance and most venues) and a
+    number of decimals (``2``) in DECIMAL_PLACES mode; a value >= 1 is read as decimals.
+    """
+    if value is None:
+        return 0.0
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        return 0.0
+    return v if v < 1 else 10.0 ** -round(v)
+
+
+def _limit(limits: Mapping[str, Any], name: str) -> float:
+    entry = limits.get(name) or {}
+    value = entry.get("min") if isinstance(entry, Mapping) else None
+    return float(value) if value else 0.0
+
 
 @dataclass(frozen=True, slots=True)
-class CancelAll:
-    """Withdraw every quote this strategy has on ``symbol``."""
+class MarketRules:
+    """The parts of a ccxt market dict that sizing needs (0 = unknown / no limit)."""
+
+    price_tick: float = 0.0
+    amount_step: float = 0.0
+    amount_min: float = 0.0
+    cost_min: float = 0.0
+
+    @classmethod
+    def from_market(cls, market: Mapping[str, Any] | None) -> MarketRules:
+        if not market:
+            return cls()
+        precision = market.get("precision") or {}
+        limits = market.get("limits") or {}
+        return cls(
+            price_tick=_step(precision.get("price")),
+            amount_step=_step(precision.get("amount")),
+            amount_min=_limit(limits, "amount"),
+            cost_min=_limit(limits, "cost"),
+        )
+
+    def min_notional(self, price: float) -> float:
+        """The smallest notional worth asking for at ``price``.
+
+        The order manager truncates amounts to ``amount_step``, which can take up to one
+        step off, so a quote needs that much headroom above the venue's cost and amount
+        minimums to still pass them once rounded.
+        """
+        return max(self.cost_min, self.amount_min * price) + self.amount_step * price
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryView:
+    """One market's inventory, as :class:`bot.inventory.Inventory` accounts it.
+
+    PnL is in quote units against simply holding the starting reserve: ``realised``
+    closes position at average cost with fees folded into the cost basis, so
+    ``realised_pnl + unrealised_pnl`` equals ``net_base x mid + (quote - start_quote)``.
+    """
+
+    base: float
+    quote: float
+    start_base: float
+    start_quote: float
+    net_base: float
+    """Position taken on since the start, ``base - start_base`` (computed exactly)."""
+    avg_cost: float | None
+    """Average entry price of the net position (fees included); None when flat."""
+    realised_pnl: float
+    unrealised_pnl: float
+    """``(mid - avg_cost) x net_base`` at the view's ``mid`` (0 when flat or no mid)."""
+    fees_quote: float
+    """Fees paid, valued in quote (base fees at the fill price)."""
+    committed_quote: float
+    """Resting orders' notional plus ``|net_base| x mid``."""
+    mid: float | None
+
+    @property
+    def marked_pnl(self) -> float:
+        return self.realised_pnl + self.unrealised_pnl
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "quote": self.quote,
+            "start_base": self.start_base,
+            "start_quote": self.start_quote,
+            "net_base": self.net_base,
+            "avg_cost": self.avg_cost,
+            "realised_pnl": self.realised_pnl,
+            "unrealised_pnl": self.unrealised_pnl,
+            "marked_pnl": self.marked_pnl,
+            "fees_quote": self.fees_quote,
+            "committed_quote": self.committed_quote,
+            "mid": self.mid,
+        }
+
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """What one market may commit now, as :meth:`bot.budget.Budget.view` computes it.
+
+    ``quote_room`` is for the *whole* desired set (both sides): the market's current
+    quotes are replaced by it, so they do not count, while its position and orders on
+    their way out do. Strategies size within these; the trader's budget fit enforces
+    them afterwards anyway.
+    """
+
+    quote_room: float = _INF
+    """Notional the full set of quotes may total (per-market and total caps)."""
+    max_order_quote: float = _INF
+    market_cap_quote: float = _INF
+    """The per-market cap itself (for position limits)."""
+    base_available: float = _INF
+    """Base that sells may use: balance above the reserve floor, less leaving sells."""
+    quote_available: float = _INF
+    """Quote that buys may use: balance above the reserve floor, less leaving buys."""
+    fee_rate: float = 0.0
+    """Fee rate the balances must also cover (the larger of maker and taker)."""
+    max_position_base: float | None = None
+    """Configured cap on ``|net position|`` in base (risk.max_position_base), if any."""
+
+    def position_limit_base(self, fraction: float, price: float) -> float:
+        """The net position a strategy should stay within: ``fraction`` of the cap."""
+        limit = fraction * self.market_cap_quote / price if price > 0 else 0.0
+        if self.max_position_base is not None:
+            limit = min(limit, self.max_position_base)
+        return max(0.0, limit)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketContext:
+    """Everything a strategy may look at for one decision on one market."""
 
     symbol: str
-    reason: str
+    ts_ns: int
+    book: OrderBook
+    sample: DepthSample
+    detector: DetectorUpdate | None
+    """The detector's reading for this sample (None: no detector on this market)."""
+    inventory: InventoryView
+    budget: BudgetView
+    rules: MarketRules = MarketRules()
 
 
-Intent = Quote | CancelAll
+DecisionMode = Literal["idle", "backstop", "replenish", "market-make"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The full desired set of resting quotes for the market (empty = none) and why."""
+
+    quotes: tuple[Quote, ...] = ()
+    reason: str = ""
+    mode: DecisionMode = "idle"
 
 
 class Strategy(Protocol):
     name: str
 
-    def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> Sequence[Intent]:
-        """Called after every applied book update of a market the strategy trades."""
+    def decide(self, ctx: MarketContext) -> Decision:
+        """Called after every applied book update (and detector reading) of a market."""
         ...
 
-    def on_trade(self, trade: Trade) -> Sequence[Intent]:
-        """Called on every public trade of a market the strategy trades."""
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Called once per new fill of one of the strategy's orders (after the inventory)."""
         ...

@@ -87,6 +87,61 @@ def test_paper_config_loads() -> None:
     assert s.markets[0].reserve.quote > 0
 
 
+def test_strategy_section_defaults_to_the_backstop_with_documented_parameters() -> None:
+    s = load_settings(env={})
+    assert s.strategy.name == "backstop"
+    assert s.strategy.backstop.levels == 3
+    assert s.strategy.backstop.replenish == "passive"
+    assert s.strategy.market_maker.half_spread_bps == 5.0
+    assert s.markets[0].reserve.floor_fraction == 0.1
+    # The paper config spells every strategy key out with its default value.
+    paper = load_settings(CONFIG_DIR / "paper.toml", env={})
+    assert paper.strategy == s.strategy
+    assert paper.markets[0].reserve.floor_fraction == 0.1
+
+
+def test_strategy_is_chosen_and_tuned_from_toml_env_or_command_line(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        """
+        [strategy]
+        name = "market-maker"
+        [strategy.market_maker]
+        size_quote = 50
+        [strategy.backstop]
+        replenish = "cost_limited"
+        """,
+    )
+    s = load_settings(cfg, env={"BACKSTOP_STRATEGY__MARKET_MAKER__LEVELS": "4"})
+    assert s.strategy.name == "market-maker"
+    assert s.strategy.market_maker.size_quote == 50
+    assert s.strategy.market_maker.levels == 4
+    assert s.strategy.backstop.replenish == "cost_limited"
+    s = load_settings(cfg, env={}, overrides={"strategy": {"name": "backstop"}})
+    assert s.strategy.name == "backstop"
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragments"),
+    [
+        ('[strategy]\nname = "backstp"', ["strategy.name", "'backstop' or 'market-maker'"]),
+        ("[strategy.backstop]\nlevel = 4", ["strategy.backstop.level", "did you mean 'levels'"]),
+        ('[strategy.backstop]\nreplenish = "always"', ["strategy.backstop.replenish"]),
+        ("[strategy.market_maker]\nhalf_spread_bps = 0", ["strategy.market_maker.half_spread"]),
+        (
+            '[[markets]]\nsymbol = "BTC/USDT"\nreserve = { floor_fraction = 1 }',
+            ["markets[0].reserve.floor_fraction", "less than 1"],
+        ),
+    ],
+)
+def test_strategy_and_reserve_mistakes_name_the_field(
+    tmp_path: Path, toml: str, fragments: list[str]
+) -> None:
+    msg = config_error(write(tmp_path, toml))
+    for fragment in fragments:
+        assert fragment in msg
+
+
 def test_testnet_config_loads_with_credentials_from_env() -> None:
     s = load_settings(CONFIG_DIR / "testnet-binance.toml", env=CREDS)
     assert s.mode == "testnet"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.book import BookState, OrderBook, Side
@@ -485,6 +485,7 @@ async def test_the_engine_takes_a_stressed_feed_and_reports_its_stats(log: Logge
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 40))
+@example(seed=159239, steps=13)
 def test_scaled_book_is_always_the_true_book_times_the_factor(seed: int, steps: int) -> None:
     """Random books, deltas that move the mid and remove/add levels, and a shape that
     changes at every step: the downstream book always equals the true book scaled, and

@@ -290,6 +290,11 @@ class OrderManager:
         )
         return report
 
+    @property
+    def in_flight(self) -> int:
+        """Venue actions and waiting creates not finished yet."""
+        return len(self._tasks)
+
     async def drain(self) -> None:
         """Wait until no action or waiting create is left (tests, shutdown)."""
         while self._tasks:

@@ -220,15 +220,24 @@ def _drop_none(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _credential_keys(data: Mapping[str, Any]) -> list[str]:
-    """Dotted paths of credential-like keys in a config's [exchange] table."""
+    """Dotted paths of credential-like keys in a config's [exchange] and [control] tables."""
+    found: list[str] = []
+    control = data.get("control")
+    if isinstance(control, Mapping):
+        # The control API's bearer token (control.token_file, a path, is fine).
+        found += [
+            f"control.{k}"
+            for k in control
+            if str(k).replace("_", "").replace("-", "").lower() in CREDENTIAL_KEYS
+        ]
     exchange = data.get("exchange")
     if not isinstance(exchange, Mapping):
-        return []
+        return found
     found = [
         f"exchange.{k}"
         for k in exchange
         if k in CREDENTIAL_FIELDS or k.replace("_", "").replace("-", "").lower() in CREDENTIAL_KEYS
-    ]
+    ] + found
     options = exchange.get("options")
     if isinstance(options, Mapping):
         found += [
@@ -239,7 +248,13 @@ def _credential_keys(data: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _where_credentials_go() -> str:
+def _where_credentials_go(path: str = "exchange") -> str:
+    if path.startswith("control."):
+        return (
+            f"set the environment variable {env_name(('control', 'token'))} or a file of that "
+            f"name in a secrets directory (set {SECRETS_DIR_ENV}), or point control.token_file "
+            f"at a file holding the token"
+        )
     env = ", ".join(env_name(("exchange", f)) for f in CREDENTIAL_FIELDS)
     return (
         f"set them in environment variables ({env}) or as files of those names in a secrets "
@@ -339,7 +354,8 @@ def load_settings(
     if leaked:
         raise ConfigError(
             f"command line: {leaked[0]}: credentials are not accepted on the command line "
-            f"(they would show in the process list and shell history); {_where_credentials_go()}"
+            f"(they would show in the process list and shell history); "
+            f"{_where_credentials_go(leaked[0])}"
         )
 
     env_source = _MappingEnvSource(Settings, environ)
@@ -369,7 +385,7 @@ def load_settings(
             raise ConfigError(
                 f"{config_file}: {leaked[0]}: credentials must not be in the config file "
                 f"(config files get committed and copied); remove it and "
-                f"{_where_credentials_go()}"
+                f"{_where_credentials_go(leaked[0])}"
             )
         sources.append(_Source("file", toml_source, toml_data, file=config_file))
 

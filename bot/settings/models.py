@@ -67,6 +67,8 @@ _CODE = r"[A-Za-z0-9][A-Za-z0-9._]*"
 # ccxt unified symbols: BASE/QUOTE (spot), BASE/QUOTE:SETTLE (perpetual), optionally
 # followed by -EXPIRY[-STRIKE-TYPE] (dated futures, options).
 _SYMBOL_RE = re.compile(rf"^{_CODE}/{_CODE}(:{_CODE}(-[A-Za-z0-9.]+)*)?$")
+# Shortest control API bearer token accepted (a guessable token on TCP is no lock).
+MIN_TOKEN_CHARS = 16
 _COMMON_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "TRY", "BTC", "ETH", "BNB")
 
 
@@ -162,6 +164,10 @@ class ReserveSettings(BaseModel):
 
     base: NonNegativeFloat = 0.0
     quote: NonNegativeFloat = 0.0
+    floor_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """This fraction of the starting base and of the starting quote is never used: a
+    buy may only spend quote above ``quote x floor_fraction``, a sell only base above
+    ``base x floor_fraction`` (enforced by :mod:`bot.budget`)."""
 
 
 class MarketSettings(BaseModel):
@@ -298,6 +304,85 @@ class RiskSettings(BaseModel):
         return value
 
 
+class BackstopParams(BaseModel):
+    """The ``backstop`` strategy (see :mod:`strategies.backstop` for the formulas).
+
+    While the detector is engaged or recovering it keeps ``levels`` post-only quotes a
+    side around the top-of-book microprice. The innermost rung sits
+    ``base_spread_bps + vol_mult x sigma_bps + stress_spread_bps x stress`` from it
+    (capped at ``max_half_spread_bps``), the next ones ``rung_spacing_bps`` further out.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: PositiveInt = 3
+    """Quotes per side."""
+    base_spread_bps: PositiveFloat = 1.0
+    """Distance of the innermost rung from the fair price on a calm, healthy book."""
+    vol_mult: NonNegativeFloat = 1.0
+    """Added distance per bp/sqrt(s) of the detector's volatility estimate."""
+    stress_spread_bps: NonNegativeFloat = 4.0
+    """Added distance at full stress (1 - health = 1: the band is empty)."""
+    rung_spacing_bps: NonNegativeFloat = 1.0
+    """Distance between successive rungs of one side."""
+    max_half_spread_bps: PositiveFloat = 50.0
+    """The innermost rung is never further from the fair price than this."""
+    fallback_sigma_bps: NonNegativeFloat = 2.0
+    """Volatility assumed while the detector's estimate is still warming up."""
+    target_fraction: float = Field(default=0.6, gt=0.0, le=1.0)
+    """Size each side to bring first-band depth back to this fraction of its baseline
+    (the default matches the detector's default ``recovery_fraction``)."""
+    min_side_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+    """A side with no depth deficit still quotes this fraction of half the budget room,
+    so the ladder stays two-sided."""
+    max_position_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    """Net position (vs the reserve's start) is held within this fraction of the
+    per-market notional cap: sizes skew linearly with the position and the side that
+    would grow it stops at the limit, leaving cap room to unwind."""
+    replenish: Literal["off", "passive", "cost_limited"] = "passive"
+    """After an episode, rebalance the reserve back to its starting base amount:
+    ``off``; ``passive`` = one post-only quote at the touch; ``cost_limited`` = a limit
+    order that may cross the spread, priced at most ``replenish_max_cost_bps`` from mid."""
+    replenish_max_cost_bps: NonNegativeFloat = 5.0
+    requote_bps: NonNegativeFloat = 2.0
+    """Keep the resting ladder while every freshly computed price is within this of it,
+    every size within ``requote_size_fraction`` of it, none crosses and all still fit
+    the limits: no cancel/replace storm on every tick. 0 = requote on every change."""
+    requote_size_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Also: a fresh ladder uses only ``1 - requote_size_fraction / 2`` of a binding
+    limit (room, balances, position), so small moves of that limit keep it valid."""
+
+
+class MarketMakerParams(BaseModel):
+    """The ``market-maker`` strategy: always-on two-sided quotes, for comparison."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: PositiveInt = 2
+    """Quotes per side."""
+    half_spread_bps: PositiveFloat = 5.0
+    """Distance of the innermost rung from the fair (microprice)."""
+    rung_spacing_bps: NonNegativeFloat = 2.0
+    size_quote: PositiveFloat = 200.0
+    """Notional of each rung before inventory skew."""
+    max_position_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    """As for the backstop: the net position is held within this fraction of the
+    per-market notional cap."""
+    requote_bps: NonNegativeFloat = 2.0
+    """As for the backstop: how far prices may drift before the quotes are replaced."""
+    requote_size_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class StrategySettings(BaseModel):
+    """Which strategy quotes, and each one's parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["backstop", "market-maker"] = "backstop"
+    backstop: BackstopParams = Field(default_factory=BackstopParams)
+    market_maker: MarketMakerParams = Field(default_factory=MarketMakerParams)
+
+
 class KillSwitchSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -311,7 +396,44 @@ class ControlSettings(BaseModel):
 
     enabled: bool = True
     socket: Path | None = None
-    """Unix socket for the control commands; None = state_dir/control.sock."""
+    """Unix socket for the control commands (mode 0600); None = state_dir/control.sock."""
+    tcp_enabled: bool = False
+    """Also serve the control API on TCP, bound to 127.0.0.1 only, behind a bearer token
+    (for a local Prometheus or supervisor that cannot use a Unix socket)."""
+    tcp_port: int = Field(default=8787, ge=0, le=65535)
+    """TCP port on 127.0.0.1; 0 = any free port (tests)."""
+    token: SecretStr | None = None
+    """Bearer token for TCP: from ``BACKSTOP_CONTROL__TOKEN`` or a secrets-dir file
+    (``control__token``), never from the config file or the command line."""
+    token_file: Path | None = None
+    """Or a file holding the token (e.g. a systemd credential); read when the server starts."""
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never includes the value: error reports must not leak it.
+        if value is not None and len(value.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise _bad(
+                f"too short: use at least {MIN_TOKEN_CHARS} random characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tcp_needs_a_token(self) -> ControlSettings:
+        if self.tcp_enabled and self.token is None and self.token_file is None:
+            raise _bad(
+                f"the TCP control API needs a bearer token: set {ENV_PREFIX}CONTROL__TOKEN "
+                "(or a control__token file in the secrets directory) or control.token_file",
+                subloc=("tcp_enabled",),
+            )
+        if self.token is not None and self.token_file is not None:
+            raise _bad(
+                "both a token and control.token_file are set; keep one so it is clear "
+                "which token the server accepts",
+                subloc=("token_file",),
+            )
+        return self
 
 
 class JournalSettings(BaseModel):
@@ -320,6 +442,68 @@ class JournalSettings(BaseModel):
     path: Path | None = None
     """SQLite journal; None = state_dir/journal.sqlite."""
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+
+class OrderManagerConfig(BaseModel):
+    """Parameters
+    ----------
+    client_id_prefix:
+        Marks this bot's orders (``{prefix}-...``). Orders without it are never touched.
+    rate_limit / rate_period_s:
+        At most ``rate_limit`` venue calls per ``rate_period_s`` from the manager
+        (creates, cancels, lookups, reconcile listings), via asyncio-throttle.
+    retries:
+        How many times a *temporary* failure (network, timeout, exchange hiccup) of a
+        cancel or lookup is retried. A create is never re-sent after a temporary
+        failure: its outcome is unknown and is looked up instead.
+    rate_limited_retries:
+        How many times a call refused with a rate limit (the venue did not act on it,
+        so this is safe for creates too) is re-sent after backing off.
+    unknown_lookups:
+        How many lookups by client id must say "not found" before an order whose
+        create timed out is declared never placed. The first comes after one backoff
+        delay, giving a slow request time to reach the venue.
+    backoff_initial_s / backoff_max_s:
+        Jittered exponential backoff between retries (longer after a rate limit).
+    unknown_own_orders:
+        What reconciliation does with open orders that carry our prefix but that
+        neither the manager nor the journal knows: ``cancel`` (default: we cannot
+        know what they were for) or ``adopt`` them as live quotes.
+    finished_retention_s:
+        How long finished orders stay tracked, to recognise late updates for them.
+    max_unmatched_trades:
+        Fills whose order id is not yet known (the websocket beat the REST reply) are
+        held this many at most, until the order's id is learnt.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id_prefix: str = Field(default="bs1", pattern=r"^[A-Za-z0-9]{1,12}$")
+    rate_limit: int = Field(default=8, gt=0)
+    rate_period_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    rate_limited_retries: int = Field(default=3, ge=0)
+    unknown_lookups: int = Field(default=3, ge=1)
+    backoff_initial_s: float = Field(default=0.25, gt=0)
+    backoff_max_s: float = Field(default=8.0, gt=0)
+    unknown_own_orders: Literal["adopt", "cancel"] = "cancel"
+    finished_retention_s: float = Field(default=60.0, ge=0)
+    max_unmatched_trades: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> OrderManagerConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        return self
+
+
+class PaperSettings(BaseModel):
+    """The paper venue (simulated fills on the real book); see docs/paper-fills.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    latency_ms: NonNegativeFloat = 50.0
+    """Data time between sending a request and the simulated exchange acting on it."""
 
 
 class LoggingSettings(BaseModel):
@@ -351,9 +535,12 @@ class Settings(BaseSettings):
     )
     feed: FeedSettings = Field(default_factory=FeedSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
+    strategy: StrategySettings = Field(default_factory=StrategySettings)
     killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    paper: PaperSettings = Field(default_factory=PaperSettings)
+    orders: OrderManagerConfig = Field(default_factory=OrderManagerConfig)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     # Field path -> where its value came from, filled by load_settings, so that errors

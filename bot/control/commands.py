@@ -1,0 +1,455 @@
+"""The operator's commands: ``backstop status|kill|resume|pause|unpause|cancel-all``.
+
+Each talks to the running daemon over its control socket, prints the outcome and
+returns the exit status: 0 done, 1 the daemon is not running or failed, 2 the daemon
+refused the command as asked (the reason is printed). Never a traceback.
+
+``bot/cli.py`` calls :func:`add_control_commands` on its subparsers and, when
+:func:`is_control_command` says so, returns :func:`run_control_command` (before loading
+any settings: these commands only need to find the socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bot.control.client import CommandFailed, ControlClient, ControlTarget, DaemonNotRunning
+from bot.errors import BackstopError, UserError
+from bot.settings.models import MIN_TOKEN_CHARS, env_name
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+TOKEN_ENV = env_name(("control", "token"))
+DEFAULT_PAUSE_REASON = "paused by the operator"
+DEFAULT_CANCEL_REASON = "cancel-all by the operator"
+
+Target = Path | str | ControlTarget
+
+
+def _target(where: Target) -> ControlTarget:
+    return where if isinstance(where, ControlTarget) else ControlTarget.for_state_dir(where)
+
+
+async def _guarded(
+    where: Target,
+    action: str,
+    work: Callable[[ControlClient], Awaitable[None]],
+    err: TextIO,
+) -> int:
+    """Run ``work`` with a client; turn every failure into one line and an exit status."""
+    try:
+        async with ControlClient(_target(where)) as client:
+            await work(client)
+    except DaemonNotRunning as e:
+        print(str(e), file=err)
+        return EXIT_FAILURE
+    except CommandFailed as e:
+        print(f"backstop {action}: refused: {e}", file=err)
+        return EXIT_USAGE if e.is_user_mistake else EXIT_FAILURE
+    except UserError as e:
+        print(f"backstop {action}: {e}", file=err)
+        return EXIT_USAGE
+    except BackstopError as e:
+        print(f"backstop {action}: {e}", file=err)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---- async commands (use these from inside an event loop) ---------------------------
+
+
+async def status_async(
+    where: Target, as_json: bool = False, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    stdout = out or sys.stdout
+
+    async def work(client: ControlClient) -> None:
+        data = await client.status()
+        if as_json:
+            print(json.dumps(data, indent=2, default=str), file=stdout)
+        else:
+            print_status(data, stdout)
+
+    return await _guarded(where, "status", work, err or sys.stderr)
+
+
+async def command_async(
+    where: Target,
+    action: str,
+    *,
+    reason: str | None = None,
+    symbol: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``action``: kill, resume, pause, unpause or cancel-all."""
+    stdout = out or sys.stdout
+
+    async def work(client: ControlClient) -> None:
+        result = await _send(client, action, reason=reason, symbol=symbol)
+        print(describe_result(action, result), file=stdout)
+
+    return await _guarded(where, action, work, err or sys.stderr)
+
+
+async def _send(
+    client: ControlClient, action: str, *, reason: str | None, symbol: str | None
+) -> dict[str, Any]:
+    # The server checks the fields too; checking here only spares a round trip for
+    # the obvious mistakes with a message that names the flag.
+    def need_reason() -> str:
+        if reason is None or not reason.strip():
+            raise UserError(f"--reason is required: say why (it is logged and journaled)")
+        return reason
+
+    if action == "kill":
+        return await client.kill(need_reason())
+    if action == "resume":
+        return await client.resume(need_reason())
+    if action == "pause":
+        assert symbol is not None
+        return await client.pause(symbol, reason or DEFAULT_PAUSE_REASON)
+    if action == "unpause":
+        assert symbol is not None
+        return await client.unpause(symbol)
+    if action == "cancel-all":
+        return await client.cancel_all(reason or DEFAULT_CANCEL_REASON)
+    raise UserError(f"unknown control command {action!r}")
+
+
+_DONE = {
+    "kill": "kill switch tripped",
+    "resume": "kill switch re-armed",
+    "pause": "market paused",
+    "unpause": "market unpaused",
+    "cancel-all": "cancel-all done",
+}
+
+
+def describe_result(action: str, result: Mapping[str, Any]) -> str:
+    """One line for a command's result: the daemon's ``message``, else the fields."""
+    message = result.get("message")
+    if isinstance(message, str) and message:
+        return message
+    fields = [
+        f"{k}={v}" for k, v in result.items() if isinstance(v, str | int | float | bool | None)
+    ]
+    head = _DONE.get(action, f"{action} done")
+    return f"{head} ({', '.join(fields)})" if fields else head
+
+
+# ---- sync commands (what the CLI calls) -----------------------------------------------
+
+
+def status(state_dir: Target, as_json: bool = False, **streams: TextIO) -> int:
+    return asyncio.run(status_async(state_dir, as_json, **streams))
+
+
+def kill(state_dir: Target, reason: str, **streams: TextIO) -> int:
+    return asyncio.run(command_async(state_dir, "kill", reason=reason, **streams))
+
+
+def resume(state_dir: Target, reason: str, **streams: TextIO) -> int:
+    return asyncio.run(command_async(state_dir, "resume", reason=reason, **streams))
+
+
+def pause(state_dir: Target, symbol: str, reason: str | None = None, **streams: TextIO) -> int:
+    return asyncio.run(command_async(state_dir, "pause", symbol=symbol, reason=reason, **streams))
+
+
+def unpause(state_dir: Target, symbol: str, **streams: TextIO) -> int:
+    return asyncio.run(command_async(state_dir, "unpause", symbol=symbol, **streams))
+
+
+def cancel_all(state_dir: Target, reason: str | None = None, **streams: TextIO) -> int:
+    return asyncio.run(command_async(state_dir, "cancel-all", reason=reason, **streams))
+
+
+# ---- argparse ---------------------------------------------------------------------------
+
+CONTROL_COMMANDS = ("status", "kill", "resume", "pause", "unpause", "cancel-all")
+
+
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("state"),
+        help="the daemon's state dir (its control socket is STATE_DIR/control.sock)",
+    )
+    p.add_argument("--socket", type=Path, metavar="PATH", help="control socket, if not the default")
+    p.add_argument(
+        "--tcp",
+        type=int,
+        metavar="PORT",
+        help=f"use the TCP control API on 127.0.0.1:PORT; the token comes from {TOKEN_ENV} "
+        "or --token-file",
+    )
+    p.add_argument("--token-file", type=Path, metavar="PATH", help="file holding the TCP token")
+
+
+def add_control_commands(subparsers: Any) -> None:
+    """Register the control subcommands on ``parser.add_subparsers(...)``'s result."""
+    sub = subparsers
+    p = sub.add_parser(
+        "status",
+        help="what the running daemon is doing",
+        description="Mode, kill switch, and per market: book health, depth against its "
+        "thresholds, engagement, open orders, inventory, PnL and guards.",
+    )
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    _connection_flags(p)
+    p = sub.add_parser(
+        "kill",
+        help="trip the kill switch: stop quoting and cancel every order",
+        description="Stop the strategy, cancel every order and confirm none is left. The "
+        "daemon stays tripped (across restarts) until `backstop resume`.",
+    )
+    p.add_argument("--reason", required=True, help="why (logged and journaled)")
+    _connection_flags(p)
+    p = sub.add_parser("resume", help="re-arm a tripped kill switch")
+    p.add_argument("--reason", required=True, help="why it is safe again (logged and journaled)")
+    _connection_flags(p)
+    p = sub.add_parser("pause", help="stop quoting one market (cancels its orders)")
+    p.add_argument("symbol", metavar="SYMBOL", help="e.g. BTC/USDT")
+    p.add_argument("--reason", help=f"why (default: {DEFAULT_PAUSE_REASON!r})")
+    _connection_flags(p)
+    p = sub.add_parser("unpause", help="let a paused market quote again")
+    p.add_argument("symbol", metavar="SYMBOL", help="e.g. BTC/USDT")
+    _connection_flags(p)
+    p = sub.add_parser("cancel-all", help="cancel every open order now (the strategy keeps running)")
+    p.add_argument("--reason", help=f"why (default: {DEFAULT_CANCEL_REASON!r})")
+    _connection_flags(p)
+
+
+def is_control_command(args: argparse.Namespace) -> bool:
+    return getattr(args, "command", None) in CONTROL_COMMANDS
+
+
+def target_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ControlTarget:
+    """Where to connect: --tcp (token from env or --token-file), --socket, or the state dir."""
+    env = os.environ if environ is None else environ
+    if args.tcp is not None:
+        if args.token_file is not None:
+            try:
+                token = args.token_file.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise UserError(f"--token-file {args.token_file}: {e.strerror or e}") from None
+        else:
+            token = env.get(TOKEN_ENV, "").strip()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise UserError(
+                f"--tcp needs the control token: set {TOKEN_ENV} or pass --token-file "
+                "(never on the command line)"
+            )
+        return ControlTarget.tcp(args.tcp, SecretStr(token))
+    if args.socket is not None:
+        return ControlTarget(socket_path=args.socket)
+    return ControlTarget.for_state_dir(args.state_dir)
+
+
+def run_control_command(
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the parsed control subcommand; returns the exit status."""
+    stderr = err or sys.stderr
+    try:
+        target = target_from_args(args, environ)
+    except UserError as e:
+        print(f"backstop {args.command}: {e}", file=stderr)
+        return EXIT_USAGE
+    streams: dict[str, TextIO] = {"err": stderr}
+    if out is not None:
+        streams["out"] = out
+    if args.command == "status":
+        return status(target, args.json, **streams)
+    return asyncio.run(
+        command_async(
+            target,
+            args.command,
+            reason=getattr(args, "reason", None),
+            symbol=getattr(args, "symbol", None),
+            **streams,
+        )
+    )
+
+
+# ---- human status -----------------------------------------------------------------------
+
+_KILL_STYLE = {"armed": "bold green", "tripped_cancelling": "bold red", "tripped_flat": "bold red"}
+_BOOK_STYLE = {"ok": "green", "stale": "yellow", "invalid": "red", "disconnected": "red"}
+
+
+def _quote(x: Any) -> str:
+    if not isinstance(x, int | float):
+        return "-"
+    a = abs(x)
+    if a >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if a >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:,.2f}"
+
+
+def _amount(x: Any) -> str:
+    return f"{x:.6g}" if isinstance(x, int | float) else "-"
+
+
+def _guards(guards: Any) -> Text:
+    if not isinstance(guards, Mapping) or not guards:
+        return Text("-", style="dim")
+    bad = [(k, str(v)) for k, v in guards.items() if str(v) != "ok"]
+    if not bad:
+        return Text("all ok", style="green")
+    out = Text()
+    for i, (name, state) in enumerate(bad):
+        level = state.split(":", 1)[0]
+        style = "red" if level in ("kill", "pause", "tripped") else "yellow"
+        out.append(("\n" if i else "") + f"{name}: {state}", style=style)
+    return out
+
+
+def _depth(bands: Any) -> Text:
+    if not isinstance(bands, list) or not bands:
+        return Text("-", style="dim")
+    out = Text()
+    for i, band in enumerate(bands):
+        if not isinstance(band, Mapping):
+            continue
+        threshold = band.get("threshold_quote")
+        bid, ask = band.get("bid_quote"), band.get("ask_quote")
+        low = isinstance(threshold, int | float) and any(
+            isinstance(v, int | float) and v < threshold for v in (bid, ask)
+        )
+        line = f"{band.get('band_bps', '?'):>4}bp {_quote(bid)} / {_quote(ask)}"
+        if isinstance(threshold, int | float):
+            line += f" (min {_quote(threshold)})"
+        out.append(("\n" if i else "") + line, style="red" if low else "")
+    return out
+
+
+def _book(book: Any) -> Text:
+    if not isinstance(book, Mapping):
+        return Text("-", style="dim")
+    health = str(book.get("health", "?"))
+    text = Text(health, style=_BOOK_STYLE.get(health, ""))
+    age = book.get("age_s")
+    if isinstance(age, int | float):
+        text.append(f" {age:.1f}s", style="dim")
+    spread = book.get("spread_bps")
+    if isinstance(spread, int | float):
+        text.append(f"\nspread {spread:.1f}bp")
+    return text
+
+
+def _engaged(market: Mapping[str, Any]) -> Text:
+    detector = market.get("detector")
+    text = Text(
+        "yes" if market.get("engaged") else "no",
+        style="bold magenta" if market.get("engaged") else "",
+    )
+    if detector:
+        text.append(f" ({detector})", style="dim")
+    if market.get("paused"):
+        text.append("\nPAUSED", style="bold yellow")
+        if market.get("pause_reason"):
+            text.append(f": {market['pause_reason']}", style="yellow")
+    return text
+
+
+def _pnl(pnl: Any) -> str:
+    if not isinstance(pnl, Mapping):
+        return "-"
+    realised, unrealised = pnl.get("realised_quote"), pnl.get("unrealised_quote")
+    total = pnl.get("total_quote")
+    if total is None and isinstance(realised, int | float) and isinstance(unrealised, int | float):
+        total = realised + unrealised
+    return f"{_quote(total)}\n({_quote(realised)} real.)"
+
+
+def status_table(data: Mapping[str, Any]) -> Table:
+    table = Table(title="markets", title_justify="left", show_lines=True)
+    for column in ("market", "book", "depth bid / ask", "engaged", "orders", "inventory",
+                   "committed", "pnl", "guards"):  # fmt: skip
+        table.add_column(column, no_wrap=column in ("market", "depth bid / ask"))
+    markets = data.get("markets")
+    for market in markets if isinstance(markets, list) else []:
+        if not isinstance(market, Mapping):
+            continue
+        inventory = market.get("inventory")
+        inv = (
+            "\n".join(f"{k} {_amount(v)}" for k, v in inventory.items())
+            if isinstance(inventory, Mapping) and inventory
+            else "-"
+        )
+        table.add_row(
+            str(market.get("symbol", "?")),
+            _book(market.get("book")),
+            _depth(market.get("depth")),
+            _engaged(market),
+            str(market.get("open_orders", "-")),
+            inv,
+            _quote(market.get("committed_quote")),
+            _pnl(market.get("pnl")),
+            _guards(market.get("guards")),
+        )
+    return table
+
+
+def print_status(data: Mapping[str, Any], out: TextIO) -> None:
+    console = Console(file=out, width=None if out.isatty() else 140, highlight=False)
+    kill = data.get("kill_switch")
+    kill = kill if isinstance(kill, Mapping) else {}
+    state = str(kill.get("state", "?"))
+    head = Text("backstop", style="bold")
+    head.append(f"  mode {data.get('mode', '?')}")
+    if "pid" in data:
+        head.append(f"  pid {data['pid']}")
+    uptime = data.get("uptime_s")
+    if isinstance(uptime, int | float):
+        hours, rest = divmod(int(uptime), 3600)
+        head.append(f"  up {hours}h{rest // 60:02d}m")
+    head.append("  kill switch ")
+    head.append(state.upper().replace("_", " "), style=_KILL_STYLE.get(state, "bold"))
+    if state != "armed" and kill.get("reason"):
+        head.append(f" ({kill['reason']}, by {kill.get('source') or '?'}")
+        head.append(f", since {kill['since']})" if kill.get("since") else ")")
+    console.print(head)
+    console.print(status_table(data))
+    guards = data.get("guards")
+    if isinstance(guards, Mapping) and guards:
+        line = Text("global guards: ")
+        line.append_text(_guards(guards))
+        console.print(line)
+    pnl = data.get("pnl")
+    if isinstance(pnl, Mapping):
+        console.print(f"total pnl: {_pnl(pnl).replace(chr(10), ' ')}")
+    control = data.get("control")
+    if isinstance(control, Mapping):
+        failures = control.get("auth_failures", 0)
+        console.print(
+            Text(
+                f"control: refused auth attempts {failures}",
+                style="bold red" if failures else "dim",
+            )
+        )

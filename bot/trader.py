@@ -1,0 +1,220 @@
+"""The trading loop: on every book sample, detector -> strategy -> budget -> orders.
+
+The trader is an engine listener. For each valid book update of a market it feeds the
+fracture detector, asks the strategy for the full set of quotes it wants, passes them
+through the budget (hard collateral caps, applied *after* the strategy so a bug there
+cannot exceed them) and hands the result to the order manager, which sends only the
+difference. Fills come back as order notices and move the inventory and the episode.
+
+The paper venue, when there is one, is a separate engine listener placed *before* the
+trader, so fills against a book state happen before the strategy reacts to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.book import OrderBook
+from bot.budget import Budget
+from bot.detector import DetectorUpdate, FractureDetector
+from bot.episodes import EpisodeTracker
+from bot.feeds.events import Trade
+from bot.inventory import Inventory, own_band_depth
+from bot.logs import Logger
+from bot.monitor import DepthSample
+from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
+from bot.settings import MarketSettings
+from strategies.base import MarketContext, MarketRules, Strategy
+
+SETTLE_YIELDS = 8
+"""Event-loop turns given to order actions after each event (see :meth:`Trader.settle`)."""
+
+
+@dataclass(slots=True)
+class Desk:
+    """One market's trading state."""
+
+    settings: MarketSettings
+    market: Mapping[str, Any]
+    """The ccxt market structure (precision, limits, fees)."""
+    detector: FractureDetector
+    inventory: Inventory
+    episodes: EpisodeTracker
+    rules: MarketRules
+    fee_rate: float
+    last_mid: float | None = None
+    last_update: DetectorUpdate | None = None
+    decisions: int = 0
+    refused: int = 0
+    trimmed: int = 0
+    max_committed_quote: float = 0.0
+
+    @classmethod
+    def build(cls, settings: MarketSettings, market: Mapping[str, Any]) -> Desk:
+        fees = [float(market.get(k) or 0.0) for k in ("maker", "taker")]
+        return cls(
+            settings=settings,
+            market=market,
+            detector=FractureDetector.from_market(settings),
+            inventory=Inventory.from_market(settings),
+            episodes=EpisodeTracker(settings.symbol),
+            rules=MarketRules.from_market(market),
+            fee_rate=max(fees),
+        )
+
+    @property
+    def symbol(self) -> str:
+        return self.settings.symbol
+
+
+@dataclass(slots=True)
+class Trader:
+    desks: dict[str, Desk]
+    strategy: Strategy
+    budget: Budget
+    manager: OrderManager
+    log: Logger
+    halted: bool = False
+    """Set by the kill switch: no new quotes, only cancels."""
+    _watchers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.manager.subscribe(self._on_notice)
+
+    # ------------------------------------------------------------ engine listener
+
+    def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        desk = self.desks.get(symbol)
+        if desk is None:
+            return
+        desk.last_mid = sample.mid
+        orders = self.manager.open_orders(symbol)
+        # Our own resting quotes are not the market healing: the detector discounts them.
+        own = own_band_depth(orders, sample.mid, desk.settings.bands_bps[0])
+        update = desk.detector.update(sample, own)
+        desk.last_update = update
+        committed = desk.inventory.committed_quote(orders, sample.mid)
+        desk.max_committed_quote = max(desk.max_committed_quote, committed)
+        view = desk.inventory.view(sample.mid, orders)
+        ended = desk.episodes.on_update(update, view, committed_quote=committed)
+        if update.transition is not None:
+            self.log.info(
+                "detector_transition",
+                symbol=symbol,
+                state=update.state.value,
+                trigger=update.trigger.to_dict() if update.trigger else None,
+            )
+        if ended is not None:
+            self.log.info("episode_end", symbol=symbol, episode=ended.id)
+        if self.halted:
+            return
+        leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
+        exposure = self.budget.exposure(
+            desk.inventory,
+            sample.mid,
+            leaving=leaving,
+            other_markets_quote=self._committed_elsewhere(symbol),
+            fee_rate=desk.fee_rate,
+            rules=desk.rules,
+        )
+        ctx = MarketContext(
+            symbol=symbol,
+            ts_ns=sample.ts_ns,
+            book=book,
+            sample=sample,
+            detector=update,
+            inventory=view,
+            budget=self.budget.view(exposure),
+            rules=desk.rules,
+        )
+        decision = self.strategy.decide(ctx)
+        fit = self.budget.fit(decision.quotes, exposure)
+        desk.decisions += 1
+        desk.refused += len(fit.refused)
+        desk.trimmed += len(fit.trimmed)
+        for note in fit.refused:
+            self.log.debug("quote_refused_by_budget", symbol=symbol, reason=str(note))
+        self.manager.sync_quotes(symbol, fit.quotes)
+
+    def on_trade(self, trade: Trade) -> None:
+        desk = self.desks.get(trade.symbol)
+        if desk is not None:
+            desk.detector.on_trade(trade)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start listening to the venue's order and trade streams."""
+        for symbol in self.desks:
+            self._watchers.append(asyncio.ensure_future(self.manager.watch(symbol)))
+
+    async def settle(self) -> None:
+        """Give order actions started by this event a few loop turns to reach the venue.
+
+        In a replay, data time moves only with events: without this the order manager's
+        tasks would run only when the feed next hands control back, far later in data
+        time. The number of turns is fixed, so a replay stays deterministic.
+        """
+        if self.manager.in_flight:
+            for _ in range(SETTLE_YIELDS):
+                await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()
+        await self.manager.aclose()
+
+    # ------------------------------------------------------------ notices
+
+    def _on_notice(self, notice: OrderNotice) -> None:
+        desk = self.desks.get(notice.symbol)
+        if desk is None:
+            return
+        order = self.manager.get(notice.client_id) if notice.client_id else None
+        tag = order.tag if order is not None else ""
+        if isinstance(notice, OrderFilled):
+            if desk.inventory.apply(notice):
+                self.strategy.on_fill(notice)
+            desk.episodes.on_notice(notice, tag=tag, mid=desk.last_mid)
+        else:
+            desk.episodes.on_notice(notice, tag=tag)
+
+    def _committed_elsewhere(self, symbol: str) -> float:
+        total = 0.0
+        for other, desk in self.desks.items():
+            if other == symbol or desk.last_mid is None:
+                continue
+            total += desk.inventory.committed_quote(self.manager.open_orders(other), desk.last_mid)
+        return total
+
+    # ------------------------------------------------------------ reporting
+
+    def summary(self) -> dict[str, Any]:
+        markets: dict[str, Any] = {}
+        for symbol, desk in self.desks.items():
+            open_orders = self.manager.open_orders(symbol)
+            markets[symbol] = {
+                "detector_state": desk.last_update.state.value if desk.last_update else None,
+                "inventory": desk.inventory.to_dict(desk.last_mid),
+                "episodes": desk.episodes.to_dicts(),
+                "decisions": desk.decisions,
+                "budget_refused": desk.refused,
+                "budget_trimmed": desk.trimmed,
+                "max_committed_quote": desk.max_committed_quote,
+                "open_orders": len(open_orders),
+            }
+        return {"strategy": self.strategy.name, "markets": markets}
+
+
+def desks_for(
+    markets: Sequence[MarketSettings], ccxt_markets: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Desk]:
+    return {m.symbol: Desk.build(m, ccxt_markets.get(m.symbol) or {}) for m in markets}

@@ -1,0 +1,138 @@
+"""A plain always-on market maker, so operators can compare and rehearse.
+
+Whatever the detector says, it keeps ``levels`` post-only quotes per side around the
+top-of-book microprice, rung ``i`` at ``half_spread_bps + i x rung_spacing_bps``, each
+``size_quote`` of notional before skew. Inventory skew is the backstop's: with
+``q = net_base / position_limit`` in [-1, 1] bids are scaled by ``(1 - q)`` and asks by
+``(1 + q)``, and the side that would grow the position stops at the limit
+(``max_position_fraction`` of the per-market cap). Balances above the reserve floor
+and the budget's room cap both sides the same way as for the backstop, and resting
+quotes are held between requotes the same way too (``requote_bps``,
+``requote_size_fraction``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from bot.settings.models import MarketMakerParams
+from strategies.base import Decision, MarketContext, Quote
+from strategies.ladder import (
+    SideLimits,
+    build_ladder,
+    hold_quotes,
+    interleave,
+    inventory_skew,
+    microprice,
+    min_distance_bps,
+    no_cross_limits,
+    requote_headroom,
+    share_room,
+    side_limits,
+)
+
+if TYPE_CHECKING:
+    from bot.orders.events import OrderFilled
+
+BID_TAG = "mm:bid:"
+ASK_TAG = "mm:ask:"
+
+
+class MarketMakerStrategy:
+    name: str = "market-maker"
+
+    def __init__(self, params: MarketMakerParams | None = None) -> None:
+        self.params = params if params is not None else MarketMakerParams()
+        self.fills = 0
+        self._resting: dict[str, tuple[Quote, ...]] = {}
+        """Per symbol, the ladder last asked for (kept while close to a fresh one)."""
+
+    def _held(
+        self,
+        symbol: str,
+        fresh: tuple[Quote, ...],
+        *,
+        fair: float,
+        bid_max: float | None,
+        ask_min: float | None,
+        room: float,
+        limits: SideLimits,
+        max_order_quote: float,
+    ) -> tuple[Quote, ...]:
+        p = self.params
+        quotes = hold_quotes(
+            self._resting.get(symbol, ()),
+            fresh,
+            fair=fair,
+            tolerance_bps=p.requote_bps,
+            size_tolerance=p.requote_size_fraction,
+            bid_max=bid_max,
+            ask_min=ask_min,
+            room=room,
+            limits=limits,
+            max_order_quote=max_order_quote,
+        )
+        self._resting[symbol] = quotes
+        return quotes
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        self.fills += 1  # the inventory in the next context carries the fill's effect
+
+    def decide(self, ctx: MarketContext) -> Decision:
+        p = self.params
+        budget, inv, rules = ctx.budget, ctx.inventory, ctx.rules
+        fair = microprice(ctx.book, ctx.sample)
+        half = max(p.half_spread_bps, min_distance_bps(fair, rules.price_tick))
+        limit = budget.position_limit_base(p.max_position_fraction, fair)
+        net = inv.net_base
+        q = inventory_skew(net, limit)
+        hard = side_limits(budget, net, limit, p.levels)
+        h = requote_headroom(p.requote_bps, p.requote_size_fraction)
+        use = hard.scaled(h)
+        per_side = p.size_quote * p.levels
+        want_bid = min(per_side * (1.0 - q), use.buy_quote, use.buy_base * fair)
+        want_ask = min(per_side * (1.0 + q), use.sell_quote, use.sell_base * fair)
+        size_bid, size_ask = share_room(want_bid, want_ask, budget.quote_room * h)
+        bid_max, ask_min = no_cross_limits(
+            ctx.sample.best_bid, ctx.sample.best_ask, rules.price_tick
+        )
+        ladder = partial(
+            build_ladder,
+            ctx.symbol,
+            fair=fair,
+            inner_bps=half,
+            spacing_bps=p.rung_spacing_bps,
+            levels=p.levels,
+            max_order_quote=budget.max_order_quote,
+            rules=rules,
+        )
+        bids = ladder(
+            "buy",
+            total_quote=size_bid,
+            limit_price=bid_max,
+            tag=BID_TAG,
+            max_base=use.buy_base,
+        )
+        asks = ladder(
+            "sell",
+            total_quote=size_ask,
+            limit_price=ask_min,
+            tag=ASK_TAG,
+            max_base=use.sell_base,
+        )
+        reason = (
+            f"quoting: {len(bids)} bids {size_bid:.2f} / {len(asks)} asks {size_ask:.2f} "
+            f"quote around {fair:.8g}, half-spread {half:.3g} bps, skew {q:+.2f}"
+        )
+        quotes = self._held(
+            ctx.symbol,
+            interleave(bids, asks),
+            fair=fair,
+            bid_max=bid_max,
+            ask_min=ask_min,
+            room=budget.quote_room,
+            limits=hard,
+            max_order_quote=budget.max_order_quote,
+        )
+        return Decision(quotes, reason, "market-make")
