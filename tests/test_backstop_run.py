@@ -20,10 +20,8 @@ NS = 1_000_000_000
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / f"summary-{len(list(tmp_path.iterdir()))}.json"
-    code = main(
-        ["run", "--config", str(PAPER), "--log-format", "json", "--log-level", "error"]
-        + ["--summary-json", str(out), *extra]
-    )
+    quiet = ["--log-format", "json", "--log-level", "error"]
+    code = main(["run", "--config", str(PAPER), *quiet, "--summary-json", str(out), *extra])
     assert code == 0
     summary: dict[str, Any] = json.loads(out.read_text())
     return summary
@@ -53,7 +51,8 @@ def test_the_backstop_engages_on_the_fracture_and_steps_back_after_recovery(
     ep = episodes[0]
     # The overlay starts removing depth 240 s into the data; the detector needs its
     # 1 s dwell, and must not fire before the ramp.
-    assert window["window_start_ts_ns"] <= ep["start_ts_ns"] <= window["window_start_ts_ns"] + 5 * NS
+    start = window["window_start_ts_ns"]
+    assert start <= ep["start_ts_ns"] <= start + 5 * NS
     assert ep["start_ts_ns"] - data_start_ns >= 240 * NS
     # It stands down only after the book has healed (the overlay's window ended) and
     # depth held above the recovery level for the 10 s disengage dwell.
