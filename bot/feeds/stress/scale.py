@@ -246,14 +246,17 @@ class BookScaler:
 
     def _delta_side(self, j: int, rows: Levels, mid: float, shape: Shape) -> Levels:
         old_k, old_s = self._mod_k[j], self._mod_s[j]
-        need = shape.width_bps if shape.active else 0.0
-        if old_k.size:
-            need = max(need, float(self._distance(j, old_k[-1:], mid)[0]))
-        if need <= 0.0:
-            # Nothing to scale, and any remembered level now sits on the far side of
-            # mid: the true book (uncrossed) no longer has it, so this message removed it.
+        # Distance of the farthest remembered level; -1 (none left to restore) when
+        # there is none. A level the true book still holds is never nearer than mid
+        # (mid lies between the touches), but it can sit exactly *at* mid: a locked
+        # or float-locked book, e.g. bid 100.17999999999999 / ask 100.18 rounds the
+        # mid onto the ask. So distance 0 still needs restoring; only < 0 means the
+        # level is now on the far side of mid and this message removed it.
+        far = float(self._distance(j, old_k[-1:], mid)[0]) if old_k.size else -1.0
+        if not shape.active and far < 0.0:
             self._mod_k[j], self._mod_s[j] = _EMPTY, _EMPTY
             return rows
+        need = max(shape.width_bps if shape.active else 0.0, far)
         wk, ws = self._window(j, need)
         f = self._factor(self._distance(j, wk, mid), shape)
         des = ws * f
