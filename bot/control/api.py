@@ -62,7 +62,7 @@ class ControlHandler(Protocol):
         ...
 
     async def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot; see :class:`DaemonStatus` for the keys ``backstop status`` shows."""
+        """A JSON-able snapshot; :class:`DaemonStatus` lists the keys ``backstop status`` shows."""
         ...
 
     async def health(self) -> Health:

@@ -120,8 +120,10 @@ class ControlClient:
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             )
         # The host part of the URL is ignored on a Unix socket.
-        base = "http://backstop" if target.socket_path is not None else (
-            f"http://{target.host}:{target.tcp_port}"
+        base = (
+            "http://backstop"
+            if target.socket_path is not None
+            else (f"http://{target.host}:{target.tcp_port}")
         )
         return self._session, base
 

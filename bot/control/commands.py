@@ -113,7 +113,7 @@ async def _send(
     # the obvious mistakes with a message that names the flag.
     def need_reason() -> str:
         if reason is None or not reason.strip():
-            raise UserError(f"--reason is required: say why (it is logged and journaled)")
+            raise UserError("--reason is required: say why (it is logged and journaled)")
         return reason
 
     if action == "kill":
@@ -155,28 +155,55 @@ def describe_result(action: str, result: Mapping[str, Any]) -> str:
 # ---- sync commands (what the CLI calls) -----------------------------------------------
 
 
-def status(state_dir: Target, as_json: bool = False, **streams: TextIO) -> int:
-    return asyncio.run(status_async(state_dir, as_json, **streams))
+def status(
+    state_dir: Target,
+    as_json: bool = False,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    return asyncio.run(status_async(state_dir, as_json, out=out, err=err))
 
 
-def kill(state_dir: Target, reason: str, **streams: TextIO) -> int:
-    return asyncio.run(command_async(state_dir, "kill", reason=reason, **streams))
+def kill(
+    state_dir: Target, reason: str, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    return asyncio.run(command_async(state_dir, "kill", reason=reason, out=out, err=err))
 
 
-def resume(state_dir: Target, reason: str, **streams: TextIO) -> int:
-    return asyncio.run(command_async(state_dir, "resume", reason=reason, **streams))
+def resume(
+    state_dir: Target, reason: str, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    return asyncio.run(command_async(state_dir, "resume", reason=reason, out=out, err=err))
 
 
-def pause(state_dir: Target, symbol: str, reason: str | None = None, **streams: TextIO) -> int:
-    return asyncio.run(command_async(state_dir, "pause", symbol=symbol, reason=reason, **streams))
+def pause(
+    state_dir: Target,
+    symbol: str,
+    reason: str | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    return asyncio.run(
+        command_async(state_dir, "pause", symbol=symbol, reason=reason, out=out, err=err)
+    )
 
 
-def unpause(state_dir: Target, symbol: str, **streams: TextIO) -> int:
-    return asyncio.run(command_async(state_dir, "unpause", symbol=symbol, **streams))
+def unpause(
+    state_dir: Target, symbol: str, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    return asyncio.run(command_async(state_dir, "unpause", symbol=symbol, out=out, err=err))
 
 
-def cancel_all(state_dir: Target, reason: str | None = None, **streams: TextIO) -> int:
-    return asyncio.run(command_async(state_dir, "cancel-all", reason=reason, **streams))
+def cancel_all(
+    state_dir: Target,
+    reason: str | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    return asyncio.run(command_async(state_dir, "cancel-all", reason=reason, out=out, err=err))
 
 
 # ---- argparse ---------------------------------------------------------------------------
@@ -231,7 +258,9 @@ def add_control_commands(subparsers: Any) -> None:
     p = sub.add_parser("unpause", help="let a paused market quote again")
     p.add_argument("symbol", metavar="SYMBOL", help="e.g. BTC/USDT")
     _connection_flags(p)
-    p = sub.add_parser("cancel-all", help="cancel every open order now (the strategy keeps running)")
+    p = sub.add_parser(
+        "cancel-all", help="cancel every open order now (the strategy keeps running)"
+    )
     p.add_argument("--reason", help=f"why (default: {DEFAULT_CANCEL_REASON!r})")
     _connection_flags(p)
 
@@ -278,18 +307,16 @@ def run_control_command(
     except UserError as e:
         print(f"backstop {args.command}: {e}", file=stderr)
         return EXIT_USAGE
-    streams: dict[str, TextIO] = {"err": stderr}
-    if out is not None:
-        streams["out"] = out
     if args.command == "status":
-        return status(target, args.json, **streams)
+        return status(target, args.json, out=out, err=stderr)
     return asyncio.run(
         command_async(
             target,
             args.command,
             reason=getattr(args, "reason", None),
             symbol=getattr(args, "symbol", None),
-            **streams,
+            out=out,
+            err=stderr,
         )
     )
 
@@ -315,18 +342,33 @@ def _amount(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, int | float) else "-"
 
 
-def _guards(guards: Any) -> Text:
+def _not_ok(guards: Any) -> list[tuple[str, str]]:
+    if not isinstance(guards, Mapping):
+        return []
+    return [(str(k), str(v)) for k, v in guards.items() if str(v) != "ok"]
+
+
+def _guard_style(state: str) -> str:
+    level = state.split(":", 1)[0].strip()
+    return "red" if level in ("kill", "pause", "tripped") else "yellow"
+
+
+def _guards_cell(guards: Any) -> Text:
+    """The table shows a summary; the details follow the table, one line each."""
     if not isinstance(guards, Mapping) or not guards:
         return Text("-", style="dim")
-    bad = [(k, str(v)) for k, v in guards.items() if str(v) != "ok"]
+    bad = _not_ok(guards)
     if not bad:
         return Text("all ok", style="green")
-    out = Text()
-    for i, (name, state) in enumerate(bad):
-        level = state.split(":", 1)[0]
-        style = "red" if level in ("kill", "pause", "tripped") else "yellow"
-        out.append(("\n" if i else "") + f"{name}: {state}", style=style)
-    return out
+    worst = "red" if any(_guard_style(state) == "red" for _, state in bad) else "yellow"
+    return Text(f"{len(bad)} not ok", style=worst)
+
+
+def _guard_lines(prefix: str, guards: Any) -> list[Text]:
+    return [
+        Text(f"{prefix}{name}: {state}", style=_guard_style(state))
+        for name, state in _not_ok(guards)
+    ]
 
 
 def _depth(bands: Any) -> Text:
@@ -358,7 +400,7 @@ def _book(book: Any) -> Text:
         text.append(f" {age:.1f}s", style="dim")
     spread = book.get("spread_bps")
     if isinstance(spread, int | float):
-        text.append(f"\nspread {spread:.1f}bp")
+        text.append(f", spread {spread:.1f}bp")
     return text
 
 
@@ -384,14 +426,14 @@ def _pnl(pnl: Any) -> str:
     total = pnl.get("total_quote")
     if total is None and isinstance(realised, int | float) and isinstance(unrealised, int | float):
         total = realised + unrealised
-    return f"{_quote(total)}\n({_quote(realised)} real.)"
+    return f"{_quote(total)} ({_quote(realised)} realised)"
 
 
 def status_table(data: Mapping[str, Any]) -> Table:
     table = Table(title="markets", title_justify="left", show_lines=True)
     for column in ("market", "book", "depth bid / ask", "engaged", "orders", "inventory",
                    "committed", "pnl", "guards"):  # fmt: skip
-        table.add_column(column, no_wrap=column in ("market", "depth bid / ask"))
+        table.add_column(column, no_wrap=column in ("market", "depth bid / ask", "guards"))
     markets = data.get("markets")
     for market in markets if isinstance(markets, list) else []:
         if not isinstance(market, Mapping):
@@ -411,13 +453,14 @@ def status_table(data: Mapping[str, Any]) -> Table:
             inv,
             _quote(market.get("committed_quote")),
             _pnl(market.get("pnl")),
-            _guards(market.get("guards")),
+            _guards_cell(market.get("guards")),
         )
     return table
 
 
 def print_status(data: Mapping[str, Any], out: TextIO) -> None:
-    console = Console(file=out, width=None if out.isatty() else 140, highlight=False)
+    # Not a terminal (a pipe, a file, a log): wide enough that no cell wraps.
+    console = Console(file=out, width=None if out.isatty() else 200, highlight=False)
     kill = data.get("kill_switch")
     kill = kill if isinstance(kill, Mapping) else {}
     state = str(kill.get("state", "?"))
@@ -436,14 +479,16 @@ def print_status(data: Mapping[str, Any], out: TextIO) -> None:
         head.append(f", since {kill['since']})" if kill.get("since") else ")")
     console.print(head)
     console.print(status_table(data))
-    guards = data.get("guards")
-    if isinstance(guards, Mapping) and guards:
-        line = Text("global guards: ")
-        line.append_text(_guards(guards))
+    markets = data.get("markets")
+    lines = _guard_lines("guard ", data.get("guards"))
+    for market in markets if isinstance(markets, list) else []:
+        if isinstance(market, Mapping):
+            lines += _guard_lines(f"guard {market.get('symbol', '?')} ", market.get("guards"))
+    for line in lines:
         console.print(line)
     pnl = data.get("pnl")
     if isinstance(pnl, Mapping):
-        console.print(f"total pnl: {_pnl(pnl).replace(chr(10), ' ')}")
+        console.print(f"total pnl: {_pnl(pnl)}")
     control = data.get("control")
     if isinstance(control, Mapping):
         failures = control.get("auth_failures", 0)

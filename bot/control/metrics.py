@@ -30,70 +30,115 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r, ns = self.registry, namespace
         self.depth_quote = Gauge(
-            "depth_quote", "Resting depth within a band of mid, in quote currency",
-            ["symbol", "band_bps", "side"], namespace=ns, registry=r,
+            "depth_quote",
+            "Resting depth within a band of mid, in quote currency",
+            ["symbol", "band_bps", "side"],
+            namespace=ns,
+            registry=r,
         )
         self.depth_threshold_quote = Gauge(
-            "depth_threshold_quote", "Depth below which a band counts as fractured",
-            ["symbol", "band_bps", "side"], namespace=ns, registry=r,
+            "depth_threshold_quote",
+            "Depth below which a band counts as fractured",
+            ["symbol", "band_bps", "side"],
+            namespace=ns,
+            registry=r,
         )
         self.engaged = Gauge(
-            "engaged", "1 while the backstop is engaged on the market", ["symbol"],
-            namespace=ns, registry=r,
+            "engaged",
+            "1 while the backstop is engaged on the market",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
         )
         self.paused = Gauge(
-            "paused", "1 while the market is paused (operator or guard)", ["symbol"],
-            namespace=ns, registry=r,
+            "paused",
+            "1 while the market is paused (operator or guard)",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
         )
         self.open_orders = Gauge(
             "open_orders", "Our open orders on the market", ["symbol"], namespace=ns, registry=r
         )
         self.orders = Counter(
-            "orders", "Order events (placed, cancelled, rejected, failed)",
-            ["symbol", "event"], namespace=ns, registry=r,
+            "orders",
+            "Order events (placed, cancelled, rejected, failed)",
+            ["symbol", "event"],
+            namespace=ns,
+            registry=r,
         )
         self.fills = Counter(
             "fills", "Fills of our orders", ["symbol", "side"], namespace=ns, registry=r
         )
         self.filled_quote = Counter(
-            "filled_quote", "Notional of our fills, in quote currency",
-            ["symbol", "side"], namespace=ns, registry=r,
+            "filled_quote",
+            "Notional of our fills, in quote currency",
+            ["symbol", "side"],
+            namespace=ns,
+            registry=r,
         )
         self.inventory = Gauge(
-            "inventory", "Reserve holdings per asset", ["symbol", "asset"],
-            namespace=ns, registry=r,
+            "inventory",
+            "Reserve holdings per asset",
+            ["symbol", "asset"],
+            namespace=ns,
+            registry=r,
         )
         self.committed_quote = Gauge(
-            "committed_quote", "Quote value locked in open orders", ["symbol"],
-            namespace=ns, registry=r,
+            "committed_quote",
+            "Quote value locked in open orders",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
         )
         self.pnl_quote = Gauge(
-            "pnl_quote", "Profit and loss in quote currency (realised, unrealised)",
-            ["symbol", "kind"], namespace=ns, registry=r,
+            "pnl_quote",
+            "Profit and loss in quote currency (realised, unrealised)",
+            ["symbol", "kind"],
+            namespace=ns,
+            registry=r,
         )
         self.guard_trips = Counter(
-            "guard_trips", "Guard triggers by guard and level (warn, pause, kill)",
-            ["guard", "level", "symbol"], namespace=ns, registry=r,
+            "guard_trips",
+            "Guard triggers by guard and level (warn, pause, kill)",
+            ["guard", "level", "symbol"],
+            namespace=ns,
+            registry=r,
         )
         self.kill_switch_state = Gauge(
-            "kill_switch_state", "1 for the kill switch's current state, 0 for the others",
-            ["state"], namespace=ns, registry=r,
+            "kill_switch_state",
+            "1 for the kill switch's current state, 0 for the others",
+            ["state"],
+            namespace=ns,
+            registry=r,
         )
         self.feed_latency_seconds = Histogram(
-            "feed_latency_seconds", "Exchange timestamp to receipt of book updates",
-            ["symbol"], buckets=LATENCY_BUCKETS_S, namespace=ns, registry=r,
+            "feed_latency_seconds",
+            "Exchange timestamp to receipt of book updates",
+            ["symbol"],
+            buckets=LATENCY_BUCKETS_S,
+            namespace=ns,
+            registry=r,
         )
         self.feed_age_seconds = Gauge(
-            "feed_age_seconds", "Seconds since the last book update", ["symbol"],
-            namespace=ns, registry=r,
+            "feed_age_seconds",
+            "Seconds since the last book update",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
         )
         self.control_requests = Counter(
-            "control_requests", "Control API requests by endpoint and HTTP status",
-            ["endpoint", "status"], namespace=ns, registry=r,
+            "control_requests",
+            "Control API requests by endpoint and HTTP status",
+            ["endpoint", "status"],
+            namespace=ns,
+            registry=r,
         )
         self.control_auth_failures = Counter(
-            "control_auth_failures", "Control API requests refused for a missing or wrong token",
-            namespace=ns, registry=r,
+            "control_auth_failures",
+            "Control API requests refused for a missing or wrong token",
+            namespace=ns,
+            registry=r,
         )
         self.set_kill_switch("armed")
 

@@ -29,12 +29,12 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
 from bot.control.api import MAX_REASON_CHARS, ControlHandler
@@ -62,6 +62,8 @@ _ENDPOINTS = (
     ("GET", "/metrics"),
 )
 _ENDPOINT_LIST = ", ".join(f"{m} {p}" for m, p in _ENDPOINTS)
+
+_TRANSPORT = web.AppKey("transport", str)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -250,7 +252,9 @@ class ControlServer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OperationalError(f"cannot create {path.parent} for the control socket: {e}")
+            raise OperationalError(
+                f"cannot create {path.parent} for the control socket: {e}"
+            ) from None
         self._remove_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -292,7 +296,9 @@ class ControlServer:
                 path.unlink()
             return
         except OSError as e:
-            raise OperationalError(f"cannot check the existing control socket {path}: {e}")
+            raise OperationalError(
+                f"cannot check the existing control socket {path}: {e}"
+            ) from None
         finally:
             probe.close()
         raise UserError(
@@ -328,11 +334,11 @@ class ControlServer:
     # ---- the web app --------------------------------------------------------------------
 
     def _make_app(self, transport: str) -> web.Application:
-        middlewares = [self._errors_middleware(transport)]
+        middlewares: list[Middleware] = [self._errors_middleware(transport)]
         if transport == "tcp":
             middlewares.append(self._auth_middleware())
         app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
-        app["transport"] = transport
+        app[_TRANSPORT] = transport
         app.router.add_get("/status", self._status, allow_head=False)
         app.router.add_post("/kill", self._kill)
         app.router.add_post("/resume", self._resume)
@@ -343,9 +349,7 @@ class ControlServer:
         app.router.add_get("/metrics", self._metrics, allow_head=False)
         return app
 
-    def _errors_middleware(
-        self, transport: str
-    ) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+    def _errors_middleware(self, transport: str) -> Middleware:
         @web.middleware
         async def errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
             route = request.match_info.route.resource
@@ -394,7 +398,7 @@ class ControlServer:
 
         return errors
 
-    def _auth_middleware(self) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+    def _auth_middleware(self) -> Middleware:
         expected = self._token
         assert expected is not None
 
@@ -424,7 +428,7 @@ class ControlServer:
     # ---- endpoints ------------------------------------------------------------------------
 
     def _source(self, request: web.Request) -> str:
-        return _peer_source(request, str(request.app["transport"]))
+        return _peer_source(request, request.app[_TRANSPORT])
 
     async def _status(self, request: web.Request) -> web.Response:
         data = dict(await self._handler.status())
@@ -520,7 +524,8 @@ async def _body(request: web.Request, *, required: tuple[str, ...]) -> dict[str,
     if not raw.strip():
         raise _Refused(400, f"{where} needs a JSON body like {example}")
     try:
-        data = json.loads(raw)
+        # Decode first: json.loads(bytes) would guess UTF-16/32 from the first bytes.
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise _Refused(400, f"{where}: body is not UTF-8 text; send JSON like {example}") from None
     except json.JSONDecodeError as e:

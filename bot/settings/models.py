@@ -268,22 +268,88 @@ class FeedSettings(BaseModel):
         return value
 
 
+GuardLevel = Literal["warn", "pause", "kill"]
+"""What a guard does when it fires: ``warn`` (record only), ``pause`` (pull the market's
+quotes; resumes on its own, see :class:`GuardSettings`) or ``kill`` (trip the kill
+switch: everything stops until an operator resumes)."""
+
+
+class GuardSettings(BaseModel):
+    """Guards watched on every book update, order notice and timer tick (``[risk.guards]``).
+
+    Data guards (``stale_book``, ``invalid_book``, ``feed_disconnected``) at level
+    ``pause`` resume the market by themselves once its data has been healthy for
+    ``data_resume_s``. Other guards at level ``pause`` resume once their condition has
+    cleared and ``pause_cooldown_s`` has passed since they last fired, or when an
+    operator unpauses the market. See :mod:`bot.risk`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stale_book: GuardLevel = "pause"
+    stale_book_s: PositiveFloat = 5.0
+    """A market whose book has not been updated for this long is stale."""
+    invalid_book: GuardLevel = "pause"
+    """The book is invalid (a sequence gap, invalidated, crossed) until the next snapshot."""
+    feed_disconnected: GuardLevel = "pause"
+    data_resume_s: NonNegativeFloat = 1.0
+    """Data must be healthy this long before a data guard lets the market quote again
+    (stops a flapping feed from pulling and re-placing quotes on every flap)."""
+    reject_burst: GuardLevel = "pause"
+    reject_burst_count: PositiveInt = 5
+    """This many failed order actions (rejects, errors; not rate limits) on one market..."""
+    reject_burst_window_s: PositiveFloat = 10.0
+    """...within this many seconds fire the guard."""
+    rate_limited: GuardLevel = "pause"
+    rate_limited_count: PositiveInt = 3
+    """This many order actions that failed for good with a rate limit, account-wide..."""
+    rate_limited_window_s: PositiveFloat = 60.0
+    """...within this many seconds fire the guard (a pause then applies to every market)."""
+    balance_mismatch: GuardLevel = "kill"
+    balance_tolerance_fraction: NonNegativeFloat = 0.01
+    """A venue balance further than this fraction from the bot's accounting is a mismatch."""
+    daily_loss: GuardLevel = "kill"
+    """Fires when the day's (UTC, injected clock) loss reaches ``risk.max_daily_loss_quote``."""
+    drawdown: GuardLevel = "kill"
+    """Fires when equity falls ``risk.max_drawdown_quote`` below its peak."""
+    fat_finger: GuardLevel = "pause"
+    """An order beyond the fat-finger limits is always refused; this is what else happens."""
+    pause_cooldown_s: NonNegativeFloat | None = 60.0
+    """How long a non-data guard keeps its market paused after it last fired (once its
+    condition has cleared); None = only an operator's unpause resumes it."""
+
+
 class RiskSettings(BaseModel):
     """Hard limits every order must pass. Defaults are deliberately small."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_order_quote: PositiveFloat = 1_000.0
+    max_order_base: dict[str, PositiveFloat] = Field(default_factory=dict)
+    """Asset code -> largest amount of one order in that base asset (e.g. {"BTC": 0.2})."""
     max_notional_per_market_quote: PositiveFloat = 5_000.0
     max_total_notional_quote: PositiveFloat = 10_000.0
     max_position_base: dict[str, PositiveFloat] = Field(default_factory=dict)
     """Asset code -> largest absolute position in that asset (e.g. {"BTC": 0.5})."""
     max_orders_per_second: PositiveFloat = 5.0
+    max_order_burst: PositiveInt = 10
+    """Orders that may be sent at once before ``max_orders_per_second`` applies (a token
+    bucket of this size, refilled at that rate): room for a fresh two-sided ladder."""
     max_open_orders_per_market: PositiveInt = 10
     max_daily_loss_quote: PositiveFloat = 250.0
     max_drawdown_quote: PositiveFloat = 500.0
     price_band_bps: PositiveFloat = 200.0
     """Orders priced further than this from mid are refused."""
+    fat_finger_bps: PositiveFloat | None = None
+    """An order priced this far from mid must be a bug: refused, and the ``fat_finger``
+    guard fires. None = 5 x ``price_band_bps``."""
+    fat_finger_order_quote: PositiveFloat | None = None
+    """Likewise for one order's notional. None = 5 x ``max_order_quote``."""
+    taker_tag_prefixes: list[str] = Field(default_factory=lambda: ["taker:", "replenish:"])
+    """A quote with ``post_only`` false whose tag starts with one of these is a deliberate
+    taker order and may cross the book (still within the price band); any other quote
+    that would cross is refused."""
+    guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("max_notional_per_market_quote")
     @classmethod
@@ -302,6 +368,34 @@ class RiskSettings(BaseModel):
                 f"must be at least max_notional_per_market_quote ({per_market:g}), got {value:g}"
             )
         return value
+
+    @field_validator("fat_finger_bps")
+    @classmethod
+    def _fat_finger_beyond_band(cls, value: float | None, info: ValidationInfo) -> float | None:
+        band = info.data.get("price_band_bps")
+        if value is not None and band is not None and value < band:
+            raise _bad(f"must be at least price_band_bps ({band:g}), got {value:g}")
+        return value
+
+    @field_validator("fat_finger_order_quote")
+    @classmethod
+    def _fat_finger_beyond_order(
+        cls, value: float | None, info: ValidationInfo
+    ) -> float | None:
+        order = info.data.get("max_order_quote")
+        if value is not None and order is not None and value < order:
+            raise _bad(f"must be at least max_order_quote ({order:g}), got {value:g}")
+        return value
+
+    @property
+    def fat_finger_bps_limit(self) -> float:
+        return self.fat_finger_bps if self.fat_finger_bps is not None else 5 * self.price_band_bps
+
+    @property
+    def fat_finger_quote_limit(self) -> float:
+        if self.fat_finger_order_quote is not None:
+            return self.fat_finger_order_quote
+        return 5 * self.max_order_quote
 
 
 class BackstopParams(BaseModel):
@@ -384,11 +478,25 @@ class StrategySettings(BaseModel):
 
 
 class KillSwitchSettings(BaseModel):
+    """The kill switch (:mod:`bot.killswitch`): what trips it and how it confirms it is flat."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kill_file: Path | None = None
-    """While this file exists the bot cancels everything and stops; None = state_dir/KILL."""
+    """When this file appears the kill switch trips (once per appearance); an operator
+    resume is refused while it exists. None = state_dir/KILL."""
+    poll_s: PositiveFloat = 1.0
+    """How often the kill file (and the control heartbeat) is checked."""
     cancel_timeout_s: PositiveFloat = 10.0
+    """Longest wait for the order manager's cancels in one confirmation attempt, and the
+    pause before a new round of attempts when a round could not confirm flat."""
+    confirm_attempts: PositiveInt = 5
+    """Rounds of cancel-then-list-open-orders before giving up (loudly) for now."""
+    confirm_backoff_s: PositiveFloat = 0.25
+    """Wait before the second round; doubles each round, at most ``cancel_timeout_s``."""
+    control_loss_s: PositiveFloat | None = None
+    """Trip when the control channel has not been heard from for this long (a dead
+    man's switch: something must call the heartbeat). None = off."""
 
 
 class ControlSettings(BaseModel):
