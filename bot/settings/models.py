@@ -281,7 +281,8 @@ class GuardSettings(BaseModel):
     ``pause`` resume the market by themselves once its data has been healthy for
     ``data_resume_s``. Other guards at level ``pause`` resume once their condition has
     cleared and ``pause_cooldown_s`` has passed since they last fired, or when an
-    operator unpauses the market. See :mod:`bot.risk`.
+    operator unpauses the market (or only then, with ``pause_auto_resume`` false). See
+    :mod:`bot.risk.engine`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -314,9 +315,11 @@ class GuardSettings(BaseModel):
     """Fires when equity falls ``risk.max_drawdown_quote`` below its peak."""
     fat_finger: GuardLevel = "pause"
     """An order beyond the fat-finger limits is always refused; this is what else happens."""
-    pause_cooldown_s: NonNegativeFloat | None = 60.0
-    """How long a non-data guard keeps its market paused after it last fired (once its
-    condition has cleared); None = only an operator's unpause resumes it."""
+    pause_cooldown_s: NonNegativeFloat = 60.0
+    """How long a non-data guard keeps its market paused after it fired (and at least
+    until its condition has cleared)."""
+    pause_auto_resume: bool = True
+    """False: a non-data guard's pause lasts until an operator unpauses the market."""
 
 
 class RiskSettings(BaseModel):

@@ -1,0 +1,718 @@
+"""The risk engine: checks every order before it is sent and watches the guards.
+
+It is synchronous and owns no tasks: the daemon feeds it (``on_book``, ``on_notice``,
+``on_feed_status``, ``on_equity``, ``on_balances``, ``tick``) and acts on what it
+publishes (:mod:`bot.risk.events`): pull a paused market's quotes, trip the kill switch
+on a ``kill`` guard. Time is the injected clock, so a replay guards exactly like live.
+
+Guard lifecycle (one latch per guard and scope -- a market, or the account):
+
+==============  ======================================  ==================================
+level           when it fires (condition turns true)    when it lets go
+==============  ======================================  ==================================
+warn            a ``GuardEvent``, a warning logged      as soon as the condition is false
+pause, data     event; the market is PAUSED             healthy for ``data_resume_s``
+pause, other    event; market (or every market, for     condition false *and*
+                an account-wide guard) PAUSED           ``pause_cooldown_s`` since it
+                                                        fired (unless not
+                                                        ``pause_auto_resume``); or
+                                                        operator ``unpause``
+kill            event; trading state HALTED             only when trading resumes
+                                                        (``set_trading_state``): then it
+                                                        fires again if still true
+==============  ======================================  ==================================
+
+A guard fires once per episode (on the rising edge), not on every evaluation. An
+operator's ``unpause`` lifts every pause reason of that market except data guards
+(quoting on a stale or broken book is never right) and its own ``pause``; the
+guards' latches are left alone, so a guard whose condition persists does not re-pause
+the market until it has let go and fired again. When trading resumes after a kill the
+drawdown peak is re-based to the current equity (the operator has acknowledged the
+loss); the daily loss is not, so a day over its loss limit trips again.
+
+Section banners follow Nautilus' ``risk/engine.pyx``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bot.book import BookState, OrderBook
+from bot.clock import NS_PER_SECOND, Clock
+from bot.feeds.events import FeedState, FeedStatus
+from bot.logs import Logger
+from bot.orders.events import OrderActionFailed, OrderNotice
+from bot.risk.bucket import TokenBucket
+from bot.risk.checks import QuoteContext, check_order, check_valid, reduces_position
+from bot.risk.events import (
+    OPERATOR,
+    Guard,
+    GuardEvent,
+    GuardLevel,
+    MarketState,
+    MarketStateChanged,
+    RiskEvent,
+    RiskObserver,
+    TradingState,
+    TradingStateChanged,
+)
+from bot.settings.models import RiskSettings
+from strategies.base import Quote
+
+NS_PER_DAY = 86_400 * NS_PER_SECOND
+MAX_BUFFERED_EVENTS = 10_000
+"""Events kept for :meth:`RiskEngine.drain_events` (oldest dropped beyond this)."""
+
+_DISCONNECTED = frozenset({FeedState.DISCONNECTED, FeedState.RESYNCING, FeedState.ENDED})
+MARKET_GUARDS = (
+    Guard.STALE_BOOK,
+    Guard.INVALID_BOOK,
+    Guard.FEED_DISCONNECTED,
+    Guard.REJECT_BURST,
+    Guard.FAT_FINGER,
+)
+ACCOUNT_GUARDS = (Guard.RATE_LIMITED, Guard.BALANCE_MISMATCH, Guard.DAILY_LOSS, Guard.DRAWDOWN)
+_RATE_LIMITED_ERROR = "RateLimited"  # OrderActionFailed.error for bot.errors.RateLimited
+
+Scope = str | None  # a market's symbol, or None for the whole account
+
+
+def _n(x: float) -> str:
+    return f"{x:.8g}"
+
+
+@dataclass(slots=True)
+class _Latch:
+    """One guard on one scope."""
+
+    level: GuardLevel
+    active: bool = False
+    condition: bool = False
+    reason: str = ""
+    fired_ns: int = 0
+    clear_since_ns: int | None = None
+
+
+@dataclass(slots=True)
+class _MarketData:
+    last_update_ns: int | None = None
+    book_state: BookState = BookState.EMPTY
+    crossed: bool = False
+    feed_state: FeedState | None = None
+    feed_detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRisk:
+    """One market's risk state, for status and the display."""
+
+    symbol: str
+    state: MarketState
+    reasons: Mapping[str, str]
+    """What holds it paused: guard name (or ``operator``) -> reason."""
+    since_ns: int
+
+
+@dataclass(slots=True)
+class QuotesCheck:
+    allowed: list[Quote] = field(default_factory=list)
+    denied: list[tuple[Quote, str]] = field(default_factory=list)
+
+
+class RiskEngine:
+    """Pre-trade checks, trading state, per-market pauses and guards. Not thread-safe."""
+
+    def __init__(
+        self,
+        config: RiskSettings,
+        *,
+        clock: Clock,
+        log: Logger,
+        symbols: Iterable[str] = (),
+    ) -> None:
+        if not isinstance(config, RiskSettings):
+            raise TypeError("config must be a RiskSettings")
+        self.config = config
+        self._guards = config.guards
+        self._clock = clock
+        self._log = log
+        now = clock.now_ns()
+        self._trading_state = TradingState.ACTIVE
+        self._trading_reason = ""
+        self._bucket = TokenBucket(
+            rate_per_s=config.max_orders_per_second, capacity=config.max_order_burst, now_ns=now
+        )
+        self._markets: dict[str, _MarketData] = {}
+        self._pauses: dict[str, dict[str, str]] = {}
+        self._paused_since: dict[str, int] = {}
+        self._latches: dict[tuple[Guard, Scope], _Latch] = {}
+        self._rejects: dict[str, deque[int]] = {}
+        self._rate_limits: deque[int] = deque()
+        self._equity: dict[str, float] = {}
+        self._equity_total: float | None = None
+        self._day: int | None = None
+        self._day_start_equity = 0.0
+        self._peak_equity: float | None = None
+        self._observers: list[RiskObserver] = []
+        self._events: deque[RiskEvent] = deque(maxlen=MAX_BUFFERED_EVENTS)
+        self.denials: Counter[str] = Counter()
+        """Denials by code (the part before ``:``), for metrics."""
+        for symbol in symbols:
+            self._market(symbol)
+
+    # -- QUERIES -----------------------------------------------------------------------
+
+    @property
+    def trading_state(self) -> TradingState:
+        return self._trading_state
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._markets)
+
+    def market_state(self, symbol: str) -> MarketRisk:
+        reasons = self._pauses.get(symbol, {})
+        return MarketRisk(
+            symbol=symbol,
+            state=MarketState.PAUSED if reasons else MarketState.ACTIVE,
+            reasons=MappingProxyType(dict(reasons)),
+            since_ns=self._paused_since.get(symbol, 0),
+        )
+
+    def is_paused(self, symbol: str) -> bool:
+        return bool(self._pauses.get(symbol))
+
+    def guard_status(self, symbol: str | None = None) -> dict[str, str]:
+        """Guard name -> ``ok`` or ``<level>: <reason>``; a market's guards, or the account's."""
+        guards = MARKET_GUARDS if symbol is not None else ACCOUNT_GUARDS
+        out: dict[str, str] = {}
+        for guard in guards:
+            latch = self._latches.get((guard, symbol))
+            out[guard.value] = f"{latch.level}: {latch.reason}" if latch and latch.active else "ok"
+        return out
+
+    def loss(self) -> dict[str, float | None]:
+        """Equity, the day's loss and the drawdown from peak, as the guards see them."""
+        total = self._total_equity()
+        return {
+            "equity": total,
+            "daily_loss": None if total is None else self._day_start_equity - total,
+            "peak_equity": self._peak_equity,
+            "drawdown": None
+            if total is None or self._peak_equity is None
+            else self._peak_equity - total,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state for ``backstop status``."""
+        return {
+            "trading_state": self._trading_state.value,
+            "trading_reason": self._trading_reason,
+            "markets": {
+                s: {
+                    "state": self.market_state(s).state.value,
+                    "reasons": dict(self._pauses.get(s, {})),
+                    "guards": self.guard_status(s),
+                }
+                for s in self._markets
+            },
+            "guards": self.guard_status(None),
+            "loss": self.loss(),
+            "order_tokens": round(self._bucket.available(self._clock.now_ns()), 3),
+            "denials": dict(self.denials),
+        }
+
+    # -- EVENTS ------------------------------------------------------------------------
+
+    def subscribe(self, observer: RiskObserver) -> Callable[[], None]:
+        """Call ``observer`` with every event as it happens; returns the unsubscribe function."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def drain_events(self) -> list[RiskEvent]:
+        """Every event since the last drain (at most :data:`MAX_BUFFERED_EVENTS`), oldest first."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def _emit(self, event: RiskEvent) -> None:
+        self._events.append(event)
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:  # one broken observer must not stop the guards
+                self._log.exception("risk_observer_failed", kind=type(event).__name__)
+
+    # -- PRE-TRADE CHECKS --------------------------------------------------------------
+
+    def check_quote(
+        self, quote: Quote, ctx: QuoteContext, *, count_rate: bool = True
+    ) -> str | None:
+        """None if ``quote`` may be sent now, else why not (``UPPER_SNAKE: k=v``).
+
+        Call it for an order about to be sent: when allowed, it takes one token of the
+        order rate (``count_rate=False`` leaves the rate to :meth:`admit_order`).
+        """
+        denial = self._check(quote, ctx)
+        if denial is None and count_rate:
+            denial = self.admit_order()
+        if denial is not None:
+            self._deny(quote, denial)
+        return denial
+
+    def check_quotes(self, quotes: Sequence[Quote], ctx: QuoteContext) -> QuotesCheck:
+        """Check a set of orders in turn, each as if the allowed ones before it were sent.
+
+        For a strategy's full desired set before the order manager diffs it: the order
+        rate is *not* counted here (most of the set is usually already resting); count
+        it with :meth:`admit_order` where an order is actually sent.
+        """
+        result = QuotesCheck()
+        for quote in quotes:
+            denial = self._check(quote, ctx)
+            if denial is None:
+                result.allowed.append(quote)
+                ctx = ctx.with_sent(quote)
+            else:
+                self._deny(quote, denial)
+                result.denied.append((quote, denial))
+        return result
+
+    def admit_order(self) -> str | None:
+        """Take one token of the order rate: None if there was one, else the denial."""
+        if self._bucket.try_take(self._clock.now_ns()):
+            return None
+        return (
+            f"ORDER_RATE_EXCEEDED: max_per_s={self.config.max_orders_per_second:g} "
+            f"burst={self.config.max_order_burst}"
+        )
+
+    def _check(self, quote: Quote, ctx: QuoteContext) -> str | None:
+        if self._trading_state is TradingState.HALTED:
+            return f"TRADING_HALTED: reason={self._trading_reason or '-'}"
+        denial = check_valid(quote, ctx, self.config)
+        if denial is not None:
+            return denial
+        reasons = self._pauses.get(quote.symbol)
+        if reasons:
+            return f"MARKET_PAUSED: symbol={quote.symbol} reasons={','.join(sorted(reasons))}"
+        if self._trading_state is TradingState.REDUCING and not reduces_position(quote, ctx):
+            return (
+                f"TRADING_REDUCING: side={quote.side} amount={_n(quote.amount)} "
+                f"position={_n(ctx.position_base)}"
+            )
+        denial = check_order(quote, ctx, self.config)
+        if denial is not None and denial.startswith("FAT_FINGER"):
+            self._fire_momentary(Guard.FAT_FINGER, quote.symbol, denial, {})
+        return denial
+
+    def _deny(self, quote: Quote, denial: str) -> None:
+        code = denial.split(":", 1)[0]
+        self.denials[code] += 1
+        self._log.debug("order_denied", symbol=quote.symbol, quote=str(quote), reason=denial)
+
+    # -- TRADING STATE -----------------------------------------------------------------
+
+    def set_trading_state(self, state: TradingState, *, reason: str, who: str = "") -> bool:
+        """Change the account's trading state; publishes ``TradingStateChanged``.
+
+        Returns False (and publishes nothing) if it already was ``state``. Leaving
+        HALTED re-arms the kill-level guards and re-bases the drawdown peak.
+        """
+        previous = self._trading_state
+        if state is previous:
+            return False
+        now = self._clock.now_ns()
+        self._trading_state = state
+        self._trading_reason = reason
+        if previous is TradingState.HALTED:
+            for latch in self._latches.values():
+                if latch.level is GuardLevel.KILL:
+                    latch.active = False
+                    latch.clear_since_ns = None
+            total = self._total_equity()
+            if total is not None:
+                self._peak_equity = total
+        log = self._log.warning if state is TradingState.HALTED else self._log.info
+        log("trading_state", previous=previous.value, state=state.value, reason=reason, who=who)
+        self._emit(TradingStateChanged(now, previous, state, reason, who))
+        if previous is TradingState.HALTED:
+            # Conditions that still hold fire again at once, rather than at their next input.
+            self._evaluate_losses(now)
+        return True
+
+    # -- OPERATOR PAUSES ---------------------------------------------------------------
+
+    def pause(self, symbol: str, *, reason: str, who: str = "") -> str | None:
+        """Pause a market by hand (only :meth:`unpause` lifts it). None, or why not."""
+        if symbol not in self._markets:
+            return f"UNKNOWN_MARKET: symbol={symbol}"
+        text = f"OPERATOR_PAUSE: who={who or '-'} reason={reason}"
+        self._set_pauses([symbol], OPERATOR, text, cause=f"OPERATOR: who={who or '-'}")
+        return None
+
+    def unpause(self, symbol: str, *, who: str = "") -> str | None:
+        """Lift the operator's pause and every non-data guard's pause of ``symbol``.
+
+        None if the market is active afterwards; otherwise why not (``NOT_PAUSED`` or
+        ``STILL_PAUSED`` naming the data guards that still hold it) or ``UNKNOWN_MARKET``.
+        """
+        if symbol not in self._markets:
+            return f"UNKNOWN_MARKET: symbol={symbol}"
+        reasons = self._pauses.get(symbol, {})
+        if not reasons:
+            return f"NOT_PAUSED: symbol={symbol}"
+        data = {g.value for g in Guard if g.is_data}
+        lifted = [key for key in reasons if key not in data]
+        if lifted:
+            self._change(
+                [symbol],
+                lambda: [reasons.pop(key) for key in lifted],
+                cause=f"UNPAUSED: who={who or '-'} lifted={','.join(sorted(lifted))}",
+            )
+        if reasons:
+            return f"STILL_PAUSED: symbol={symbol} guards={','.join(sorted(reasons))}"
+        return None
+
+    # -- INPUTS ------------------------------------------------------------------------
+
+    def on_book(self, symbol: str, book: OrderBook, now_ns: int | None = None) -> None:
+        """After every applied (or dropped) book update of ``symbol``."""
+        now = self._now(now_ns)
+        data = self._market(symbol)
+        if book.last_update_ns is not None:
+            data.last_update_ns = book.last_update_ns
+        data.book_state = book.state
+        valid = book.state is BookState.VALID
+        bid, ask = (book.best_bid(), book.best_ask()) if valid else (None, None)
+        data.crossed = bid is not None and ask is not None and bid >= ask
+        self._evaluate_data(symbol, now)
+        self._settle_all(now)
+
+    def on_feed_status(self, status: FeedStatus) -> None:
+        now = self._now(status.ts_ns)
+        data = self._market(status.symbol)
+        data.feed_state = status.state
+        data.feed_detail = status.detail
+        self._evaluate_data(status.symbol, now)
+        self._settle_all(now)
+
+    def on_notice(self, notice: OrderNotice) -> None:
+        """Every order manager notice (subscribe this to the manager)."""
+        if not isinstance(notice, OrderActionFailed):
+            return
+        now = self._now(notice.ts_ns)
+        if notice.error == _RATE_LIMITED_ERROR:
+            self._rate_limits.append(notice.ts_ns)
+        else:
+            self._rejects.setdefault(notice.symbol, deque()).append(notice.ts_ns)
+            self._market(notice.symbol)
+        self._evaluate_bursts(now)
+        self._settle_all(now)
+
+    def on_equity(self, key: str | None, equity: float, now_ns: int | None = None) -> None:
+        """Latest marked PnL (realised + unrealised, in quote) of a market, or the total.
+
+        ``key`` a symbol: the total is the sum of every market's latest value. ``key``
+        None: ``equity`` is the total itself (and replaces the sum from then on).
+        """
+        now = self._now(now_ns)
+        if key is None:
+            self._equity_total = equity
+        else:
+            self._equity[key] = equity
+        self._evaluate_losses(now)
+        self._settle_all(now)
+
+    def on_balances(
+        self,
+        venue: Mapping[str, float],
+        expected: Mapping[str, float],
+        now_ns: int | None = None,
+    ) -> None:
+        """Compare the venue's balances with the bot's accounting (currency -> total).
+
+        Only currencies the bot accounts for (``expected``) are compared; a missing
+        venue balance counts as zero.
+        """
+        now = self._now(now_ns)
+        tolerance = self._guards.balance_tolerance_fraction
+        worst: tuple[str, float, float] | None = None
+        worst_excess = 0.0
+        for ccy, want in expected.items():
+            have = float(venue.get(ccy, 0.0))
+            diff = abs(have - want)
+            allowed = tolerance * max(abs(have), abs(want))
+            if diff > allowed and diff - allowed >= worst_excess:
+                worst, worst_excess = (ccy, have, want), diff - allowed
+        if worst is None:
+            self._observe(Guard.BALANCE_MISMATCH, None, False, now)
+        else:
+            ccy, have, want = worst
+            self._observe(
+                Guard.BALANCE_MISMATCH,
+                None,
+                True,
+                now,
+                f"BALANCE_MISMATCH: currency={ccy} venue={_n(have)} bot={_n(want)} "
+                f"diff={_n(have - want)} tolerance_fraction={tolerance:g}",
+                {"venue": have, "bot": want, "diff": have - want},
+            )
+        self._settle_all(now)
+
+    def tick(self, now_ns: int | None = None) -> None:
+        """Timer: staleness without updates, sliding windows, cool-downs."""
+        now = self._now(now_ns)
+        for symbol in self._markets:
+            self._evaluate_data(symbol, now)
+        self._evaluate_bursts(now)
+        self._settle_all(now)
+
+    # -- GUARDS ------------------------------------------------------------------------
+
+    def _evaluate_data(self, symbol: str, now: int) -> None:
+        data = self._markets[symbol]
+        g = self._guards
+        if data.last_update_ns is not None:
+            age_s = (now - data.last_update_ns) / NS_PER_SECOND
+            self._observe(
+                Guard.STALE_BOOK,
+                symbol,
+                age_s > g.stale_book_s,
+                now,
+                f"STALE_BOOK: symbol={symbol} age_s={age_s:.3f} max_s={g.stale_book_s:g}",
+                {"age_s": age_s, "max_s": g.stale_book_s},
+            )
+        invalid = data.book_state is BookState.INVALID or data.crossed
+        why = "crossed" if data.crossed else data.book_state.value
+        self._observe(
+            Guard.INVALID_BOOK, symbol, invalid, now, f"INVALID_BOOK: symbol={symbol} state={why}"
+        )
+        state = data.feed_state
+        self._observe(
+            Guard.FEED_DISCONNECTED,
+            symbol,
+            state in _DISCONNECTED,
+            now,
+            f"FEED_DISCONNECTED: symbol={symbol} state={state} detail={data.feed_detail or '-'}",
+        )
+
+    def _evaluate_bursts(self, now: int) -> None:
+        g = self._guards
+        window_ns = int(g.reject_burst_window_s * NS_PER_SECOND)
+        for symbol, times in self._rejects.items():
+            while times and times[0] <= now - window_ns:
+                times.popleft()
+            self._observe(
+                Guard.REJECT_BURST,
+                symbol,
+                len(times) >= g.reject_burst_count,
+                now,
+                f"REJECT_BURST: symbol={symbol} failures={len(times)} "
+                f"window_s={g.reject_burst_window_s:g} max={g.reject_burst_count}",
+                {"failures": len(times), "window_s": g.reject_burst_window_s},
+            )
+        window_ns = int(g.rate_limited_window_s * NS_PER_SECOND)
+        while self._rate_limits and self._rate_limits[0] <= now - window_ns:
+            self._rate_limits.popleft()
+        self._observe(
+            Guard.RATE_LIMITED,
+            None,
+            len(self._rate_limits) >= g.rate_limited_count,
+            now,
+            f"RATE_LIMITED: failures={len(self._rate_limits)} "
+            f"window_s={g.rate_limited_window_s:g} max={g.rate_limited_count}",
+            {"failures": len(self._rate_limits), "window_s": g.rate_limited_window_s},
+        )
+
+    def _total_equity(self) -> float | None:
+        if self._equity_total is not None:
+            return self._equity_total
+        return sum(self._equity.values()) if self._equity else None
+
+    def _evaluate_losses(self, now: int) -> None:
+        total = self._total_equity()
+        if total is None:
+            return
+        day = now // NS_PER_DAY
+        if day != self._day:
+            self._day = day
+            self._day_start_equity = total
+        if self._peak_equity is None or total > self._peak_equity:
+            self._peak_equity = total
+        limit = self.config.max_daily_loss_quote
+        loss = self._day_start_equity - total
+        self._observe(
+            Guard.DAILY_LOSS,
+            None,
+            loss >= limit,
+            now,
+            f"DAILY_LOSS: loss={_n(loss)} max={limit:g} equity={_n(total)} "
+            f"day_start={_n(self._day_start_equity)}",
+            {"loss": loss, "max": limit, "equity": total},
+        )
+        limit = self.config.max_drawdown_quote
+        drawdown = self._peak_equity - total
+        self._observe(
+            Guard.DRAWDOWN,
+            None,
+            drawdown >= limit,
+            now,
+            f"DRAWDOWN: drawdown={_n(drawdown)} max={limit:g} equity={_n(total)} "
+            f"peak={_n(self._peak_equity)}",
+            {"drawdown": drawdown, "max": limit, "equity": total},
+        )
+
+    def _level(self, guard: Guard) -> GuardLevel:
+        return GuardLevel(getattr(self._guards, guard.value))
+
+    def _latch(self, guard: Guard, scope: Scope) -> _Latch:
+        latch = self._latches.get((guard, scope))
+        if latch is None:
+            latch = self._latches[(guard, scope)] = _Latch(self._level(guard))
+        return latch
+
+    def _observe(
+        self,
+        guard: Guard,
+        scope: Scope,
+        condition: bool,
+        now: int,
+        reason: str = "",
+        numbers: Mapping[str, float] | None = None,
+    ) -> None:
+        """The guard's condition as just evaluated: fire on the rising edge."""
+        latch = self._latch(guard, scope)
+        latch.condition = condition
+        if not condition:
+            if latch.active and latch.clear_since_ns is None:
+                latch.clear_since_ns = now
+            return
+        latch.clear_since_ns = None
+        if latch.active:
+            latch.reason = reason  # keep status current
+            return
+        latch.active = True
+        latch.reason = reason
+        latch.fired_ns = now
+        self._fire(guard, scope, latch, now, reason, numbers or {})
+
+    def _fire_momentary(
+        self, guard: Guard, scope: Scope, reason: str, numbers: Mapping[str, float]
+    ) -> None:
+        """A guard whose condition is an event (a fat-finger order), not a lasting state."""
+        now = self._clock.now_ns()
+        self._observe(guard, scope, True, now, reason, numbers)
+        self._observe(guard, scope, False, now)
+
+    def _fire(
+        self,
+        guard: Guard,
+        scope: Scope,
+        latch: _Latch,
+        now: int,
+        reason: str,
+        numbers: Mapping[str, float],
+    ) -> None:
+        level = latch.level
+        self._log.warning(
+            "guard_fired", guard=guard.value, level=level.value, symbol=scope, reason=reason
+        )
+        self._emit(GuardEvent(now, guard, level, scope, reason, MappingProxyType(dict(numbers))))
+        if level is GuardLevel.PAUSE:
+            symbols = list(self._markets) if scope is None else [scope]
+            self._set_pauses(symbols, guard.value, reason, cause=f"GUARD: guard={guard.value}")
+        elif level is GuardLevel.KILL:
+            self.set_trading_state(TradingState.HALTED, reason=reason, who=f"guard:{guard.value}")
+
+    def _settle_all(self, now: int) -> None:
+        for (guard, scope), latch in list(self._latches.items()):
+            if latch.active and not latch.condition:
+                self._settle(guard, scope, latch, now)
+
+    def _settle(self, guard: Guard, scope: Scope, latch: _Latch, now: int) -> None:
+        """Let go of an active guard whose condition is false, if its level allows it now."""
+        clear_since = latch.clear_since_ns if latch.clear_since_ns is not None else now
+        cause = f"RECOVERED: guard={guard.value}"
+        if latch.level is GuardLevel.KILL:
+            return  # only a resume of trading lets go (set_trading_state)
+        if latch.level is GuardLevel.PAUSE:
+            if guard.is_data:
+                healthy_s = (now - clear_since) / NS_PER_SECOND
+                if healthy_s < self._guards.data_resume_s:
+                    return
+                cause += f" healthy_s={healthy_s:.3f}"
+            else:
+                if not self._guards.pause_auto_resume:
+                    return  # operator only
+                cooldown = self._guards.pause_cooldown_s
+                since_s = (now - latch.fired_ns) / NS_PER_SECOND
+                if since_s < cooldown:
+                    return
+                cause += f" cooldown_s={cooldown:g}"
+        latch.active = False
+        latch.clear_since_ns = None
+        if latch.level is GuardLevel.PAUSE:
+            symbols = list(self._markets) if scope is None else [scope]
+            self._clear_pauses(symbols, guard.value, cause=cause)
+        else:
+            self._log.info("guard_cleared", guard=guard.value, symbol=scope)
+
+    # -- MARKET STATE ------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> _MarketData:
+        data = self._markets.get(symbol)
+        if data is None:
+            data = self._markets[symbol] = _MarketData()
+            self._pauses[symbol] = {}
+            # A new market joins the account-wide pauses in force.
+            for (guard, scope), latch in list(self._latches.items()):
+                if scope is None and latch.active and latch.level is GuardLevel.PAUSE:
+                    self._pauses[symbol][guard.value] = latch.reason
+            if self._pauses[symbol]:
+                self._paused_since[symbol] = self._clock.now_ns()
+        return data
+
+    def _set_pauses(self, symbols: list[str], key: str, reason: str, *, cause: str) -> None:
+        def apply() -> None:
+            for s in symbols:
+                self._pauses[s][key] = reason
+
+        self._change(symbols, apply, cause=cause)
+
+    def _clear_pauses(self, symbols: list[str], key: str, *, cause: str) -> None:
+        def apply() -> None:
+            for s in symbols:
+                self._pauses[s].pop(key, None)
+
+        self._change(symbols, apply, cause=cause)
+
+    def _change(self, symbols: list[str], apply: Callable[[], object], *, cause: str) -> None:
+        before = {s: self.market_state(s).state for s in symbols}
+        apply()
+        now = self._clock.now_ns()
+        for s in symbols:
+            state = self.market_state(s).state
+            if state is before[s]:
+                continue
+            if state is MarketState.PAUSED:
+                self._paused_since[s] = now
+            else:
+                self._paused_since.pop(s, None)
+            reasons = MappingProxyType(dict(self._pauses[s]))
+            self._log.info("market_state", symbol=s, state=state.value, cause=cause)
+            self._emit(MarketStateChanged(now, s, before[s], state, reasons, cause))
+
+    def _now(self, ts_ns: int | None) -> int:
+        # Inputs carry their own stamps; the clock may be a little ahead of them.
+        now = self._clock.now_ns()
+        return now if ts_ns is None else max(ts_ns, now)
