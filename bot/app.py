@@ -7,7 +7,9 @@ passed in, so tests can build the same objects by hand with fakes where they nee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,10 +29,12 @@ from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec
 from bot.inventory import currencies
+from bot.killswitch import KillSwitch, link_risk
 from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
 from bot.monitor import DepthMonitor
 from bot.orders import OrderManager
+from bot.risk import RiskEngine
 from bot.settings import Settings, validate_symbols
 from bot.summary import RunSummary, summarize
 from bot.trader import Trader, desks_for
@@ -65,15 +69,36 @@ class Run:
     feed: Feed
     source: str
     trader: Trader | None = None
+    killswitch: KillSwitch | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    def request_stop(self, signum: int, stop: asyncio.Event) -> None:
+        """SIGTERM/SIGINT: with orders out, the kill switch's graceful stop (cancel
+        everything, confirm flat) runs first; the engine keeps consuming the feed
+        meanwhile, since the venue answers as data arrives."""
+        if self.killswitch is None:
+            stop.set()
+            return
+        self.killswitch.handle_signal(signum)
+
     async def execute(self, stop: asyncio.Event | None = None) -> RunSummary:
+        stop = stop if stop is not None else asyncio.Event()
         started = time.perf_counter()
+        helpers: list[asyncio.Task[Any]] = []
         try:
             if self.trader is not None:
                 await self.trader.start()
+            if self.killswitch is not None:
+                ks = self.killswitch
+                helpers.append(asyncio.ensure_future(ks.watch()))
+                helpers.append(asyncio.ensure_future(_set_when(ks.stop_requested, stop)))
             await self.engine.run(stop)
         finally:
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self.trader is not None:
                 await self.trader.stop()
             for close in self.closers:
@@ -97,6 +122,11 @@ class Run:
                 f"(it has: {seen}); set --symbol or markets[].symbol to match the recording"
             )
         return summary
+
+
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def _malformed(stats: object) -> Counter[str]:
@@ -142,7 +172,8 @@ def _paper_trader(
     *,
     clock: Clock,
     log: Logger,
-) -> tuple[PaperVenue, Trader] | None:
+    state_dir: Path,
+) -> tuple[PaperVenue, Trader, KillSwitch] | None:
     """The paper venue and the trading loop on it, for the markets ccxt describes."""
     tradeable = [m for m in settings.markets if m.symbol in ccxt_markets]
     for m in settings.markets:
@@ -175,14 +206,30 @@ def _paper_trader(
         config=settings.orders,
         throttler=_AdmitAll(),
     )
+    risk = RiskEngine(settings.risk, clock=clock, log=log, symbols=[m.symbol for m in tradeable])
     trader = Trader(
         desks=desks_for(tradeable, ccxt_markets),
         strategy=make_strategy(settings.strategy.name, settings.strategy),
         budget=Budget.from_settings(settings),
         manager=manager,
+        risk=risk,
         log=log,
     )
-    return venue, trader
+    killswitch = KillSwitch(
+        settings.killswitch,
+        state_dir=state_dir,
+        kill_file=settings.kill_file_path,
+        orders=manager,
+        venue=venue,
+        symbols=[m.symbol for m in tradeable],
+        clock=clock,
+        log=log,
+        stop_strategy=lambda: setattr(trader, "halted", True),
+        resume_strategy=lambda: setattr(trader, "halted", False),
+    )
+    trader.halted = killswitch.is_tripped
+    link_risk(killswitch, risk)
+    return venue, trader, killswitch
 
 
 async def assemble(
@@ -217,18 +264,26 @@ async def assemble(
         source = f"replay:{names}" + (f" +stress:{format_spec(stress)}" if stress else "")
         ccxt_markets: Mapping[str, Mapping[str, Any]] = offline_markets(settings.exchange.id) or {}
         closers: list[Callable[[], Awaitable[None]]] = []
+        # A replay is a rehearsal: its kill switch works within the run, but a trip is
+        # not persisted where it would hold a real daemon on this state dir.
+        rehearsal = tempfile.TemporaryDirectory(prefix="backstop-replay-")
+        state_dir = Path(rehearsal.name)
+        closers.append(_async(rehearsal.cleanup))
         log.info("replay_start", files=names, speed=settings.feed.speed, stress=source)
     else:
         clock = WallClock()
         feed, ccxt_markets, close = await _live_feed(settings, clock=clock, log=log)
         source = f"live:{settings.exchange.id}"
         closers = [close]
+        state_dir = settings.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
 
     trader: Trader | None = None
+    killswitch: KillSwitch | None = None
     all_listeners = list(listeners)
-    built = _paper_trader(settings, ccxt_markets, clock=clock, log=log)
+    built = _paper_trader(settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir)
     if built is not None:
-        venue, trader = built
+        venue, trader, killswitch = built
         # The venue sees each book state before the strategy reacts to it.
         all_listeners = [venue, trader, *listeners]
         closers.append(venue.close)
@@ -237,9 +292,25 @@ async def assemble(
         markets=_markets(settings, clock),
         log=log,
         listeners=all_listeners,
-        after_event=trader.settle if trader is not None else None,
+        after_event=trader.after_event if trader is not None else None,
+        on_status=trader.on_status if trader is not None else None,
     )
-    return Run(settings, engine, feed, source=source, trader=trader, closers=closers)
+    return Run(
+        settings,
+        engine,
+        feed,
+        source=source,
+        trader=trader,
+        killswitch=killswitch,
+        closers=closers,
+    )
+
+
+def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        fn()
+
+    return run
 
 
 async def _live_feed(

@@ -201,16 +201,23 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     run = await assemble(settings, log=log, listeners=[listener], stress=stress)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupted
+        interrupted = True
+        run.request_stop(signum, stop)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on every platform
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     if settings.feed.source == "live" and settings.feed.duration_s is not None:
         loop.call_later(settings.feed.duration_s, stop.set)
 
     with view if view is not None else contextlib.nullcontext():
         summary = await run.execute(stop)
     _report(summary, args, fmt, log)
-    return EXIT_INTERRUPTED if stop.is_set() and settings.feed.source == "replay" else EXIT_OK
+    return EXIT_INTERRUPTED if interrupted and settings.feed.source == "replay" else EXIT_OK
 
 
 def _report(summary: RunSummary, args: argparse.Namespace, fmt: str, log: Any) -> None:

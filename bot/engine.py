@@ -48,12 +48,14 @@ class Engine:
         log: Logger,
         listeners: Sequence[Listener] = (),
         after_event: Callable[[], Awaitable[None]] | None = None,
+        on_status: Callable[[FeedStatus], None] | None = None,
     ) -> None:
         self._feed = feed
         self.markets = dict(markets)
         self._log = log
         self._listeners = list(listeners)
         self._after_event = after_event
+        self._on_status_hook = on_status
         self.events: Counter[str] = Counter()
         self.ignored_symbols: Counter[str] = Counter()
         self.feed_states: Counter[str] = Counter()
@@ -141,6 +143,8 @@ class Engine:
 
     def _on_status(self, status: FeedStatus) -> None:
         self.feed_states[status.state.value] += 1
+        if self._on_status_hook is not None:
+            self._on_status_hook(status)
         if status.state is FeedState.ENDED:
             self.ended = True
             self._log.info("feed_ended", detail=status.detail)

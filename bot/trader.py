@@ -22,11 +22,19 @@ from bot.book import OrderBook
 from bot.budget import Budget
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
-from bot.feeds.events import Trade
+from bot.feeds.events import FeedStatus, Trade
 from bot.inventory import Inventory, own_band_depth
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
+from bot.risk import (
+    GuardEvent,
+    MarketState,
+    MarketStateChanged,
+    QuoteContext,
+    RiskEngine,
+    RiskEvent,
+)
 from bot.settings import MarketSettings
 from strategies.base import MarketContext, MarketRules, Strategy
 
@@ -77,13 +85,17 @@ class Trader:
     strategy: Strategy
     budget: Budget
     manager: OrderManager
+    risk: RiskEngine
     log: Logger
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
+    denied: int = 0
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.manager.subscribe(self._on_notice)
+        self.manager.subscribe(self.risk.on_notice)
+        self.risk.subscribe(self._on_risk_event)
 
     # ------------------------------------------------------------ engine listener
 
@@ -92,6 +104,7 @@ class Trader:
         if desk is None:
             return
         desk.last_mid = sample.mid
+        self.risk.on_book(symbol, book, sample.ts_ns)
         orders = self.manager.open_orders(symbol)
         # Our own resting quotes are not the market healing: the detector discounts them.
         own = own_band_depth(orders, sample.mid, desk.settings.bands_bps[0])
@@ -110,7 +123,8 @@ class Trader:
             )
         if ended is not None:
             self.log.info("episode_end", symbol=symbol, episode=ended.id)
-        if self.halted:
+        self.risk.on_equity(symbol, view.base * sample.mid + view.quote, sample.ts_ns)
+        if self.halted or self.risk.is_paused(symbol):
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
         exposure = self.budget.exposure(
@@ -138,7 +152,20 @@ class Trader:
         desk.trimmed += len(fit.trimmed)
         for note in fit.refused:
             self.log.debug("quote_refused_by_budget", symbol=symbol, reason=str(note))
-        self.manager.sync_quotes(symbol, fit.quotes)
+        # The risk engine sees the quotes on top of what stays resting (orders being
+        # cancelled); the ones the desired set keeps are part of the set itself.
+        context = QuoteContext.build(
+            book,
+            desk.inventory,
+            leaving,
+            other_markets_quote=exposure.other_markets_quote,
+        )
+        check = self.risk.check_quotes(fit.quotes, context)
+        self.denied += len(check.denied)
+        self.manager.sync_quotes(symbol, check.allowed)
+
+    def on_status(self, status: FeedStatus) -> None:
+        self.risk.on_feed_status(status)
 
     def on_trade(self, trade: Trade) -> None:
         desk = self.desks.get(trade.symbol)
@@ -151,6 +178,11 @@ class Trader:
         """Start listening to the venue's order and trade streams."""
         for symbol in self.desks:
             self._watchers.append(asyncio.ensure_future(self.manager.watch(symbol)))
+
+    async def after_event(self) -> None:
+        """Run once after every feed event: time-based guards, then :meth:`settle`."""
+        self.risk.tick()
+        await self.settle()
 
     async def settle(self) -> None:
         """Give order actions started by this event a few loop turns to reach the venue.
@@ -187,6 +219,17 @@ class Trader:
         else:
             desk.episodes.on_notice(notice, tag=tag)
 
+    def _on_risk_event(self, event: RiskEvent) -> None:
+        if isinstance(event, MarketStateChanged) and event.state is MarketState.PAUSED:
+            self.log.warning("market_paused", symbol=event.symbol, cause=event.cause)
+            self.manager.cancel_all(event.symbol, reason=f"PAUSED: {event.cause}")
+        elif isinstance(event, MarketStateChanged):
+            self.log.info("market_resumed", symbol=event.symbol, cause=event.cause)
+        elif isinstance(event, GuardEvent):
+            self.log.warning(
+                "guard", guard=str(event.guard), level=str(event.level), reason=event.reason
+            )
+
     def _committed_elsewhere(self, symbol: str) -> float:
         total = 0.0
         for other, desk in self.desks.items():
@@ -208,10 +251,16 @@ class Trader:
                 "decisions": desk.decisions,
                 "budget_refused": desk.refused,
                 "budget_trimmed": desk.trimmed,
+                "paused": self.risk.is_paused(symbol),
                 "max_committed_quote": desk.max_committed_quote,
                 "open_orders": len(open_orders),
             }
-        return {"strategy": self.strategy.name, "markets": markets}
+        return {
+            "strategy": self.strategy.name,
+            "risk_denied": self.denied,
+            "trading_state": str(self.risk.trading_state),
+            "markets": markets,
+        }
 
 
 def desks_for(
