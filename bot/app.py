@@ -238,6 +238,7 @@ async def assemble(
     log: Logger,
     listeners: Sequence[Listener] = (),
     stress: StressSpec | None = None,
+    trade: bool = True,
 ) -> Run:
     """Build the feed, books, engine and (in paper mode) the trading loop for ``settings``."""
     if settings.mode != "paper":
@@ -281,7 +282,11 @@ async def assemble(
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
     all_listeners = list(listeners)
-    built = _paper_trader(settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir)
+    built = (
+        _paper_trader(settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir)
+        if trade
+        else None
+    )
     if built is not None:
         venue, trader, killswitch = built
         # The venue sees each book state before the strategy reacts to it.

@@ -21,6 +21,15 @@ from rich.console import Console
 
 from bot import __version__
 from bot.app import assemble
+from bot.control.commands import (
+    add_control_commands,
+    is_control_command,
+    run_control_command,
+)
+from bot.control.metrics import Metrics
+from bot.control.pidfile import PID_FILE_NAME, PidFile
+from bot.control.server import ControlServer
+from bot.daemon import Daemon, MetricsListener
 from bot.display import LogProgress, TerminalView, summary_table
 from bot.engine import Listener
 from bot.errors import OperationalError, TemporaryError, UserError
@@ -94,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--list-stress", action="store_true", help="list the stress scenarios and exit"
     )
+    run.add_argument(
+        "--control",
+        action="store_true",
+        help="serve the control API for a replay too (always served for a live feed "
+        "when control.enabled)",
+    )
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write the summary here")
 
     book = sub.add_parser(
@@ -107,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="validate a config and print it (secrets masked)")
     _common(config)
+    add_control_commands(sub)
     return parser
 
 
@@ -166,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "list_stress", False):
         print(format_stress_list())
         return EXIT_OK
+    if is_control_command(args):
+        return run_control_command(args)
     try:
         settings = resolve_settings(args, command=args.command)
         if args.command == "config":
@@ -198,7 +216,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     stress_text = getattr(args, "stress", None)
     stress = parse_stress_spec(stress_text) if stress_text else None
-    run = await assemble(settings, log=log, listeners=[listener], stress=stress)
+    run = await assemble(
+        settings, log=log, listeners=[listener], stress=stress, trade=not is_book
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupted = False
@@ -214,7 +234,23 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.feed.source == "live" and settings.feed.duration_s is not None:
         loop.call_later(settings.feed.duration_s, stop.set)
 
-    with view if view is not None else contextlib.nullcontext():
+    serve = not is_book and settings.control.enabled and (
+        settings.feed.source == "live" or getattr(args, "control", False)
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if serve and run.trader is not None:
+            # One daemon per state dir; the control socket lives there too.
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(PidFile(settings.state_dir / PID_FILE_NAME))
+            daemon = Daemon(run, log=log)
+            metrics = Metrics()
+            run.engine.add_listener(MetricsListener(metrics, run.trader))
+            await stack.enter_async_context(
+                ControlServer.from_settings(settings, daemon, log=log, metrics=metrics)
+            )
+            log.info("control_listening", socket=str(settings.control_socket_path))
+        if view is not None:
+            stack.enter_context(view)
         summary = await run.execute(stop)
     _report(summary, args, fmt, log)
     return EXIT_INTERRUPTED if interrupted and settings.feed.source == "replay" else EXIT_OK

@@ -66,6 +66,9 @@ class Engine:
         # (and summarised) rather than flooding the log.
         self._warned: set[tuple[str, Drop]] = set()
 
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume the feed until it ends or ``stop`` is set."""
         stop = stop if stop is not None else asyncio.Event()

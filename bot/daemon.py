@@ -1,0 +1,208 @@
+"""The daemon's side of the control API: status, kill, resume, pause, cancel-all.
+
+:class:`Daemon` implements :class:`bot.control.api.ControlHandler` over one assembled
+:class:`~bot.app.Run`. Every command goes through the same objects the bot itself
+uses (the kill switch, the risk engine, the order manager), so an operator's kill is
+exactly a guard's kill with a different ``source``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bot.app import Run
+from bot.book import BookState, OrderBook
+from bot.clock import NS_PER_SECOND
+from bot.control.api import CommandConflict, CommandRefused, Health
+from bot.control.metrics import Metrics
+from bot.feeds.events import Trade
+from bot.killswitch import KillSwitch, TripSource
+from bot.logs import Logger
+from bot.monitor import DepthSample
+from bot.trader import Trader
+
+
+class Daemon:
+    def __init__(self, run: Run, *, log: Logger) -> None:
+        if run.trader is None or run.killswitch is None:
+            raise CommandRefused("this run trades no market: there is nothing to control")
+        self._run = run
+        self._trader: Trader = run.trader
+        self._killswitch: KillSwitch = run.killswitch
+        self._log = log
+        self._started = time.monotonic()
+
+    # ------------------------------------------------------------ queries
+
+    def symbols(self) -> Sequence[str]:
+        return list(self._trader.desks)
+
+    async def health(self) -> Health:
+        reasons = [
+            f"{symbol}: book {m.book.state.value}"
+            for symbol, m in self._run.engine.markets.items()
+            if m.book.state is not BookState.VALID
+        ]
+        return Health(ok=not reasons, reasons=tuple(reasons))
+
+    async def status(self) -> dict[str, Any]:
+        trader, risk = self._trader, self._trader.risk
+        markets: list[dict[str, Any]] = []
+        total_real = total_unreal = 0.0
+        for symbol, desk in trader.desks.items():
+            book = self._run.engine.markets[symbol].book
+            sample = self._run.engine.markets[symbol].monitor.last
+            orders = trader.manager.open_orders(symbol)
+            mid = desk.last_mid
+            inv = desk.inventory
+            real, unreal = inv.realised_pnl, inv.unrealised_pnl(mid)
+            total_real += real
+            total_unreal += unreal
+            update = desk.last_update
+            market_risk = risk.market_state(symbol)
+            age = book.age_ns()
+            markets.append(
+                {
+                    "symbol": symbol,
+                    "book": {
+                        "health": "ok" if book.state is BookState.VALID else book.state.value,
+                        "age_s": None if age is None else age / NS_PER_SECOND,
+                        "mid": mid,
+                        "spread_bps": book.spread_bps(),
+                    },
+                    "depth": _depth_bands(sample, update),
+                    "engaged": bool(update and update.active),
+                    "detector": update.state.value if update else "warming up",
+                    "paused": risk.is_paused(symbol),
+                    "pause_reason": "; ".join(market_risk.reasons.values()) or None,
+                    "open_orders": len(orders),
+                    "inventory": {inv.base_currency: inv.base, inv.quote_currency: inv.quote},
+                    "committed_quote": inv.committed_quote(orders, mid),
+                    "pnl": {
+                        "realised_quote": real,
+                        "unrealised_quote": unreal,
+                        "total_quote": real + unreal,
+                    },
+                    "guards": risk.guard_status(symbol),
+                    "episodes": len(desk.episodes.episodes),
+                }
+            )
+        return {
+            "mode": self._run.settings.mode,
+            "pid": os.getpid(),
+            "uptime_s": time.monotonic() - self._started,
+            "source": self._run.source,
+            "strategy": trader.strategy.name,
+            "trading_state": str(risk.trading_state),
+            "kill_switch": self._killswitch.status(),
+            "markets": markets,
+            "guards": risk.guard_status(None),
+            "pnl": {
+                "realised_quote": total_real,
+                "unrealised_quote": total_unreal,
+                "total_quote": total_real + total_unreal,
+            },
+        }
+
+    # ------------------------------------------------------------ commands
+
+    async def kill(self, reason: str, source: str) -> dict[str, Any]:
+        report = await self._killswitch.trip(reason, source=TripSource.OPERATOR, who=source)
+        took = report.elapsed_ns / NS_PER_SECOND
+        if report.flat:
+            message = (
+                f"kill switch tripped: {len(report.cancelled)} orders cancelled, none of ours "
+                f"left open ({took:.3f} s)"
+            )
+        else:
+            message = (
+                f"kill switch tripped but NOT confirmed flat after {report.attempts} rounds: "
+                f"{len(report.remaining)} of our orders still open; retrying"
+            )
+        return {"message": message, "state": report.state.value, "flat": report.flat}
+
+    async def resume(self, reason: str, source: str) -> dict[str, Any]:
+        denial = self._killswitch.resume(reason, who=source)
+        if denial is not None:
+            raise CommandConflict(denial)
+        return {"message": "kill switch re-armed: quoting resumes", "state": "armed"}
+
+    async def pause(self, symbol: str, reason: str, source: str) -> dict[str, Any]:
+        denial = self._trader.risk.pause(symbol, reason=reason, who=source)
+        if denial is not None:
+            raise CommandConflict(denial)
+        return {"message": f"{symbol} paused: its quotes are being cancelled"}
+
+    async def unpause(self, symbol: str, source: str) -> dict[str, Any]:
+        denial = self._trader.risk.unpause(symbol, who=source)
+        if denial is not None:
+            raise CommandConflict(denial)
+        return {"message": f"{symbol} unpaused"}
+
+    async def cancel_all(self, reason: str, source: str) -> dict[str, Any]:
+        manager = self._trader.manager
+        asked: list[str] = []
+        for symbol in self.symbols():
+            asked += manager.cancel_all(symbol, reason=reason)
+        self._log.warning("operator_cancel_all", reason=reason, who=source, orders=len(asked))
+        return {"message": f"cancelling {len(asked)} of our orders", "orders": asked}
+
+
+def _depth_bands(sample: DepthSample | None, update: Any) -> list[dict[str, Any]]:
+    if sample is None:
+        return []
+    bands: list[dict[str, Any]] = []
+    for i, band in enumerate(sample.bands_bps):
+        row: dict[str, Any] = {
+            "band_bps": band,
+            "bid_quote": float(sample.depth[0, i, 1]),
+            "ask_quote": float(sample.depth[1, i, 1]),
+        }
+        if i == 0 and update is not None:
+            row["baseline_quote"] = min(update.baseline)
+        bands.append(row)
+    return bands
+
+
+class MetricsListener:
+    """Keeps the Prometheus gauges current from the engine's samples."""
+
+    def __init__(self, metrics: Metrics, trader: Trader) -> None:
+        self._metrics = metrics
+        self._trader = trader
+
+    def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        m = self._metrics
+        for i, band in enumerate(sample.bands_bps):
+            m.set_depth(
+                symbol,
+                band,
+                bid_quote=float(sample.depth[0, i, 1]),
+                ask_quote=float(sample.depth[1, i, 1]),
+            )
+        desk = self._trader.desks.get(symbol)
+        if desk is None:
+            return
+        update = desk.last_update
+        m.set_engaged(symbol, bool(update and update.active))
+        m.set_paused(symbol, self._trader.risk.is_paused(symbol))
+        orders = self._trader.manager.open_orders(symbol)
+        m.set_open_orders(
+            symbol, len(orders), committed_quote=desk.inventory.committed_quote(orders, sample.mid)
+        )
+        inv = desk.inventory
+        m.set_inventory(symbol, {inv.base_currency: inv.base, inv.quote_currency: inv.quote})
+        m.set_pnl(
+            symbol,
+            realised_quote=inv.realised_pnl,
+            unrealised_quote=inv.unrealised_pnl(sample.mid),
+        )
+        age = book.age_ns()
+        if age is not None:
+            m.set_feed_age(symbol, age / NS_PER_SECOND)
+
+    def on_trade(self, trade: Trade) -> None:
+        return None

@@ -1,0 +1,159 @@
+"""The daemon an operator drives: kill over the real control socket, SIGTERM mid-quote.
+
+These run the real stack (replay -> book -> detector -> backstop -> budget -> risk ->
+order manager -> paper venue) with the `fracture` overlay brought forward so the bot is
+quoting within seconds, and act on it the way an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import assemble
+from bot.book import OrderBook
+from bot.control.api import CommandConflict
+from bot.control.client import ControlClient, ControlTarget
+from bot.control.server import ControlServer
+from bot.daemon import Daemon
+from bot.feeds.events import Trade
+from bot.feeds.stress import parse_stress_spec
+from bot.killswitch import KillState
+from bot.logs import null_logger
+from bot.monitor import DepthSample
+from bot.settings import load_settings
+from bot.trader import Trader
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER = REPO / "config" / "paper.toml"
+EARLY_FRACTURE = "fracture:start_s=65"
+
+
+class QuotingSeen:
+    """Sets ``event`` at the first sample after which the trader has orders resting."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.trader: Trader | None = None
+
+    def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        if self.trader is not None and self.trader.manager.open_orders(symbol):
+            self.event.set()
+
+    def on_trade(self, trade: Trade) -> None:
+        return None
+
+
+async def our_open_orders_on_venue(run: Any) -> list[dict[str, Any]]:
+    venue_orders = await run.killswitch._venue.fetch_open_orders("BTC/USDT")
+    return [o for o in venue_orders if run.trader.manager.is_ours(o.get("clientOrderId"))]
+
+
+async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_path: Path) -> None:
+    settings = load_settings(
+        PAPER, env={}, overrides={"state_dir": tmp_path, "control": {"socket": tmp_path / "c.sock"}}
+    )
+    seen = QuotingSeen()
+    log = null_logger()
+    run = await assemble(
+        settings, log=log, listeners=[seen], stress=parse_stress_spec(EARLY_FRACTURE)
+    )
+    assert run.trader is not None
+    assert run.killswitch is not None
+    seen.trader = run.trader
+    daemon = Daemon(run, log=log)
+    target = ControlTarget(socket_path=settings.control_socket_path)
+
+    async with ControlServer.from_settings(settings, daemon, log=log):
+        running = asyncio.create_task(run.execute())
+        await asyncio.wait_for(seen.event.wait(), timeout=60)
+        quotes_before = len(run.trader.manager.open_orders("BTC/USDT"))
+
+        async with ControlClient(target) as client:
+            result = await client.kill("drill")
+            status = await client.status()
+
+        flat_on_venue = await our_open_orders_on_venue(run)
+        await asyncio.wait_for(running, timeout=60)
+
+    assert quotes_before > 0
+    assert run.killswitch.state is KillState.TRIPPED_FLAT
+    assert status["kill_switch"]["state"] == "tripped_flat"
+    assert "none of ours left open" in result["message"]
+    assert flat_on_venue == []
+    report = run.killswitch.last_report
+    assert report is not None
+    # Kill to "no open orders confirmed", in data time: the venue's 50 ms latency plus
+    # the round trip through the replay.
+    assert report.elapsed_ns < 1_000_000_000
+    # Halted: nothing was quoted again for the rest of the replay.
+    assert await our_open_orders_on_venue(run) == []
+
+
+async def test_resume_is_refused_until_flat_and_accepted_after(tmp_path: Path) -> None:
+    settings = load_settings(PAPER, env={}, overrides={"state_dir": tmp_path})
+    seen = QuotingSeen()
+    log = null_logger()
+    run = await assemble(
+        settings, log=log, listeners=[seen], stress=parse_stress_spec(EARLY_FRACTURE)
+    )
+    assert run.killswitch is not None
+    seen.trader = run.trader
+    daemon = Daemon(run, log=log)
+    running = asyncio.create_task(run.execute())
+    await asyncio.wait_for(seen.event.wait(), timeout=60)
+
+    with pytest.raises(CommandConflict) as armed_refusal:
+        await daemon.resume("nothing to resume", "test")
+    await daemon.kill("drill", "test")
+    resumed = await daemon.resume("drill over", "test")
+    await asyncio.wait_for(running, timeout=60)
+
+    assert "armed" in str(armed_refusal.value).lower()
+    assert resumed["state"] == "armed"
+    assert run.killswitch.state is KillState.ARMED
+
+
+def test_sigterm_while_quoting_cancels_everything_before_exit(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    exe = Path(sys.executable).parent / "backstop"
+    proc = subprocess.Popen(
+        [
+            str(exe), "run", "--config", str(PAPER), "--stress", EARLY_FRACTURE,
+            "--speed", "20", "--state-dir", str(tmp_path), "--log-format", "json",
+            "--summary-json", str(summary_path),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # blocks on the daemon's own log: no polling
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            if record.get("event") == "detector_transition" and record.get("state") == "engaged":
+                break
+        else:
+            pytest.fail("the backstop never engaged")
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+
+    summary = json.loads(summary_path.read_text())
+    market = summary["trading"]["markets"]["BTC/USDT"]
+    assert code == 130, rest[-2000:]
+    assert market["episodes"][0]["quotes_placed"] > 0
+    assert market["open_orders"] == 0
+    assert "kill_switch_tripped" in rest or "SIGNAL" in rest
