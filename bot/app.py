@@ -23,7 +23,7 @@ from bot.book import OrderBook
 from bot.budget import Budget
 from bot.clock import Clock, ManualClock, WallClock
 from bot.engine import Engine, Feed, Listener, Market
-from bot.errors import BackstopError, UserError
+from bot.errors import BackstopError, TemporaryError, UserError
 from bot.exchanges import make_exchange, map_ccxt_error
 from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
@@ -38,6 +38,7 @@ from bot.risk import RiskEngine
 from bot.settings import Settings, validate_symbols
 from bot.summary import RunSummary, summarize
 from bot.trader import Trader, desks_for
+from bot.venues.base import Venue
 from bot.venues.paper import PaperVenue
 from strategies import make_strategy
 
@@ -70,7 +71,12 @@ class Run:
     source: str
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
+    venue: Venue | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.settings.feed.source == "live"
 
     def request_stop(self, signum: int, stop: asyncio.Event) -> None:
         """SIGTERM/SIGINT: with orders out, the kill switch's graceful stop (cancel
@@ -88,6 +94,11 @@ class Run:
         try:
             if self.trader is not None:
                 await self.trader.start()
+            if self.trader is not None and self.venue is not None and self.live:
+                period = self.settings.risk.guards.balance_check_s
+                helpers.append(
+                    asyncio.ensure_future(_every(period, self.trader.check_balances, self.venue))
+                )
             if self.killswitch is not None:
                 ks = self.killswitch
                 helpers.append(asyncio.ensure_future(ks.watch()))
@@ -122,6 +133,19 @@ class Run:
                 f"(it has: {seen}); set --symbol or markets[].symbol to match the recording"
             )
         return summary
+
+
+async def _every(
+    period_s: float, check: Callable[[Venue], Awaitable[None]], venue: Venue
+) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await check(venue)
+        except (ccxt.BaseError, OSError) as e:  # a failed check is retried next period
+            raise_later = map_ccxt_error(e)
+            if not isinstance(raise_later, TemporaryError):
+                raise raise_later from e
 
 
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
@@ -198,6 +222,7 @@ def _paper_trader(
         latency_ms=settings.paper.latency_ms,
         exchange_id=settings.exchange.id,
     )
+    risk = RiskEngine(settings.risk, clock=clock, log=log, symbols=[m.symbol for m in tradeable])
     manager = OrderManager(
         venue,
         clock=clock,
@@ -205,8 +230,8 @@ def _paper_trader(
         log=log,
         config=settings.orders,
         throttler=_AdmitAll(),
+        admit=risk.admit_order,
     )
-    risk = RiskEngine(settings.risk, clock=clock, log=log, symbols=[m.symbol for m in tradeable])
     trader = Trader(
         desks=desks_for(tradeable, ccxt_markets),
         strategy=make_strategy(settings.strategy.name, settings.strategy),
@@ -281,6 +306,7 @@ async def assemble(
 
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
+    paper: PaperVenue | None = None
     all_listeners = list(listeners)
     built = (
         _paper_trader(settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir)
@@ -288,10 +314,10 @@ async def assemble(
         else None
     )
     if built is not None:
-        venue, trader, killswitch = built
+        paper, trader, killswitch = built
         # The venue sees each book state before the strategy reacts to it.
-        all_listeners = [venue, trader, *listeners]
-        closers.append(venue.close)
+        all_listeners = [paper, trader, *listeners]
+        closers.append(paper.close)
     engine = Engine(
         feed=feed,
         markets=_markets(settings, clock),
@@ -307,6 +333,7 @@ async def assemble(
         source=source,
         trader=trader,
         killswitch=killswitch,
+        venue=paper,
         closers=closers,
     )
 

@@ -22,6 +22,8 @@ from bot.feeds.events import Trade
 from bot.killswitch import KillSwitch, TripSource
 from bot.logs import Logger
 from bot.monitor import DepthSample
+from bot.orders import OrderFilled, OrderNotice, OrderStateChanged
+from bot.risk import GuardEvent, RiskEvent
 from bot.trader import Trader
 
 
@@ -36,6 +38,10 @@ class Daemon:
         self._started = time.monotonic()
 
     # ------------------------------------------------------------ queries
+
+    @property
+    def killswitch(self) -> KillSwitch:
+        return self._killswitch
 
     def symbols(self) -> Sequence[str]:
         return list(self._trader.desks)
@@ -168,11 +174,30 @@ def _depth_bands(sample: DepthSample | None, update: Any) -> list[dict[str, Any]
 
 
 class MetricsListener:
-    """Keeps the Prometheus gauges current from the engine's samples."""
+    """Keeps the Prometheus metrics current: gauges from the engine's samples, counters
+    from order notices, guard events and kill-switch records."""
 
-    def __init__(self, metrics: Metrics, trader: Trader) -> None:
+    def __init__(self, metrics: Metrics, trader: Trader, killswitch: KillSwitch) -> None:
         self._metrics = metrics
         self._trader = trader
+        trader.manager.subscribe(self._on_notice)
+        trader.risk.subscribe(self._on_risk)
+        killswitch.subscribe(lambda _record: metrics.set_kill_switch(killswitch.state.value))
+        metrics.set_kill_switch(killswitch.state.value)
+
+    def _on_notice(self, notice: OrderNotice) -> None:
+        if isinstance(notice, OrderFilled):
+            self._metrics.record_fill(notice.symbol, notice.side, notice.price * notice.amount)
+        elif isinstance(notice, OrderStateChanged):
+            self._metrics.record_order(notice.symbol, notice.state.value)
+        else:
+            self._metrics.record_order(notice.symbol, f"failed:{notice.action}")
+
+    def _on_risk(self, event: RiskEvent) -> None:
+        if isinstance(event, GuardEvent):
+            self._metrics.record_guard_trip(
+                str(event.guard), str(event.level), event.symbol or ""
+            )
 
     def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
         m = self._metrics

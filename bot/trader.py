@@ -36,6 +36,7 @@ from bot.risk import (
     RiskEvent,
 )
 from bot.settings import MarketSettings
+from bot.venues.base import Venue
 from strategies.base import MarketContext, MarketRules, Strategy
 
 SETTLE_YIELDS = 8
@@ -203,6 +204,21 @@ class Trader:
                 await task
         self._watchers.clear()
         await self.manager.aclose()
+
+    def expected_balances(self) -> dict[str, float]:
+        """What the venue should hold per currency, by the bot's own accounting."""
+        expected: dict[str, float] = {}
+        for desk in self.desks.values():
+            inv = desk.inventory
+            expected[inv.base_currency] = expected.get(inv.base_currency, 0.0) + inv.base
+            expected[inv.quote_currency] = expected.get(inv.quote_currency, 0.0) + inv.quote
+        return expected
+
+    async def check_balances(self, venue: Venue) -> None:
+        """Feed the balance-mismatch guard: the venue's totals against our accounting."""
+        balance = await venue.fetch_balance()
+        totals = {str(k): float(v or 0.0) for k, v in (balance.get("total") or {}).items()}
+        self.risk.on_balances(totals, self.expected_balances())
 
     # ------------------------------------------------------------ notices
 

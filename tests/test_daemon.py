@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import assemble
 from bot.book import OrderBook
 from bot.control.api import CommandConflict
 from bot.control.client import ControlClient, ControlTarget
+from bot.control.metrics import Metrics
 from bot.control.server import ControlServer
-from bot.daemon import Daemon
+from bot.daemon import Daemon, MetricsListener
 from bot.feeds.events import Trade
 from bot.feeds.stress import parse_stress_spec
 from bot.killswitch import KillState
@@ -70,9 +72,11 @@ async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_pat
     assert run.killswitch is not None
     seen.trader = run.trader
     daemon = Daemon(run, log=log)
+    metrics = Metrics()
+    run.engine.add_listener(MetricsListener(metrics, run.trader, run.killswitch))
     target = ControlTarget(socket_path=settings.control_socket_path)
 
-    async with ControlServer.from_settings(settings, daemon, log=log):
+    async with ControlServer.from_settings(settings, daemon, log=log, metrics=metrics):
         running = asyncio.create_task(run.execute())
         await asyncio.wait_for(seen.event.wait(), timeout=60)
         quotes_before = len(run.trader.manager.open_orders("BTC/USDT"))
@@ -80,6 +84,7 @@ async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_pat
         async with ControlClient(target) as client:
             result = await client.kill("drill")
             status = await client.status()
+            exposition = await client.metrics_text()
 
         flat_on_venue = await our_open_orders_on_venue(run)
         await asyncio.wait_for(running, timeout=60)
@@ -89,6 +94,15 @@ async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_pat
     assert status["kill_switch"]["state"] == "tripped_flat"
     assert "none of ours left open" in result["message"]
     assert flat_on_venue == []
+    scraped = {
+        (m.name, tuple(sorted(smp.labels.items()))): smp.value
+        for m in text_string_to_metric_families(exposition)
+        for smp in m.samples
+    }
+    assert scraped[("backstop_open_orders", (("symbol", "BTC/USDT"),))] == 0
+    assert scraped[("backstop_kill_switch_state", (("state", "tripped_flat"),))] == 1
+    assert scraped[("backstop_kill_switch_state", (("state", "armed"),))] == 0
+    assert any(name == "backstop_orders" and v > 0 for (name, _), v in scraped.items())
     report = run.killswitch.last_report
     assert report is not None
     # Kill to "no open orders confirmed", in data time: the venue's 50 ms latency plus
@@ -157,3 +171,31 @@ def test_sigterm_while_quoting_cancels_everything_before_exit(tmp_path: Path) ->
     assert market["episodes"][0]["quotes_placed"] > 0
     assert market["open_orders"] == 0
     assert "kill_switch_tripped" in rest or "SIGNAL" in rest
+
+
+async def test_a_venue_balance_that_disagrees_with_the_accounting_trips_the_kill_switch(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(PAPER, env={}, overrides={"state_dir": tmp_path})
+    run = await assemble(settings, log=null_logger())
+    assert run.trader is not None
+    assert run.killswitch is not None
+    assert run.venue is not None
+
+    venue = run.venue
+
+    class Withdrawn:
+        """The same account after someone took 0.5 BTC out behind the bot's back."""
+
+        async def fetch_balance(self) -> dict[str, Any]:
+            balance = await venue.fetch_balance()
+            balance["total"]["BTC"] -= 0.5
+            return balance
+
+    await run.trader.check_balances(venue)  # the paper account holds the reserve
+    agreed = run.killswitch.state
+    await run.trader.check_balances(Withdrawn())  # type: ignore[arg-type]
+
+    assert agreed is KillState.ARMED
+    assert run.killswitch.is_tripped
+    assert "BALANCE_MISMATCH" in run.killswitch.status()["reason"]

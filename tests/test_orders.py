@@ -285,6 +285,7 @@ class Harness:
         *,
         throttler: Any = None,
         known: set[str] | None = None,
+        admit: Any = None,
         **config: Any,
     ) -> None:
         self.venue = venue
@@ -300,6 +301,7 @@ class Harness:
             log=self.log,  # type: ignore[arg-type]
             config=OrderManagerConfig(**config),
             throttler=self.throttle,
+            admit=admit,
             sleep=self.sleep,
             known_client_ids=(lambda: known) if known is not None else None,
         )
@@ -401,6 +403,25 @@ async def test_refused_quotes_never_reach_the_venue(h: Harness) -> None:
     await h.om.drain()
     assert [r.split(":")[0] for _, r in result.refused] == ["OUTSIDE_LIMITS", "WRONG_SYMBOL"]
     assert h.venue.calls == []
+
+
+async def test_creates_past_the_admission_gate_are_held_back_with_its_reason(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    # The risk engine's order-rate bucket: two tokens, then no more this instant.
+    tokens = [None, None]
+
+    def admit() -> str | None:
+        return tokens.pop() if tokens else "ORDER_RATE_EXCEEDED: max_per_s=2"
+
+    h = Harness(venue, clock, admit=admit)
+
+    result = h.om.sync_quotes(BTC, [bid(60_000.0 - i) for i in range(3)])
+    await h.om.drain()
+
+    assert len(result.creating) == 2
+    assert [reason for _, reason in result.skipped] == ["ORDER_RATE_EXCEEDED: max_per_s=2"]
+    assert h.venue.count("create_order") == 2
 
 
 async def test_venue_calls_stay_within_the_rate_limit(venue: FakeVenue, clock: ManualClock) -> None:

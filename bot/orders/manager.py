@@ -84,6 +84,7 @@ class OrderManager:
         throttler: Throttle | None = None,
         sleep: Sleep = asyncio.sleep,
         known_client_ids: KnownClientIds | None = None,
+        admit: Callable[[], str | None] | None = None,
     ) -> None:
         self.config = config if config is not None else OrderManagerConfig()
         if not isinstance(self.config, OrderManagerConfig):
@@ -92,6 +93,8 @@ class OrderManager:
         self._clock = clock
         self._log = log
         self._known_client_ids = known_client_ids
+        # The last gate before a create leaves: the risk engine's order-rate bucket.
+        self._admit = admit
         self._ids = ClientIdFactory(self.config.client_id_prefix, clock=clock, rng=rng)
         self._tracker = OrderTracker(ids=self._ids, clock=clock, log=log, config=self.config)
         self._calls = VenueCalls(
@@ -183,7 +186,12 @@ class OrderManager:
                 result.deferred += creates
                 self._spawn(self._create_after(symbol, generation, blockers, waiting, creates))
             else:
-                result.creating += [self._submit(p).client_id for p in creates]
+                for p in creates:
+                    sent = self._submit(p)
+                    if isinstance(sent, str):
+                        result.skipped.append((p.quote, sent))
+                    else:
+                        result.creating.append(sent.client_id)
         return result
 
     def place(self, quote: Quote) -> TrackedOrder | str:
@@ -352,7 +360,13 @@ class OrderManager:
     def _key(self, order: TrackedOrder) -> QuoteKey | None:
         return order_key(order, self._venue.amount_to_precision, self._venue.price_to_precision)
 
-    def _submit(self, prepared: PreparedQuote) -> TrackedOrder:
+    def _submit(self, prepared: PreparedQuote) -> TrackedOrder | str:
+        """Send one create, or say why the admission gate (order rate) held it back."""
+        if self._admit is not None:
+            denial = self._admit()
+            if denial is not None:
+                self._log.info("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
+                return denial
         now = self._clock.now_ns()
         quote = prepared.quote
         order = TrackedOrder(

@@ -309,6 +309,9 @@ class GuardSettings(BaseModel):
     balance_mismatch: GuardLevel = "kill"
     balance_tolerance_fraction: NonNegativeFloat = 0.01
     """A venue balance further than this fraction from the bot's accounting is a mismatch."""
+    balance_check_s: PositiveFloat = 30.0
+    """How often (wall time) a daemon on a live feed compares the venue's balances with
+    its accounting."""
     daily_loss: GuardLevel = "kill"
     """Fires when the day's (UTC, injected clock) loss reaches ``risk.max_daily_loss_quote``."""
     drawdown: GuardLevel = "kill"
