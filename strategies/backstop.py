@@ -50,9 +50,8 @@ from bot.settings.models import BackstopParams
 from strategies.base import REPLENISH_TAG, Decision, MarketContext, Quote
 from strategies.ladder import (
     BPS,
-    SideLimits,
+    HeldLadders,
     build_ladder,
-    hold_quotes,
     interleave,
     inventory_skew,
     microprice,
@@ -80,36 +79,10 @@ class BackstopStrategy:
     def __init__(self, params: BackstopParams | None = None) -> None:
         self.params = params if params is not None else BackstopParams()
         self.fills = 0
-        self._resting: dict[str, tuple[Quote, ...]] = {}
-        """Per symbol, the ladder last asked for (kept while close to a fresh one)."""
-
-    def _held(
-        self,
-        symbol: str,
-        fresh: tuple[Quote, ...],
-        *,
-        fair: float,
-        bid_max: float | None,
-        ask_min: float | None,
-        room: float,
-        limits: SideLimits,
-        max_order_quote: float,
-    ) -> tuple[Quote, ...]:
-        p = self.params
-        quotes = hold_quotes(
-            self._resting.get(symbol, ()),
-            fresh,
-            fair=fair,
-            tolerance_bps=p.requote_bps,
-            size_tolerance=p.requote_size_fraction,
-            bid_max=bid_max,
-            ask_min=ask_min,
-            room=room,
-            limits=limits,
-            max_order_quote=max_order_quote,
+        self._ladders = HeldLadders(
+            tolerance_bps=self.params.requote_bps,
+            size_tolerance=self.params.requote_size_fraction,
         )
-        self._resting[symbol] = quotes
-        return quotes
 
     def on_fill(self, fill: OrderFilled) -> None:
         # Inventory and episodes are accounted by the trader; the strategy re-reads the
@@ -120,7 +93,7 @@ class BackstopStrategy:
         update = ctx.detector
         if update is not None and update.active:
             return self._ladder(ctx, update)
-        self._resting.pop(ctx.symbol, None)  # stepped back: the next episode starts afresh
+        self._ladders.forget(ctx.symbol)  # stepped back: the next episode starts afresh
         if update is not None and update.state is DetectorState.ARMING:
             return Decision((), "arming: fracture condition holding, not engaged yet")
         if self.params.replenish != "off":
@@ -195,7 +168,7 @@ class BackstopStrategy:
             tag=ASK_TAG,
             max_base=use.sell_base,
         )
-        quotes = self._held(
+        quotes = self._ladders.hold(
             ctx.symbol,
             interleave(bids, asks),
             fair=fair,

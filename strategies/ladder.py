@@ -253,3 +253,43 @@ def hold_quotes(
         and amount["sell"] <= limits.sell_base
     )
     return previous if within else fresh
+
+
+class HeldLadders:
+    """Per symbol, the ladder last asked for, kept while close to a fresh one
+    (:func:`hold_quotes`). One per strategy instance; both strategies share it."""
+
+    def __init__(self, *, tolerance_bps: float, size_tolerance: float) -> None:
+        self._tolerance_bps = tolerance_bps
+        self._size_tolerance = size_tolerance
+        self._resting: dict[str, tuple[Quote, ...]] = {}
+
+    def hold(
+        self,
+        symbol: str,
+        fresh: tuple[Quote, ...],
+        *,
+        fair: float,
+        bid_max: float | None,
+        ask_min: float | None,
+        room: float,
+        limits: SideLimits,
+        max_order_quote: float,
+    ) -> tuple[Quote, ...]:
+        quotes = hold_quotes(
+            self._resting.get(symbol, ()),
+            fresh,
+            fair=fair,
+            tolerance_bps=self._tolerance_bps,
+            size_tolerance=self._size_tolerance,
+            bid_max=bid_max,
+            ask_min=ask_min,
+            room=room,
+            limits=limits,
+            max_order_quote=max_order_quote,
+        )
+        self._resting[symbol] = quotes
+        return quotes
+
+    def forget(self, symbol: str) -> None:
+        self._resting.pop(symbol, None)

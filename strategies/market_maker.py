@@ -17,11 +17,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from bot.settings.models import MarketMakerParams
-from strategies.base import Decision, MarketContext, Quote
+from strategies.base import Decision, MarketContext
 from strategies.ladder import (
-    SideLimits,
+    HeldLadders,
     build_ladder,
-    hold_quotes,
     interleave,
     inventory_skew,
     microprice,
@@ -45,36 +44,10 @@ class MarketMakerStrategy:
     def __init__(self, params: MarketMakerParams | None = None) -> None:
         self.params = params if params is not None else MarketMakerParams()
         self.fills = 0
-        self._resting: dict[str, tuple[Quote, ...]] = {}
-        """Per symbol, the ladder last asked for (kept while close to a fresh one)."""
-
-    def _held(
-        self,
-        symbol: str,
-        fresh: tuple[Quote, ...],
-        *,
-        fair: float,
-        bid_max: float | None,
-        ask_min: float | None,
-        room: float,
-        limits: SideLimits,
-        max_order_quote: float,
-    ) -> tuple[Quote, ...]:
-        p = self.params
-        quotes = hold_quotes(
-            self._resting.get(symbol, ()),
-            fresh,
-            fair=fair,
-            tolerance_bps=p.requote_bps,
-            size_tolerance=p.requote_size_fraction,
-            bid_max=bid_max,
-            ask_min=ask_min,
-            room=room,
-            limits=limits,
-            max_order_quote=max_order_quote,
+        self._ladders = HeldLadders(
+            tolerance_bps=self.params.requote_bps,
+            size_tolerance=self.params.requote_size_fraction,
         )
-        self._resting[symbol] = quotes
-        return quotes
 
     def on_fill(self, fill: OrderFilled) -> None:
         self.fills += 1  # the inventory in the next context carries the fill's effect
@@ -125,7 +98,7 @@ class MarketMakerStrategy:
             f"quoting: {len(bids)} bids {size_bid:.2f} / {len(asks)} asks {size_ask:.2f} "
             f"quote around {fair:.8g}, half-spread {half:.3g} bps, skew {q:+.2f}"
         )
-        quotes = self._held(
+        quotes = self._ladders.hold(
             ctx.symbol,
             interleave(bids, asks),
             fair=fair,
