@@ -34,6 +34,7 @@ from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
 from bot.monitor import DepthMonitor
 from bot.orders import OrderManager
+from bot.report import ReportRecorder
 from bot.risk import RiskEngine
 from bot.settings import Settings, validate_symbols
 from bot.summary import RunSummary, summarize
@@ -197,6 +198,7 @@ def _paper_trader(
     clock: Clock,
     log: Logger,
     state_dir: Path,
+    record: bool = False,
 ) -> tuple[PaperVenue, Trader, KillSwitch] | None:
     """The paper venue and the trading loop on it, for the markets ccxt describes."""
     tradeable = [m for m in settings.markets if m.symbol in ccxt_markets]
@@ -239,6 +241,9 @@ def _paper_trader(
         manager=manager,
         risk=risk,
         log=log,
+        recorder=ReportRecorder.from_markets(tradeable, order_lookup=manager.get)
+        if record
+        else None,
     )
     killswitch = KillSwitch(
         settings.killswitch,
@@ -264,6 +269,7 @@ async def assemble(
     listeners: Sequence[Listener] = (),
     stress: StressSpec | None = None,
     trade: bool = True,
+    record: bool = False,
 ) -> Run:
     """Build the feed, books, engine and (in paper mode) the trading loop for ``settings``."""
     if settings.mode != "paper":
@@ -309,7 +315,9 @@ async def assemble(
     paper: PaperVenue | None = None
     all_listeners = list(listeners)
     built = (
-        _paper_trader(settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir)
+        _paper_trader(
+            settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir, record=record
+        )
         if trade
         else None
     )
@@ -317,6 +325,8 @@ async def assemble(
         paper, trader, killswitch = built
         # The venue sees each book state before the strategy reacts to it.
         all_listeners = [paper, trader, *listeners]
+        if trader.recorder is not None:
+            all_listeners.append(trader.recorder)
         closers.append(paper.close)
     engine = Engine(
         feed=feed,

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from bot import __version__
-from bot.app import assemble
+from bot.app import Run, assemble
 from bot.control.commands import (
     add_control_commands,
     is_control_command,
@@ -35,6 +35,7 @@ from bot.engine import Listener
 from bot.errors import OperationalError, TemporaryError, UserError
 from bot.feeds.stress import format_stress_list, parse_stress_spec
 from bot.logs import make_logger, resolve_format
+from bot.report import render_report
 from bot.settings import Settings, load_settings
 from bot.summary import RunSummary
 from strategies import STRATEGIES
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         "when control.enabled)",
     )
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write the summary here")
+    run.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH.html",
+        help="write an episode report (HTML with PNG charts beside it)",
+    )
 
     book = sub.add_parser(
         "book",
@@ -216,8 +223,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     stress_text = getattr(args, "stress", None)
     stress = parse_stress_spec(stress_text) if stress_text else None
+    report_path: Path | None = getattr(args, "report", None)
     run = await assemble(
-        settings, log=log, listeners=[listener], stress=stress, trade=not is_book
+        settings,
+        log=log,
+        listeners=[listener],
+        stress=stress,
+        trade=not is_book,
+        record=report_path is not None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -253,7 +266,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             stack.enter_context(view)
         summary = await run.execute(stop)
     _report(summary, args, fmt, log)
+    if report_path is not None:
+        _write_report(run, report_path, log)
     return EXIT_INTERRUPTED if interrupted and settings.feed.source == "replay" else EXIT_OK
+
+
+def _write_report(run: Run, path: Path, log: Any) -> None:
+    trader = run.trader
+    if trader is None or trader.recorder is None:
+        raise UserError("--report needs a market the bot can trade (paper mode, known market)")
+    episodes = [ep for desk in trader.desks.values() for ep in desk.episodes.to_dicts()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = render_report(trader.recorder, episodes, path, title=f"backstop: {run.source}")
+    log.info("report_written", files=[str(f) for f in files])
 
 
 def _report(summary: RunSummary, args: argparse.Namespace, fmt: str, log: Any) -> None:

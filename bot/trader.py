@@ -27,6 +27,7 @@ from bot.inventory import Inventory, own_band_depth
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
+from bot.report import ReportRecorder
 from bot.risk import (
     GuardEvent,
     MarketState,
@@ -88,6 +89,8 @@ class Trader:
     manager: OrderManager
     risk: RiskEngine
     log: Logger
+    recorder: ReportRecorder | None = None
+    """Keeps the time series an episode report draws (``--report``)."""
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
     denied: int = 0
@@ -97,6 +100,9 @@ class Trader:
         self.manager.subscribe(self._on_notice)
         self.manager.subscribe(self.risk.on_notice)
         self.risk.subscribe(self._on_risk_event)
+        if self.recorder is not None:
+            recorder = self.recorder
+            self.manager.subscribe(lambda notice: recorder.on_notice(notice))
 
     # ------------------------------------------------------------ engine listener
 
@@ -115,6 +121,9 @@ class Trader:
         desk.max_committed_quote = max(desk.max_committed_quote, committed)
         view = desk.inventory.view(sample.mid, orders)
         ended = desk.episodes.on_update(update, view, committed_quote=committed)
+        if self.recorder is not None:
+            self.recorder.on_detector(symbol, update)
+            self.recorder.on_inventory(symbol, sample.ts_ns, view, committed)
         if update.transition is not None:
             self.log.info(
                 "detector_transition",

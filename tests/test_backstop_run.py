@@ -108,3 +108,14 @@ def test_the_market_maker_quotes_without_a_fracture(tmp_path: Path) -> None:
     assert m["episodes"] == []
     assert m["inventory"]["fills"] > 0
     assert m["open_orders"] > 0
+
+
+def test_run_writes_an_episode_report(tmp_path: Path) -> None:
+    out = tmp_path / "report" / "report.html"
+
+    run(tmp_path, "--stress", "fracture", "--duration", "400", "--report", str(out))
+
+    html = out.read_text()
+    assert "Episode 1" in html
+    assert html.count("data:image/png;base64,") >= 2  # the overview and the episode chart
+    assert (out.parent / "report-episode-01.png").stat().st_size > 10_000
