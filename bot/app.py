@@ -29,6 +29,7 @@ from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec
 from bot.inventory import currencies
+from bot.journal import Journal
 from bot.killswitch import KillSwitch, link_risk
 from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
@@ -113,7 +114,8 @@ class Run:
                     await task
             if self.trader is not None:
                 await self.trader.stop()
-            for close in self.closers:
+            # Last opened, first closed (the journal before the directory it lives in).
+            for close in reversed(self.closers):
                 await close()
         wall = time.perf_counter() - started
         stats = getattr(self.feed, "stats", None)
@@ -198,6 +200,7 @@ def _paper_trader(
     clock: Clock,
     log: Logger,
     state_dir: Path,
+    journal: Journal,
     record: bool = False,
 ) -> tuple[PaperVenue, Trader, KillSwitch] | None:
     """The paper venue and the trading loop on it, for the markets ccxt describes."""
@@ -233,6 +236,7 @@ def _paper_trader(
         config=settings.orders,
         throttler=_AdmitAll(),
         admit=risk.admit_order,
+        known_client_ids=journal.known_client_ids,
     )
     trader = Trader(
         desks=desks_for(tradeable, ccxt_markets),
@@ -244,6 +248,7 @@ def _paper_trader(
         recorder=ReportRecorder.from_markets(tradeable, order_lookup=manager.get)
         if record
         else None,
+        journal=journal,
     )
     killswitch = KillSwitch(
         settings.killswitch,
@@ -259,6 +264,7 @@ def _paper_trader(
     )
     trader.halted = killswitch.is_tripped
     link_risk(killswitch, risk)
+    killswitch.subscribe(journal.record_kill)
     return venue, trader, killswitch
 
 
@@ -314,13 +320,26 @@ async def assemble(
     killswitch: KillSwitch | None = None
     paper: PaperVenue | None = None
     all_listeners = list(listeners)
-    built = (
-        _paper_trader(
-            settings, ccxt_markets, clock=clock, log=log, state_dir=state_dir, record=record
+    built = None
+    if trade:
+        # A replay journals into its rehearsal directory unless journal.path names a file.
+        journal = Journal(
+            settings.journal.path or state_dir / "journal.sqlite",
+            synchronous=settings.journal.synchronous,
+            clock=clock,
+            log=log,
         )
-        if trade
-        else None
-    )
+        journal.record_start(settings)
+        closers.append(_discard(journal.aclose))
+        built = _paper_trader(
+            settings,
+            ccxt_markets,
+            clock=clock,
+            log=log,
+            state_dir=state_dir,
+            journal=journal,
+            record=record,
+        )
     if built is not None:
         paper, trader, killswitch = built
         # The venue sees each book state before the strategy reacts to it.
@@ -346,6 +365,13 @@ async def assemble(
         venue=paper,
         closers=closers,
     )
+
+
+def _discard(fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await fn()
+
+    return run
 
 
 def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[None]]:

@@ -34,6 +34,7 @@ from bot.display import LogProgress, TerminalView, summary_table
 from bot.engine import Listener
 from bot.errors import OperationalError, TemporaryError, UserError
 from bot.feeds.stress import format_stress_list, parse_stress_spec
+from bot.journal.audit import add_audit_commands, is_audit_command, run_audit_command
 from bot.logs import make_logger, resolve_format
 from bot.report import render_report
 from bot.settings import Settings, load_settings
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="validate a config and print it (secrets masked)")
     _common(config)
     add_control_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 
@@ -191,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if is_control_command(args):
         return run_control_command(args)
+    if is_audit_command(args):
+        return run_audit_command(args)
     try:
         settings = resolve_settings(args, command=args.command)
         if args.command == "config":

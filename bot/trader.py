@@ -24,6 +24,7 @@ from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
 from bot.feeds.events import FeedStatus, Trade
 from bot.inventory import Inventory, own_band_depth
+from bot.journal import Journal
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
@@ -91,6 +92,8 @@ class Trader:
     log: Logger
     recorder: ReportRecorder | None = None
     """Keeps the time series an episode report draws (``--report``)."""
+    journal: Journal | None = None
+    """Every order change, fill, episode, guard event and trip goes here (audit trail)."""
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
     denied: int = 0
@@ -103,6 +106,9 @@ class Trader:
         if self.recorder is not None:
             recorder = self.recorder
             self.manager.subscribe(lambda notice: recorder.on_notice(notice))
+        if self.journal is not None:
+            self.manager.subscribe(self.journal.order_observer(self.manager.get))
+            self.risk.subscribe(self.journal.record_risk_event)
 
     # ------------------------------------------------------------ engine listener
 
@@ -120,7 +126,14 @@ class Trader:
         committed = desk.inventory.committed_quote(orders, sample.mid)
         desk.max_committed_quote = max(desk.max_committed_quote, committed)
         view = desk.inventory.view(sample.mid, orders)
+        had_episode = desk.episodes.current is not None
         ended = desk.episodes.on_update(update, view, committed_quote=committed)
+        if self.journal is not None:
+            started = desk.episodes.current
+            if started is not None and not had_episode:
+                self.journal.record_episode(started.to_dict())
+            if ended is not None:
+                self.journal.record_episode(ended.to_dict())
         if self.recorder is not None:
             self.recorder.on_detector(symbol, update)
             self.recorder.on_inventory(symbol, sample.ts_ns, view, committed)
@@ -135,6 +148,9 @@ class Trader:
             self.log.info("episode_end", symbol=symbol, episode=ended.id)
         self.risk.on_equity(symbol, view.base * sample.mid + view.quote, sample.ts_ns)
         if self.halted or self.risk.is_paused(symbol):
+            return
+        if self.journal is not None and self.journal.backpressure:
+            # The audit trail is behind: better to stop quoting than to trade unrecorded.
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
         exposure = self.budget.exposure(

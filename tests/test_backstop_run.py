@@ -119,3 +119,33 @@ def test_run_writes_an_episode_report(tmp_path: Path) -> None:
     assert "Episode 1" in html
     assert html.count("data:image/png;base64,") >= 2  # the overview and the episode chart
     assert (out.parent / "report-episode-01.png").stat().st_size > 10_000
+
+
+def test_the_run_is_journaled_and_the_audit_chain_catches_an_edit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    journal = tmp_path / "journal.sqlite"
+    monkeypatch.setenv("BACKSTOP_JOURNAL__PATH", str(journal))
+    summary = run(tmp_path, "--stress", "fracture", "--duration", "400")
+    fills_traded = market(summary)["inventory"]["fills"]
+
+    with sqlite3.connect(journal) as db:
+        kinds = dict(db.execute("select kind, count(*) from records group by kind").fetchall())
+    verified = main(["audit", "verify", "--journal", str(journal)])
+    with sqlite3.connect(journal) as db:
+        db.execute(
+            "update records set payload = replace(payload, '\"price\"', '\"price \"') "
+            "where id = (select min(id) from records where kind = 'fill')"
+        )
+    tampered = main(["audit", "verify", "--journal", str(journal)])
+
+    assert fills_traded > 0
+    assert kinds["fill"] == fills_traded
+    assert kinds["episode"] == 2 * len(market(summary)["episodes"])  # at start and at end
+    assert kinds["start"] == 1
+    assert verified == 0
+    assert tampered == 1
+    captured = capsys.readouterr()
+    assert "BROKEN at record" in captured.out + captured.err
