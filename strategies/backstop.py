@@ -42,7 +42,6 @@ Modes, by the detector's state:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from bot.detector import DetectorState, DetectorUpdate
@@ -51,12 +50,11 @@ from strategies.base import REPLENISH_TAG, Decision, MarketContext, Quote
 from strategies.ladder import (
     BPS,
     HeldLadders,
-    build_ladder,
+    build_two_sided,
     interleave,
     inventory_skew,
     microprice,
     min_distance_bps,
-    no_cross_limits,
     requote_headroom,
     share_room,
     side_limits,
@@ -141,33 +139,23 @@ class BackstopStrategy:
             want_bid, want_ask, room, floor * (1.0 - q), floor * (1.0 + q)
         )
 
-        bid_max, ask_min = no_cross_limits(
-            ctx.sample.best_bid, ctx.sample.best_ask, rules.price_tick
-        )
-        ladder = partial(
-            build_ladder,
+        sides = build_two_sided(
             ctx.symbol,
+            best_bid=ctx.sample.best_bid,
+            best_ask=ctx.sample.best_ask,
             fair=fair,
             inner_bps=half,
             spacing_bps=p.rung_spacing_bps,
             levels=p.levels,
+            bid_quote=size_bid,
+            ask_quote=size_ask,
+            limits=use,
             max_order_quote=budget.max_order_quote,
             rules=rules,
+            bid_tag=BID_TAG,
+            ask_tag=ASK_TAG,
         )
-        bids = ladder(
-            "buy",
-            total_quote=size_bid,
-            limit_price=bid_max,
-            tag=BID_TAG,
-            max_base=use.buy_base,
-        )
-        asks = ladder(
-            "sell",
-            total_quote=size_ask,
-            limit_price=ask_min,
-            tag=ASK_TAG,
-            max_base=use.sell_base,
-        )
+        bids, asks, bid_max, ask_min = sides.bids, sides.asks, sides.bid_max, sides.ask_min
         quotes = self._ladders.hold(
             ctx.symbol,
             interleave(bids, asks),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from bot.book import OrderBook, Side
@@ -293,3 +294,51 @@ class HeldLadders:
 
     def forget(self, symbol: str) -> None:
         self._resting.pop(symbol, None)
+
+
+@dataclass(frozen=True, slots=True)
+class TwoSided:
+    """Both sides of a ladder and the no-cross limits they were built under."""
+
+    bids: list[Quote]
+    asks: list[Quote]
+    bid_max: float | None
+    ask_min: float | None
+
+
+def build_two_sided(
+    symbol: str,
+    *,
+    best_bid: float | None,
+    best_ask: float | None,
+    fair: float,
+    inner_bps: float,
+    spacing_bps: float,
+    levels: int,
+    bid_quote: float,
+    ask_quote: float,
+    limits: SideLimits,
+    max_order_quote: float,
+    rules: MarketRules,
+    bid_tag: str,
+    ask_tag: str,
+) -> TwoSided:
+    """A ladder on each side around ``fair``, neither side able to cross the book."""
+    bid_max, ask_min = no_cross_limits(best_bid, best_ask, rules.price_tick)
+    ladder = partial(
+        build_ladder,
+        symbol,
+        fair=fair,
+        inner_bps=inner_bps,
+        spacing_bps=spacing_bps,
+        levels=levels,
+        max_order_quote=max_order_quote,
+        rules=rules,
+    )
+    bids = ladder(
+        "buy", total_quote=bid_quote, limit_price=bid_max, tag=bid_tag, max_base=limits.buy_base
+    )
+    asks = ladder(
+        "sell", total_quote=ask_quote, limit_price=ask_min, tag=ask_tag, max_base=limits.sell_base
+    )
+    return TwoSided(bids, asks, bid_max, ask_min)

@@ -13,19 +13,17 @@ quotes are held between requotes the same way too (``requote_bps``,
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
 from bot.settings.models import MarketMakerParams
 from strategies.base import Decision, MarketContext
 from strategies.ladder import (
     HeldLadders,
-    build_ladder,
+    build_two_sided,
     interleave,
     inventory_skew,
     microprice,
     min_distance_bps,
-    no_cross_limits,
     requote_headroom,
     share_room,
     side_limits,
@@ -67,33 +65,23 @@ class MarketMakerStrategy:
         want_bid = min(per_side * (1.0 - q), use.buy_quote, use.buy_base * fair)
         want_ask = min(per_side * (1.0 + q), use.sell_quote, use.sell_base * fair)
         size_bid, size_ask = share_room(want_bid, want_ask, budget.quote_room * h)
-        bid_max, ask_min = no_cross_limits(
-            ctx.sample.best_bid, ctx.sample.best_ask, rules.price_tick
-        )
-        ladder = partial(
-            build_ladder,
+        sides = build_two_sided(
             ctx.symbol,
+            best_bid=ctx.sample.best_bid,
+            best_ask=ctx.sample.best_ask,
             fair=fair,
             inner_bps=half,
             spacing_bps=p.rung_spacing_bps,
             levels=p.levels,
+            bid_quote=size_bid,
+            ask_quote=size_ask,
+            limits=use,
             max_order_quote=budget.max_order_quote,
             rules=rules,
+            bid_tag=BID_TAG,
+            ask_tag=ASK_TAG,
         )
-        bids = ladder(
-            "buy",
-            total_quote=size_bid,
-            limit_price=bid_max,
-            tag=BID_TAG,
-            max_base=use.buy_base,
-        )
-        asks = ladder(
-            "sell",
-            total_quote=size_ask,
-            limit_price=ask_min,
-            tag=ASK_TAG,
-            max_base=use.sell_base,
-        )
+        bids, asks, bid_max, ask_min = sides.bids, sides.asks, sides.bid_max, sides.ask_min
         reason = (
             f"quoting: {len(bids)} bids {size_bid:.2f} / {len(asks)} asks {size_ask:.2f} "
             f"quote around {fair:.8g}, half-spread {half:.3g} bps, skew {q:+.2f}"
