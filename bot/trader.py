@@ -97,6 +97,8 @@ class Trader:
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
     denied: int = 0
+    held_back: int = 0
+    """Creates the order manager held back this time (order-rate gate, busy side)."""
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -188,7 +190,8 @@ class Trader:
         )
         check = self.risk.check_quotes(fit.quotes, context)
         self.denied += len(check.denied)
-        self.manager.sync_quotes(symbol, check.allowed)
+        result = self.manager.sync_quotes(symbol, check.allowed)
+        self.held_back += len(result.skipped)
 
     def on_status(self, status: FeedStatus) -> None:
         self.risk.on_feed_status(status)
@@ -299,6 +302,7 @@ class Trader:
         return {
             "strategy": self.strategy.name,
             "risk_denied": self.denied,
+            "held_back": self.held_back,
             "trading_state": str(self.risk.trading_state),
             "markets": markets,
         }

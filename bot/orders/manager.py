@@ -365,7 +365,8 @@ class OrderManager:
         if self._admit is not None:
             denial = self._admit()
             if denial is not None:
-                self._log.info("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
+                # Routine under a tight order-rate limit: counted by the caller, not shouted.
+                self._log.debug("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
                 return denial
         now = self._clock.now_ns()
         quote = prepared.quote
