@@ -1,7 +1,8 @@
 """Wiring: turn validated :class:`~bot.settings.Settings` into a running engine.
 
-Everything the engine needs (clock, feed, books, listeners, logger) is built here and
-passed in, so tests can build the same objects by hand with fakes where they need to.
+Everything the engine needs (clock, feed, books, journal, venue, order manager, risk
+engine, kill switch, trader, listeners, logger) is built here and passed in, so tests
+can build the same objects by hand with fakes where they need to.
 """
 
 from __future__ import annotations
@@ -281,8 +282,9 @@ async def assemble(
     if settings.mode != "paper":
         raise UserError(
             f"mode {settings.mode!r}: sending orders to an exchange is not enabled in this "
-            "version yet (it waits for the risk guards and kill switch); use mode 'paper', "
-            "which also runs on an exchange's live public book (--feed live)"
+            "version yet (the testnet path is proven against a local exchange emulator "
+            "first); use mode 'paper', which also runs on an exchange's live public book "
+            "(--feed live)"
         )
     if stress is not None and settings.feed.source != "replay":
         raise UserError("--stress overlays a recording: it needs a replay (feed.source = replay)")
