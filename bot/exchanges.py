@@ -133,6 +133,9 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[BackstopError]], ...] = (
     # Transport trouble, exchange down or in maintenance, a book whose sequence
     # broke (InvalidNonce/ChecksumError): retry, a fresh snapshot fixes the book.
     (ccxt.NetworkError, TemporaryError),
+    # The parent of NetworkError: an exchange-side failure such as Binance's -1001
+    # "internal error; unable to process your request" - retry, as freqtrade does.
+    (ccxt.OperationFailed, TemporaryError),
     (ccxt.BadResponse, TemporaryError),
     (ccxt.CancelPending, TemporaryError),
     # Retrying cannot fix these: credentials, permissions, a banned or restricted

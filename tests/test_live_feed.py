@@ -745,6 +745,7 @@ def test_backoff_reset_returns_to_the_first_step() -> None:
         (ccxt.InvalidNonce("gap"), TemporaryError),
         (ccxt.ChecksumError("checksum"), TemporaryError),
         (ccxt.BadResponse("garbage"), TemporaryError),
+        (ccxt.OperationFailed('{"code":-1001,"msg":"Internal error"}'), TemporaryError),
         (ccxt.ExchangeError("unknown code -1"), TemporaryError),
         (TimeoutError(), TemporaryError),
         (ConnectionResetError(), TemporaryError),

@@ -1,0 +1,374 @@
+"""The HTTP front end: Binance Spot's REST API (``/api/v3``) served by aiohttp.
+
+Every request goes through the same gate, in the order the real venue applies it:
+injected fault -> request weight (429) -> API key / signature / timestamp (signed
+endpoints) -> the endpoint. Replies are Binance's JSON shapes and error bodies, so
+real ccxt raises the same exceptions it would against testnet.binance.vision.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from bot.clock import Clock
+from bot.exchange_sim import auth, views
+from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
+from bot.exchange_sim.errors import ApiError, bad_param, missing_param
+from bot.exchange_sim.faults import Faults
+from bot.exchange_sim.symbols import SymbolRules
+from bot.exchange_sim.weights import RequestWeights
+
+Json = Any
+Params = Mapping[str, str]
+Handler = Callable[[Params], Awaitable[Json]]
+
+API = "/api/v3"
+# Binance's default per-IP limit on the live venue.
+DEFAULT_WEIGHT_LIMIT = 6000
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    signed: bool
+    weight: Callable[[Params], int]
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _fixed(weight: int) -> Callable[[Params], int]:
+    return lambda _params: weight
+
+
+def _depth_weight(params: Params) -> int:
+    limit = int(params.get("limit") or 100)
+    for upto, weight in ((100, 5), (500, 25), (1000, 50)):
+        if limit <= upto:
+            return weight
+    return 250
+
+
+def _decimal(params: Params, name: str) -> Decimal:
+    raw = params.get(name)
+    if not raw:
+        raise missing_param(name)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as e:
+        raise bad_param(name) from e
+    if not value.is_finite():
+        raise bad_param(name)
+    return value
+
+
+def _int_or_none(params: Params, name: str) -> int | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    if not raw.lstrip("-").isdigit():
+        raise bad_param(name)
+    return int(raw)
+
+
+def _symbol_entries(exchange_info: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+    if isinstance(exchange_info, Mapping):
+        return list(exchange_info["symbols"])
+    return list(exchange_info)
+
+
+class BinanceSpotEmulator:
+    """A local Binance Spot REST venue; ``async with`` starts and stops it.
+
+    ``exchange_info`` is either a full ``exchangeInfo`` reply or a list of symbol
+    entries (e.g. the fixture's ``"spot"`` entry). Tests drive market state through
+    :attr:`engine` and misbehaviour through :attr:`faults`.
+    """
+
+    def __init__(
+        self,
+        *,
+        exchange_info: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        api_key: str,
+        secret: str,
+        clock: Clock,
+        balances: Mapping[str, Decimal | str | int] | None = None,
+        weight_limit: int = DEFAULT_WEIGHT_LIMIT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._symbols = _symbol_entries(exchange_info)
+        self._clock = clock
+        self.credentials: dict[str, str] = {api_key: secret}
+        self.engine = SpotEngine(
+            [SymbolRules.from_entry(s) for s in self._symbols], clock, balances
+        )
+        self.faults = Faults()
+        self.weights = RequestWeights(clock, weight_limit)
+        # (method, path, HTTP status) of every request, for assertions and debugging.
+        self.requests: list[tuple[str, str, int]] = []
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+        self._cancel_ids = itertools.count(1)
+        self._client_ids = itertools.count(1)
+
+    # ----- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application()
+        for endpoint, handler in self._routes():
+            app.router.add_route(endpoint.method, endpoint.path, self._gate(endpoint, handler))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self._bound_port = int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> BinanceSpotEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        if self._bound_port is None:
+            raise RuntimeError("emulator not started")
+        return f"http://{self._host}:{self._bound_port}"
+
+    def url_overrides(self) -> dict[str, str]:
+        """``make_exchange(url_overrides=...)`` for ccxt's binance in sandbox mode.
+
+        Every REST URL of ccxt's sandbox table points here, the futures ones too:
+        ccxt's default ``fetchMarkets`` also asks the futures testnet, and CI must
+        never reach the internet. The emulator lists no futures markets.
+        """
+        base = self.base_url
+        overrides = {
+            "public": f"{base}/api/v3",
+            "private": f"{base}/api/v3",
+            "v1": f"{base}/api/v1",
+        }
+        for family in ("fapi", "dapi"):
+            for kind in ("Public", "Private"):
+                versions = ("", "V2", "V3") if family == "fapi" else ("", "V2")
+                for version in versions:
+                    if kind == "Public" and family == "dapi" and version:
+                        continue  # ccxt's sandbox table has no dapiPublicV2
+                    number = int(version[1:]) if version else 1
+                    overrides[f"{family}{kind}{version}"] = f"{base}/{family}/v{number}"
+        return overrides
+
+    def now_ms(self) -> int:
+        return self._clock.now_ns() // NS_PER_MS
+
+    # ----- request gate ---------------------------------------------------------
+    def _gate(
+        self, endpoint: Endpoint, handler: Handler
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def serve(request: web.Request) -> web.Response:
+            raw_body = await request.text()
+            params: dict[str, str] = dict(request.query)
+            # Binance reads parameters from both the query string and the form body.
+            params.update(parse_qsl(raw_body, keep_blank_values=True))
+            headers: dict[str, str] = {}
+            try:
+                fault = self.faults.take(endpoint.key)
+                if fault is not None:
+                    raise fault
+                used = self.weights.charge(endpoint.weight(params))
+                headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+                if endpoint.signed:
+                    auth.verify(
+                        api_key=request.headers.get("X-MBX-APIKEY"),
+                        credentials=self.credentials,
+                        raw_query=request.rel_url.raw_query_string,
+                        raw_body=raw_body,
+                        params=params,
+                        now_ms=self.now_ms(),
+                    )
+                body = await handler(params)
+                response = web.json_response(body, headers=headers)
+            except ApiError as e:
+                err_headers = {**headers, **e.headers}
+                if e.text is not None:
+                    response = web.Response(text=e.text, status=e.status, headers=err_headers)
+                else:
+                    response = web.json_response(e.body(), status=e.status, headers=err_headers)
+            self.requests.append((endpoint.method, endpoint.path, response.status))
+            return response
+
+        return serve
+
+    def _routes(self) -> list[tuple[Endpoint, Handler]]:
+        def ep(method: str, path: str, signed: bool, weight: Callable[[Params], int]) -> Endpoint:
+            return Endpoint(method, API + path, signed, weight)
+
+        def open_orders_weight(p: Params) -> int:
+            return 6 if p.get("symbol") else 80
+
+        def my_trades_weight(p: Params) -> int:
+            return 5 if p.get("orderId") else 20
+
+        return [
+            (ep("GET", "/ping", False, _fixed(1)), self._ping),
+            (ep("GET", "/time", False, _fixed(1)), self._time),
+            (ep("GET", "/exchangeInfo", False, _fixed(20)), self._exchange_info),
+            (ep("GET", "/depth", False, _depth_weight), self._depth),
+            (ep("POST", "/order", True, _fixed(1)), self._new_order),
+            (ep("GET", "/order", True, _fixed(4)), self._query_order),
+            (ep("DELETE", "/order", True, _fixed(1)), self._cancel_order),
+            (ep("GET", "/openOrders", True, open_orders_weight), self._open_orders),
+            (ep("DELETE", "/openOrders", True, _fixed(1)), self._cancel_all),
+            (ep("GET", "/account", True, _fixed(20)), self._account),
+            (ep("GET", "/myTrades", True, my_trades_weight), self._my_trades),
+            (Endpoint("GET", "/fapi/v1/exchangeInfo", False, _fixed(1)), self._no_markets),
+            (Endpoint("GET", "/dapi/v1/exchangeInfo", False, _fixed(1)), self._no_markets),
+        ]
+
+    # ----- public endpoints -----------------------------------------------------
+    async def _ping(self, _params: Params) -> Json:
+        return {}
+
+    async def _time(self, _params: Params) -> Json:
+        return {"serverTime": self.now_ms()}
+
+    async def _exchange_info(self, params: Params) -> Json:
+        symbols = self._symbols
+        if params.get("symbol"):
+            self.engine.symbol_rules(params["symbol"])
+            symbols = [s for s in symbols if s["symbol"] == params["symbol"]]
+        return views.exchange_info_json(symbols, self.now_ms(), self.weights.limit)
+
+    async def _no_markets(self, _params: Params) -> Json:
+        return views.exchange_info_json([], self.now_ms(), self.weights.limit)
+
+    async def _depth(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        limit = _int_or_none(params, "limit") or 100
+        if not 1 <= limit <= 5000:
+            raise ApiError(400, -1100, "Illegal characters found in parameter 'limit'.")
+        last_id, bids, asks = self.engine.depth(symbol, limit)
+        return {
+            "lastUpdateId": last_id,
+            "bids": [[views.num(p), views.num(q)] for p, q in bids],
+            "asks": [[views.num(p), views.num(q)] for p, q in asks],
+        }
+
+    # ----- trading endpoints ----------------------------------------------------
+    async def _new_order(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        side = params.get("side", "")
+        if side not in ("BUY", "SELL"):
+            raise missing_param("side") if not side else ApiError(400, -1117, "Invalid side.")
+        order_type = params.get("type", "")
+        if order_type not in ("LIMIT", "LIMIT_MAKER"):
+            # This slice of the emulator trades limit orders only (the bot places no others).
+            raise (
+                missing_param("type")
+                if not order_type
+                else ApiError(400, -1116, "Invalid orderType.")
+            )
+        if order_type == "LIMIT":
+            tif = params.get("timeInForce", "")
+            if not tif:
+                raise missing_param("timeInForce")
+            if tif not in ("GTC", "IOC", "FOK"):
+                raise ApiError(400, -1115, "Invalid timeInForce.")
+        else:
+            tif = "GTC"  # Binance reports LIMIT_MAKER orders as GTC.
+        rejection = self.faults.take_order_reject()
+        if rejection is not None:
+            raise rejection
+        client_id = params.get("newClientOrderId") or f"emu{next(self._client_ids):019d}"
+        order, fills = self.engine.place(
+            symbol=symbol,
+            side="BUY" if side == "BUY" else "SELL",
+            order_type=order_type,
+            time_in_force=tif,
+            price=_decimal(params, "price"),
+            qty=_decimal(params, "quantity"),
+            client_order_id=client_id,
+        )
+        return views.new_order_json(order, fills, params.get("newOrderRespType") or "FULL")
+
+    async def _query_order(self, params: Params) -> Json:
+        order = self.engine.find(
+            self.engine.symbol_rules(params.get("symbol")).symbol,
+            _int_or_none(params, "orderId"),
+            params.get("origClientOrderId"),
+        )
+        return views.query_order_json(order)
+
+    async def _cancel_order(self, params: Params) -> Json:
+        order = self.engine.cancel(
+            self.engine.symbol_rules(params.get("symbol")).symbol,
+            _int_or_none(params, "orderId"),
+            params.get("origClientOrderId"),
+        )
+        return views.cancel_json(order, self._cancel_client_id(params), self.now_ms())
+
+    async def _cancel_all(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        return [
+            views.cancel_json(o, self._cancel_client_id({}), self.now_ms())
+            for o in self.engine.cancel_all(symbol)
+        ]
+
+    async def _open_orders(self, params: Params) -> Json:
+        symbol = params.get("symbol")
+        if symbol:
+            self.engine.symbol_rules(symbol)
+        return [views.query_order_json(o) for o in self.engine.open_orders(symbol or None)]
+
+    async def _account(self, params: Params) -> Json:
+        rules = next(iter(self.engine.rules.values()), None)
+        maker = rules.maker_fee if rules else Decimal(0)
+        taker = rules.taker_fee if rules else Decimal(0)
+        omit_zero = params.get("omitZeroBalances", "false").lower() == "true"
+        return views.account_json(self.engine.balances, self.now_ms(), maker, taker, omit_zero)
+
+    async def _my_trades(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        order_id = _int_or_none(params, "orderId")
+        start = _int_or_none(params, "startTime")
+        end = _int_or_none(params, "endTime")
+        from_id = _int_or_none(params, "fromId")
+        limit = min(_int_or_none(params, "limit") or 500, 1000)
+        trades = [
+            t
+            for t in self.engine.trades
+            if t.symbol == symbol
+            and (order_id is None or t.order_id == order_id)
+            and (start is None or t.time_ms >= start)
+            and (end is None or t.time_ms <= end)
+            and (from_id is None or t.trade_id >= from_id)
+        ]
+        # Binance returns the most recent `limit` trades unless paging from an id/time.
+        trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
+        return [views.trade_json(t) for t in trades]
+
+    def _cancel_client_id(self, params: Params) -> str:
+        return params.get("newClientOrderId") or f"emucancel{next(self._cancel_ids):013d}"
