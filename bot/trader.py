@@ -125,9 +125,9 @@ class Trader:
         own = own_band_depth(orders, sample.mid, desk.settings.bands_bps[0])
         update = desk.detector.update(sample, own)
         desk.last_update = update
-        committed = desk.inventory.committed_quote(orders, sample.mid)
-        desk.max_committed_quote = max(desk.max_committed_quote, committed)
         view = desk.inventory.view(sample.mid, orders)
+        committed = view.committed_quote
+        desk.max_committed_quote = max(desk.max_committed_quote, committed)
         had_episode = desk.episodes.current is not None
         ended = desk.episodes.on_update(update, view, committed_quote=committed)
         if self.journal is not None:
