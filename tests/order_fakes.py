@@ -409,3 +409,32 @@ class RecordingLogger:
     def events(self, names: Iterable[str]) -> list[str]:
         wanted = set(names)
         return [e for _, e, _ in self.records if e in wanted]
+
+
+def publish_book(
+    venue: Any,
+    book: Any,
+    symbol: str,
+    now_ns: int,
+    bids: list[list[float]],
+    asks: list[list[float]],
+) -> None:
+    """Apply a snapshot to ``book`` and show it to the paper ``venue`` as the engine would."""
+    import numpy as np
+
+    from bot.feeds.events import BookSnapshot, levels
+    from bot.monitor import DepthSample
+
+    assert book.apply(BookSnapshot(symbol, now_ns, levels(bids), levels(asks))) is None
+    sample = DepthSample(
+        ts_ns=now_ns,
+        best_bid=bids[0][0],
+        best_ask=asks[0][0],
+        mid=(bids[0][0] + asks[0][0]) / 2,
+        spread_bps=0.0,
+        bands_bps=(),
+        depth=np.zeros((2, 0, 2)),
+        buy_slippage_bps=None,
+        sell_slippage_bps=None,
+    )
+    venue.on_sample(symbol, book, sample)

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import ccxt
-import numpy as np
 import pytest
-from order_fakes import OpenThrottle, RecordingSleep
+from order_fakes import OpenThrottle, RecordingSleep, publish_book
 
 from bot.book import OrderBook
 from bot.clock import NS_PER_MS, NS_PER_SECOND, ManualClock
-from bot.feeds.events import BookSnapshot, levels
 from bot.killswitch import (
     STATE_FILE,
     TRANSITIONS,
@@ -42,7 +40,6 @@ from bot.killswitch import (
 )
 from bot.logs import null_logger
 from bot.markets import offline_markets
-from bot.monitor import DepthSample
 from bot.orders import OrderManager, OrderManagerConfig, OrderState
 from bot.risk import RiskEngine, TradingState
 from bot.settings.models import KillSwitchSettings, RiskSettings
@@ -136,20 +133,7 @@ class Desk:
         self.halted = False
 
     def publish(self) -> None:
-        now = self.clock.now_ns()
-        assert self.book.apply(BookSnapshot(BTC, now, levels(BIDS), levels(ASKS))) is None
-        sample = DepthSample(
-            ts_ns=now,
-            best_bid=BIDS[0][0],
-            best_ask=ASKS[0][0],
-            mid=(BIDS[0][0] + ASKS[0][0]) / 2,
-            spread_bps=0.0,
-            bands_bps=(),
-            depth=np.zeros((2, 0, 2)),
-            buy_slippage_bps=None,
-            sell_slippage_bps=None,
-        )
-        self.venue.on_sample(BTC, self.book, sample)
+        publish_book(self.venue, self.book, BTC, self.clock.now_ns(), BIDS, ASKS)
 
     @contextlib.asynccontextmanager
     async def flowing(self) -> AsyncIterator[None]:

@@ -11,16 +11,14 @@ import random
 from typing import Any
 
 import ccxt
-import numpy as np
 import pytest
-from order_fakes import OpenThrottle, RecordingSleep
+from order_fakes import OpenThrottle, RecordingSleep, publish_book
 
 from bot.book import OrderBook
 from bot.clock import NS_PER_MS, ManualClock
-from bot.feeds.events import BookSnapshot, Trade, levels
+from bot.feeds.events import Trade
 from bot.logs import null_logger
 from bot.markets import offline_markets
-from bot.monitor import DepthSample
 from bot.orders import (
     ClientIdFactory,
     OrderActionFailed,
@@ -75,20 +73,7 @@ class Paper:
         self.publish_book()
 
     def publish_book(self, bids: list[list[float]] = BIDS, asks: list[list[float]] = ASKS) -> None:
-        now = self.clock.now_ns()
-        assert self.book.apply(BookSnapshot(BTC, now, levels(bids), levels(asks))) is None
-        sample = DepthSample(
-            ts_ns=now,
-            best_bid=bids[0][0],
-            best_ask=asks[0][0],
-            mid=(bids[0][0] + asks[0][0]) / 2,
-            spread_bps=0.0,
-            bands_bps=(),
-            depth=np.zeros((2, 0, 2)),
-            buy_slippage_bps=None,
-            sell_slippage_bps=None,
-        )
-        self.venue.on_sample(BTC, self.book, sample)
+        publish_book(self.venue, self.book, BTC, self.clock.now_ns(), bids, asks)
 
     def trade(self, price: float, amount: float, side: str) -> None:
         self.venue.on_trade(Trade(BTC, self.clock.now_ns(), price, amount, side, "p1"))  # type: ignore[arg-type]
