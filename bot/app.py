@@ -36,12 +36,15 @@ from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
 from bot.monitor import DepthMonitor
 from bot.orders import OrderManager
+from bot.orders.calls import Throttle
+from bot.recovery import recover
 from bot.report import ReportRecorder
 from bot.risk import RiskEngine
-from bot.settings import Settings, validate_symbols
+from bot.settings import MarketSettings, Settings, validate_symbols
 from bot.summary import RunSummary, summarize
 from bot.trader import Trader, desks_for
 from bot.venues.base import Venue
+from bot.venues.ccxt_venue import CcxtVenue
 from bot.venues.paper import PaperVenue
 from strategies import make_strategy
 
@@ -76,6 +79,8 @@ class Run:
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    startup: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    """Run before trading starts (recovery against an exchange account)."""
 
     @property
     def live(self) -> bool:
@@ -95,6 +100,8 @@ class Run:
         started = time.perf_counter()
         helpers: list[asyncio.Task[Any]] = []
         try:
+            for step in self.startup:
+                await step()
             if self.trader is not None:
                 await self.trader.start()
             if self.trader is not None and self.venue is not None and self.live:
@@ -139,9 +146,7 @@ class Run:
         return summary
 
 
-async def _every(
-    period_s: float, check: Callable[[Venue], Awaitable[None]], venue: Venue
-) -> None:
+async def _every(period_s: float, check: Callable[[Venue], Awaitable[None]], venue: Venue) -> None:
     while True:
         await asyncio.sleep(period_s)
         try:
@@ -194,24 +199,16 @@ def paper_balances(settings: Settings) -> dict[str, float]:
     return dict(balances)
 
 
-def _paper_trader(
-    settings: Settings,
-    ccxt_markets: Mapping[str, Mapping[str, Any]],
-    *,
-    clock: Clock,
-    log: Logger,
-    state_dir: Path,
-    journal: Journal,
-    record: bool = False,
-) -> tuple[PaperVenue, Trader, KillSwitch] | None:
-    """The paper venue and the trading loop on it, for the markets ccxt describes."""
+def _tradeable(
+    settings: Settings, ccxt_markets: Mapping[str, Mapping[str, Any]], log: Logger
+) -> list[MarketSettings]:
     tradeable = [m for m in settings.markets if m.symbol in ccxt_markets]
     for m in settings.markets:
         if m.symbol not in ccxt_markets:
             log.warning(
                 "market_observed_only",
                 symbol=m.symbol,
-                why="no market definition (precision, limits, fees) to trade it on paper",
+                why="no market definition (precision, limits, fees) to trade it",
             )
         elif m.reserve.base == 0 and m.reserve.quote == 0:
             log.warning(
@@ -219,15 +216,23 @@ def _paper_trader(
                 symbol=m.symbol,
                 why="markets[].reserve is 0: the strategy has nothing to quote with",
             )
-    if not tradeable:
-        return None
-    venue = PaperVenue(
-        markets={m.symbol: dict(ccxt_markets[m.symbol]) for m in tradeable},
-        balances=paper_balances(settings),
-        clock=clock,
-        latency_ms=settings.paper.latency_ms,
-        exchange_id=settings.exchange.id,
-    )
+    return tradeable
+
+
+def _trader(
+    settings: Settings,
+    tradeable: Sequence[MarketSettings],
+    ccxt_markets: Mapping[str, Mapping[str, Any]],
+    venue: Venue,
+    *,
+    clock: Clock,
+    log: Logger,
+    state_dir: Path,
+    journal: Journal,
+    throttler: Throttle | None,
+    record: bool = False,
+) -> tuple[Trader, KillSwitch]:
+    """The trading loop on ``venue`` (paper or exchange: the same objects either way)."""
     risk = RiskEngine(settings.risk, clock=clock, log=log, symbols=[m.symbol for m in tradeable])
     manager = OrderManager(
         venue,
@@ -235,7 +240,7 @@ def _paper_trader(
         rng=random.Random(0),
         log=log,
         config=settings.orders,
-        throttler=_AdmitAll(),
+        throttler=throttler,
         admit=risk.admit_order,
         known_client_ids=journal.known_client_ids,
     )
@@ -266,7 +271,7 @@ def _paper_trader(
     trader.halted = killswitch.is_tripped
     link_risk(killswitch, risk)
     killswitch.subscribe(journal.record_kill)
-    return venue, trader, killswitch
+    return trader, killswitch
 
 
 async def assemble(
@@ -278,16 +283,15 @@ async def assemble(
     trade: bool = True,
     record: bool = False,
 ) -> Run:
-    """Build the feed, books, engine and (in paper mode) the trading loop for ``settings``."""
-    if settings.mode != "paper":
-        raise UserError(
-            f"mode {settings.mode!r}: sending orders to an exchange is not enabled in this "
-            "version yet (the testnet path is proven against a local exchange emulator "
-            "first); use mode 'paper', which also runs on an exchange's live public book "
-            "(--feed live)"
-        )
+    """Build the feed, books, engine and the trading loop for ``settings``.
+
+    Paper mode trades on the paper venue (recorded or live public data); testnet and
+    live modes trade on the exchange through ccxt, after :func:`bot.recovery.recover`
+    has reconciled the journal with the account (run by :meth:`Run.execute`).
+    """
     if stress is not None and settings.feed.source != "replay":
         raise UserError("--stress overlays a recording: it needs a replay (feed.source = replay)")
+    exchange: Any = None
     if settings.feed.source == "replay":
         paths = list(settings.feed.replay_files) or bundled_sample_paths()
         replay_clock = ManualClock()
@@ -312,18 +316,21 @@ async def assemble(
         log.info("replay_start", files=names, speed=settings.feed.speed, stress=source)
     else:
         clock = WallClock()
-        feed, ccxt_markets, close = await _live_feed(settings, clock=clock, log=log)
+        exchange, ccxt_markets = await open_exchange(settings, log=log)
+        feed = _live_feed(settings, exchange, clock=clock, log=log)
         source = f"live:{settings.exchange.id}"
-        closers = [close]
+        # The feed owns the exchange object: closing it closes the exchange, last.
+        closers = [feed.aclose]
         state_dir = settings.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
 
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
-    paper: PaperVenue | None = None
+    venue: Venue | None = None
+    startup: list[Callable[[], Awaitable[object]]] = []
     all_listeners = list(listeners)
-    built = None
-    if trade:
+    tradeable = _tradeable(settings, ccxt_markets, log) if trade else []
+    if tradeable:
         # A replay journals into its rehearsal directory unless journal.path names a file.
         journal = Journal(
             settings.journal.path or state_dir / "journal.sqlite",
@@ -333,22 +340,39 @@ async def assemble(
         )
         journal.record_start(settings)
         closers.append(_discard(journal.aclose))
-        built = _paper_trader(
+        throttler: Throttle | None
+        if settings.mode == "paper":
+            paper = PaperVenue(
+                markets={m.symbol: dict(ccxt_markets[m.symbol]) for m in tradeable},
+                balances=paper_balances(settings),
+                clock=clock,
+                latency_ms=settings.paper.latency_ms,
+                exchange_id=settings.exchange.id,
+            )
+            closers.append(paper.close)
+            venue, throttler = paper, _AdmitAll()
+            # The venue sees each book state before the strategy reacts to it.
+            all_listeners.insert(0, paper)
+        else:
+            venue = CcxtVenue(exchange, log=log)
+            throttler = None  # the order manager's own asyncio-throttle limiter
+        trader, killswitch = _trader(
             settings,
+            tradeable,
             ccxt_markets,
+            venue,
             clock=clock,
             log=log,
             state_dir=state_dir,
             journal=journal,
+            throttler=throttler,
             record=record,
         )
-    if built is not None:
-        paper, trader, killswitch = built
-        # The venue sees each book state before the strategy reacts to it.
-        all_listeners = [paper, trader, *listeners]
+        all_listeners.insert(1 if settings.mode == "paper" else 0, trader)
         if trader.recorder is not None:
             all_listeners.append(trader.recorder)
-        closers.append(paper.close)
+        if settings.mode != "paper":
+            startup.append(_recovery(settings, trader, venue, journal, killswitch, log=log))
     engine = Engine(
         feed=feed,
         markets=_markets(settings, clock),
@@ -364,9 +388,35 @@ async def assemble(
         source=source,
         trader=trader,
         killswitch=killswitch,
-        venue=paper,
+        venue=venue,
         closers=closers,
+        startup=startup,
     )
+
+
+def _recovery(
+    settings: Settings,
+    trader: Trader,
+    venue: Venue,
+    journal: Journal,
+    killswitch: KillSwitch,
+    *,
+    log: Logger,
+) -> Callable[[], Awaitable[object]]:
+    async def run() -> None:
+        await recover(
+            trader,
+            venue,
+            journal,
+            exchange_id=settings.exchange.id,
+            prefix=settings.orders.client_id_prefix,
+            log=log,
+        )
+        # A trip restored from the state dir holds across restarts: make sure the
+        # orders the reconcile adopted are cancelled before anything else happens.
+        await killswitch.confirm_flat()
+
+    return run
 
 
 def _discard(fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
@@ -383,9 +433,10 @@ def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[None]]:
     return run
 
 
-async def _live_feed(
-    settings: Settings, *, clock: Clock, log: Logger
-) -> tuple[LiveFeed, Mapping[str, Mapping[str, Any]], Callable[[], Awaitable[None]]]:
+async def open_exchange(
+    settings: Settings, *, log: Logger
+) -> tuple[Any, Mapping[str, Mapping[str, Any]]]:
+    """The configured ccxt.pro exchange with its markets loaded and the symbols checked."""
     ex = settings.exchange
     exchange = make_exchange(
         ex.id,
@@ -394,7 +445,10 @@ async def _live_feed(
         secret=ex.secret.get_secret_value() if ex.secret else None,
         password=ex.password.get_secret_value() if ex.password else None,
         options=ex.options,
+        url_overrides=ex.urls_override or None,
     )
+    if ex.urls_override:
+        log.warning("exchange_urls_overridden", paths=sorted(ex.urls_override))
     try:
         try:
             markets = await exchange.load_markets()
@@ -405,7 +459,11 @@ async def _live_feed(
     except BackstopError:
         await exchange.close()
         raise
-    live = LiveFeed(
+    return exchange, markets
+
+
+def _live_feed(settings: Settings, exchange: Any, *, clock: Clock, log: Logger) -> LiveFeed:
+    return LiveFeed(
         exchange,
         [m.symbol for m in settings.markets],
         clock=clock,
@@ -417,4 +475,3 @@ async def _live_feed(
         rng=random.Random(),
         logger=log,
     )
-    return live, markets, live.aclose

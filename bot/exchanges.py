@@ -8,6 +8,7 @@ classes to the four actions in :mod:`bot.errors` (retry, back off, stop).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,18 +99,42 @@ def _apply_url_overrides(exchange: Any, overrides: Mapping[str, str]) -> None:
     api = exchange.urls.get("api")
     if not isinstance(api, dict):
         raise ConfigError(f"exchange {exchange.id!r} has no per-endpoint API URLs to override")
-    known = sorted(_url_paths(api))
     for path, url in overrides.items():
-        parts = path.split(".")
-        node: Any = api
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or not isinstance(node.get(parts[-1]), str):
+        node = _url_parent(api, path)
+        if node is None:
+            known = sorted(_url_paths(api))
             raise ConfigError(
                 f"url override {path!r}: no such URL for exchange {exchange.id!r}"
                 f" (known: {', '.join(known)})"
             )
-        node[parts[-1]] = url
+        node[path.split(".")[-1]] = url
+
+
+def unknown_url_paths(
+    exchange_id: str, overrides: Mapping[str, str], *, sandbox: bool
+) -> tuple[list[str], list[str]]:
+    """``(override paths ccxt does not have, the paths it has)``, without a network call."""
+    exchange = getattr(ccxt.pro, exchange_id, None) or getattr(ccxt.async_support, exchange_id)
+    instance = exchange()
+    if sandbox:
+        # Settings report a missing sandbox themselves; here it only means "no test URLs".
+        with contextlib.suppress(ccxt.NotSupported, TypeError, KeyError):
+            instance.set_sandbox_mode(True)
+    api = instance.urls.get("api")
+    api = api if isinstance(api, dict) else {}
+    unknown = [path for path in overrides if _url_parent(api, path) is None]
+    return unknown, sorted(_url_paths(api))
+
+
+def _url_parent(api: Mapping[str, Any], path: str) -> dict[str, Any] | None:
+    """The dict holding ``path``'s last key, if ``path`` names a URL string in ``api``."""
+    parts = path.split(".")
+    node: Any = api
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not isinstance(node.get(parts[-1]), str):
+        return None
+    return node
 
 
 def _url_paths(node: Mapping[str, Any], prefix: str = "") -> list[str]:

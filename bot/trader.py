@@ -96,6 +96,9 @@ class Trader:
     """Every order change, fill, episode, guard event and trip goes here (audit trail)."""
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
+    unmanaged: dict[str, float] = field(default_factory=dict)
+    """Funds on the venue account that are not the bot's reserve, per currency (see
+    :mod:`bot.recovery`); the balance guard expects them to stay put."""
     denied: int = 0
     held_back: int = 0
     """Creates the order manager held back this time (order-rate gate, busy side)."""
@@ -235,7 +238,7 @@ class Trader:
 
     def expected_balances(self) -> dict[str, float]:
         """What the venue should hold per currency, by the bot's own accounting."""
-        expected: dict[str, float] = {}
+        expected: dict[str, float] = dict(self.unmanaged)
         for desk in self.desks.values():
             inv = desk.inventory
             expected[inv.base_currency] = expected.get(inv.base_currency, 0.0) + inv.base

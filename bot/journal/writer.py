@@ -197,6 +197,7 @@ class Journal:
         self._closed = False
         self._abandon = threading.Event()
         self._known_ids: set[str] | None = None
+        self._fill_keys: set[tuple[str, str]] | None = None
         self._reader: JournalReader | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"journal-writer:{self.path.name}", daemon=True
@@ -287,9 +288,27 @@ class Journal:
         if isinstance(notice, OrderStateChanged):
             self._put(rk.ORDER, rk.order_payload(notice, order), ts_ns=notice.ts_ns)
         elif isinstance(notice, OrderFilled):
+            if not self._first_time_fill(notice.client_id, notice.trade_id):
+                # After a restart the venue may report a trade a previous session already
+                # journaled; a second record would count it twice in every position.
+                self._log.debug(
+                    "fill_already_journaled", client_id=notice.client_id, trade_id=notice.trade_id
+                )
+                return
             self._put(rk.FILL, rk.fill_payload(notice, order), ts_ns=notice.ts_ns)
         else:
             self._put(rk.ORDER_FAILED, rk.failure_payload(notice), ts_ns=notice.ts_ns)
+
+    def _first_time_fill(self, client_id: str, trade_id: str) -> bool:
+        if self._fill_keys is None:
+            self._fill_keys = {
+                (str(f.get("client_id")), str(f.get("trade_id"))) for f in self.reader.fills()
+            }
+        key = (client_id, trade_id)
+        if key in self._fill_keys:
+            return False
+        self._fill_keys.add(key)
+        return True
 
     def order_observer(
         self, lookup: Callable[[str], TrackedOrder | None] | None = None

@@ -121,6 +121,20 @@ class ExchangeSettings(BaseModel):
     password: SecretStr | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     """ccxt ``options`` (e.g. ``{"defaultType": "swap"}``), passed to the constructor as is."""
+    urls_override: dict[str, str] = Field(default_factory=dict)
+    """Repoint single ccxt API URLs, applied after sandbox selection: dotted paths into
+    ccxt's ``urls["api"]`` (``public``, ``private``, ``ws.spot``, ``ws.ws-api.spot`` ...)
+    -> ``http(s)://`` or ``ws(s)://`` URLs. For a local exchange emulator (``backstop
+    exchange-sim`` prints the table) or an egress proxy. Checked at load: an unknown
+    path is an error, so a typo cannot leave one endpoint on the real venue."""
+
+    @field_validator("urls_override")
+    @classmethod
+    def _urls_are_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for path, url in value.items():
+            if not url.startswith(("http://", "https://", "ws://", "wss://")):
+                raise _bad(f"{url!r} is not an http(s):// or ws(s):// URL", subloc=(path,))
+        return value
 
     @field_validator("id")
     @classmethod
@@ -385,9 +399,7 @@ class RiskSettings(BaseModel):
 
     @field_validator("fat_finger_order_quote")
     @classmethod
-    def _fat_finger_beyond_order(
-        cls, value: float | None, info: ValidationInfo
-    ) -> float | None:
+    def _fat_finger_beyond_order(cls, value: float | None, info: ValidationInfo) -> float | None:
         order = info.data.get("max_order_quote")
         if value is not None and order is not None and value < order:
             raise _bad(f"must be at least max_order_quote ({order:g}), got {value:g}")
@@ -730,6 +742,18 @@ class Settings(BaseSettings):
                     f"directory ({SECRETS_DIR_ENV}); never in the config file",
                     subloc=("exchange", missing[0]),
                     blame=("mode",),
+                )
+        if self.exchange.urls_override:
+            from bot.exchanges import unknown_url_paths
+
+            unknown, known = unknown_url_paths(
+                exchange_id, self.exchange.urls_override, sandbox=self.mode == "testnet"
+            )
+            if unknown:
+                raise _bad(
+                    f"no such ccxt URL {unknown[0]!r} for exchange {exchange_id!r} "
+                    f"(known: {', '.join(known)})",
+                    subloc=("exchange", "urls_override"),
                 )
         if self.feed.source == "live":
             import ccxt.pro
