@@ -219,7 +219,7 @@ def _tradeable(
     return tradeable
 
 
-def _trader(
+def build_trader(
     settings: Settings,
     tradeable: Sequence[MarketSettings],
     ccxt_markets: Mapping[str, Mapping[str, Any]],
@@ -230,6 +230,7 @@ def _trader(
     state_dir: Path,
     journal: Journal,
     throttler: Throttle | None,
+    rng: random.Random,
     record: bool = False,
 ) -> tuple[Trader, KillSwitch]:
     """The trading loop on ``venue`` (paper or exchange: the same objects either way)."""
@@ -237,7 +238,7 @@ def _trader(
     manager = OrderManager(
         venue,
         clock=clock,
-        rng=random.Random(0),
+        rng=rng,
         log=log,
         config=settings.orders,
         throttler=throttler,
@@ -356,7 +357,7 @@ async def assemble(
         else:
             venue = CcxtVenue(exchange, log=log)
             throttler = None  # the order manager's own asyncio-throttle limiter
-        trader, killswitch = _trader(
+        trader, killswitch = build_trader(
             settings,
             tradeable,
             ccxt_markets,
@@ -366,6 +367,9 @@ async def assemble(
             state_dir=state_dir,
             journal=journal,
             throttler=throttler,
+            # A replay must repeat itself exactly; an exchange session must never
+            # reuse a client id of an earlier one (ids also carry the start time).
+            rng=random.Random(0) if settings.mode == "paper" else random.Random(),
             record=record,
         )
         all_listeners.insert(1 if settings.mode == "paper" else 0, trader)
