@@ -450,6 +450,7 @@ async def open_exchange(
         password=ex.password.get_secret_value() if ex.password else None,
         options=ex.options,
         url_overrides=ex.urls_override or None,
+        extra_config={"timeout": round(ex.timeout_s * 1000)},
     )
     if ex.urls_override:
         log.warning("exchange_urls_overridden", paths=sorted(ex.urls_override))

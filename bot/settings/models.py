@@ -121,6 +121,9 @@ class ExchangeSettings(BaseModel):
     password: SecretStr | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     """ccxt ``options`` (e.g. ``{"defaultType": "swap"}``), passed to the constructor as is."""
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """How long one REST call may take before ccxt gives up on it (ccxt ``timeout``).
+    An order create that times out is looked up by its client id, never re-sent."""
     urls_override: dict[str, str] = Field(default_factory=dict)
     """Repoint single ccxt API URLs, applied after sandbox selection: dotted paths into
     ccxt's ``urls["api"]`` (``public``, ``private``, ``ws.spot``, ``ws.ws-api.spot`` ...)
