@@ -23,6 +23,7 @@ import ccxt
 from bot.book import OrderBook
 from bot.budget import Budget
 from bot.clock import Clock, ManualClock, WallClock
+from bot.detect.config import DetectorConfig
 from bot.engine import Engine, Feed, Listener, Market
 from bot.errors import BackstopError, TemporaryError, UserError
 from bot.exchanges import make_exchange, map_ccxt_error
@@ -31,6 +32,7 @@ from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec
 from bot.inventory import currencies
 from bot.journal import Journal
+from bot.journal.trace import JournalTrace
 from bot.killswitch import KillSwitch, link_risk
 from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
@@ -256,6 +258,7 @@ def build_trader(
         if record
         else None,
         journal=journal,
+        trace=JournalTrace(journal, {m.symbol: DetectorConfig.from_market(m) for m in tradeable}),
     )
     killswitch = KillSwitch(
         settings.killswitch,

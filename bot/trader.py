@@ -25,6 +25,7 @@ from bot.episodes import EpisodeTracker
 from bot.feeds.events import FeedStatus, Trade
 from bot.inventory import Inventory, own_band_depth
 from bot.journal import Journal
+from bot.journal.trace import JournalTrace
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
@@ -94,6 +95,8 @@ class Trader:
     """Keeps the time series an episode report draws (``--report``)."""
     journal: Journal | None = None
     """Every order change, fill, episode, guard event and trip goes here (audit trail)."""
+    trace: JournalTrace | None = None
+    """Journals the book, detector and inventory rows a report draws (thinned)."""
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
     unmanaged: dict[str, float] = field(default_factory=dict)
@@ -142,6 +145,8 @@ class Trader:
         if self.recorder is not None:
             self.recorder.on_detector(symbol, update)
             self.recorder.on_inventory(symbol, sample.ts_ns, view, committed)
+        if self.trace is not None:
+            self.trace.on_reading(symbol, sample, update, view, committed)
         if update.transition is not None:
             self.log.info(
                 "detector_transition",

@@ -59,6 +59,8 @@ GUARD: Final = "guard"
 MARKET_STATE: Final = "market_state"
 TRADING_STATE: Final = "trading_state"
 KILL: Final = "kill"
+TRACE: Final = "trace"
+"""Book, detector and inventory rows for reports (:mod:`bot.journal.trace`)."""
 
 KINDS: Final = frozenset(
     {
@@ -73,6 +75,7 @@ KINDS: Final = frozenset(
         MARKET_STATE,
         TRADING_STATE,
         KILL,
+        TRACE,
     }
 )
 

@@ -181,6 +181,55 @@ class View:
         return View(self.names, self.ts[mask], {k: v[mask] for k, v in self.columns.items()})
 
 
+def book_row(sample: DepthSample) -> tuple[float, ...]:
+    """``book`` columns: bid, ask, mid, spread, then quote depth per band, bids then asks."""
+    quote_depth = sample.depth[:, :, 1]
+    return (
+        sample.best_bid,
+        sample.best_ask,
+        sample.mid,
+        sample.spread_bps,
+        *(float(x) for x in quote_depth[0]),
+        *(float(x) for x in quote_depth[1]),
+    )
+
+
+def detector_row(update: DetectorUpdate, config: DetectorConfig | None) -> tuple[float, ...]:
+    """``detector`` columns, with the fracture and recovery levels from ``config``."""
+    frac = config.baseline_fraction if config is not None else None
+    rec = config.recovery_fraction if config is not None else None
+    threshold = [_NAN, _NAN]
+    recovery = [_NAN, _NAN]
+    if update.baseline_ready:
+        for i, base in enumerate(update.baseline):
+            if base is not None:
+                threshold[i] = base * frac if frac is not None else _NAN
+                recovery[i] = base * rec if rec is not None else _NAN
+    return (
+        update.depth[0],
+        update.depth[1],
+        threshold[0],
+        threshold[1],
+        recovery[0],
+        recovery[1],
+        float(STATE_CODES[update.state]),
+        update.health,
+        update.spread_bps,
+    )
+
+
+def inventory_row(view: InventoryView, committed_quote: float) -> tuple[float, ...]:
+    return (
+        view.base,
+        view.quote,
+        view.net_base,
+        committed_quote,
+        view.marked_pnl,
+        view.realised_pnl,
+        view.fees_quote,
+    )
+
+
 class MarketTrace:
     """One market's recorded history. Not thread-safe; fed in event order."""
 
@@ -309,54 +358,31 @@ class MarketTrace:
 
     def on_sample(self, sample: DepthSample) -> None:
         self.seen["samples"] += 1
+        self.push_book(sample.ts_ns, tuple(sample.bands_bps), book_row(sample))
+
+    def push_book(
+        self, ts_ns: int, bands_bps: tuple[float, ...], values: tuple[float, ...]
+    ) -> None:
+        """One ``book`` row (see :func:`book_row`); the first one fixes the bands."""
         if "book" not in self.channels:
-            self.bands_bps = tuple(sample.bands_bps)
+            self.bands_bps = bands_bps
             names = ["bid", "ask", "mid", "spread_bps"]
             names += [f"{side}_{i}" for side in ("bid", "ask") for i in range(len(self.bands_bps))]
             self.channels["book"] = _Channel(Series(names))
-        quote_depth = sample.depth[:, :, 1]
-        values = (
-            sample.best_bid,
-            sample.best_ask,
-            sample.mid,
-            sample.spread_bps,
-            *(float(x) for x in quote_depth[0]),
-            *(float(x) for x in quote_depth[1]),
-        )
         if len(values) != len(self.channels["book"].kept.names):
             self.seen["samples_with_other_bands"] += 1  # bands are fixed for a run
             return
-        self._push("book", sample.ts_ns, values)
+        self._push("book", ts_ns, values)
 
     def on_detector(self, update: DetectorUpdate) -> None:
         self.seen["detector_updates"] += 1
-        now = self._now(update.ts_ns)
-        self._track_state(update.state, now)
-        cfg = self.config
-        frac = cfg.baseline_fraction if cfg is not None else None
-        rec = cfg.recovery_fraction if cfg is not None else None
-        threshold = [_NAN, _NAN]
-        recovery = [_NAN, _NAN]
-        if update.baseline_ready:
-            for i, base in enumerate(update.baseline):
-                if base is not None:
-                    threshold[i] = base * frac if frac is not None else _NAN
-                    recovery[i] = base * rec if rec is not None else _NAN
-        self._push(
-            "detector",
-            now,
-            (
-                update.depth[0],
-                update.depth[1],
-                threshold[0],
-                threshold[1],
-                recovery[0],
-                recovery[1],
-                float(STATE_CODES[update.state]),
-                update.health,
-                update.spread_bps,
-            ),
-        )
+        self.push_detector(update.ts_ns, update.state, detector_row(update, self.config))
+
+    def push_detector(self, ts_ns: int, state: DetectorState, values: tuple[float, ...]) -> None:
+        """One ``detector`` row (see :func:`detector_row`) in detector state ``state``."""
+        now = self._now(ts_ns)
+        self._track_state(state, now)
+        self._push("detector", now, values)
 
     def _track_state(self, state: DetectorState, now: int) -> None:
         active = state.active
@@ -379,51 +405,68 @@ class MarketTrace:
 
     def on_inventory(self, ts_ns: int, view: InventoryView, committed_quote: float) -> None:
         self.seen["inventory_updates"] += 1
-        self._push(
-            "inventory",
-            ts_ns,
-            (
-                view.base,
-                view.quote,
-                view.net_base,
-                committed_quote,
-                view.marked_pnl,
-                view.realised_pnl,
-                view.fees_quote,
-            ),
-        )
+        self.push_inventory(ts_ns, inventory_row(view, committed_quote))
+
+    def push_inventory(self, ts_ns: int, values: tuple[float, ...]) -> None:
+        """One ``inventory`` row (see :func:`inventory_row`)."""
+        self._push("inventory", ts_ns, values)
 
     def on_notice(self, notice: OrderNotice, order: OrderInfo | None) -> None:
         self.seen["notices"] += 1
         if isinstance(notice, OrderFilled):
-            self.seen["fills"] += 1
-            now = self._now(notice.ts_ns)
-            fill = FillMark(now, notice.client_id, notice.side, notice.price, notice.amount)
-            self._event_tail.append((now, fill))
-            self._advance(now)
+            self.add_fill(
+                FillMark(notice.ts_ns, notice.client_id, notice.side, notice.price, notice.amount)
+            )
         elif isinstance(notice, OrderStateChanged):
-            now = self._now(notice.ts_ns)
-            if notice.previous is None:
+            placed: QuoteMark | None = None
+            if notice.previous is None and order is not None:
+                placed = QuoteMark(
+                    client_id=notice.client_id,
+                    side=str(order.side),
+                    price=float(order.price),
+                    amount=float(order.amount),
+                    tag=order.tag,
+                    placed_ns=notice.ts_ns,
+                )
+            elif notice.previous is None:
                 self.seen["quotes"] += 1
-                if order is None:
-                    self.seen["quotes_without_order"] += 1  # no price to draw it at
-                else:
-                    mark = QuoteMark(
-                        client_id=notice.client_id,
-                        side=str(order.side),
-                        price=float(order.price),
-                        amount=float(order.amount),
-                        tag=order.tag,
-                        placed_ns=now,
-                    )
-                    self._live[notice.client_id] = mark
-                    self._event_tail.append((now, mark))
-            if notice.state in TERMINAL_STATES:
-                live = self._live.pop(notice.client_id, None)
-                if live is not None:
-                    live.ended_ns = now
-                    live.end_state = notice.state.value
-            self._advance(now)
+                self.seen["quotes_without_order"] += 1  # no price to draw it at
+            self.order_changed(
+                notice.ts_ns,
+                notice.client_id,
+                placed=placed,
+                terminal_state=notice.state.value if notice.state in TERMINAL_STATES else None,
+            )
+
+    def add_fill(self, fill: FillMark) -> None:
+        self.seen["fills"] += 1
+        now = self._now(fill.ts_ns)
+        if now != fill.ts_ns:
+            fill = FillMark(now, fill.client_id, fill.side, fill.price, fill.amount)
+        self._event_tail.append((now, fill))
+        self._advance(now)
+
+    def order_changed(
+        self,
+        ts_ns: int,
+        client_id: str,
+        *,
+        placed: QuoteMark | None = None,
+        terminal_state: str | None = None,
+    ) -> None:
+        """An order of ours was placed (``placed``: its mark) and/or ended."""
+        now = self._now(ts_ns)
+        if placed is not None:
+            self.seen["quotes"] += 1
+            placed.placed_ns = now
+            self._live[client_id] = placed
+            self._event_tail.append((now, placed))
+        if terminal_state is not None:
+            live = self._live.pop(client_id, None)
+            if live is not None:
+                live.ended_ns = now
+                live.end_state = terminal_state
+        self._advance(now)
 
     # ------------------------------------------------------------------ output
 
