@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import tempfile
 import time
@@ -107,9 +108,12 @@ class Run:
             if self.trader is not None:
                 await self.trader.start()
             if self.trader is not None and self.venue is not None and self.live:
-                period = self.settings.risk.guards.balance_check_s
+                guards = self.settings.risk.guards
+                check = functools.partial(
+                    self.trader.check_balances, confirm_after_s=guards.balance_confirm_s
+                )
                 helpers.append(
-                    asyncio.ensure_future(_every(period, self.trader.check_balances, self.venue))
+                    asyncio.ensure_future(_every(guards.balance_check_s, check, self.venue))
                 )
             if self.killswitch is not None:
                 ks = self.killswitch

@@ -250,11 +250,22 @@ class Trader:
             expected[inv.quote_currency] = expected.get(inv.quote_currency, 0.0) + inv.quote
         return expected
 
-    async def check_balances(self, venue: Venue) -> None:
-        """Feed the balance-mismatch guard: the venue's totals against our accounting."""
-        balance = await venue.fetch_balance()
-        totals = {str(k): float(v or 0.0) for k, v in (balance.get("total") or {}).items()}
+    async def check_balances(self, venue: Venue, *, confirm_after_s: float = 0.0) -> None:
+        """Feed the balance-mismatch guard: the venue's totals against our accounting.
+
+        With ``confirm_after_s``, a disagreement is fetched again after that long (fills
+        in flight settle meanwhile) and only a second disagreement reaches the guard.
+        """
+        totals = await self._venue_totals(venue)
+        if confirm_after_s > 0 and self.risk.balance_mismatch(totals, self.expected_balances()):
+            await asyncio.sleep(confirm_after_s)
+            totals = await self._venue_totals(venue)
         self.risk.on_balances(totals, self.expected_balances())
+
+    @staticmethod
+    async def _venue_totals(venue: Venue) -> dict[str, float]:
+        balance = await venue.fetch_balance()
+        return {str(k): float(v or 0.0) for k, v in (balance.get("total") or {}).items()}
 
     # ------------------------------------------------------------ notices
 

@@ -199,3 +199,29 @@ async def test_a_venue_balance_that_disagrees_with_the_accounting_trips_the_kill
     assert agreed is KillState.ARMED
     assert run.killswitch.is_tripped
     assert "BALANCE_MISMATCH" in run.killswitch.status()["reason"]
+
+
+async def test_a_fill_in_flight_is_not_a_balance_mismatch_when_confirmed(tmp_path: Path) -> None:
+    settings = load_settings(PAPER, env={}, overrides={"state_dir": tmp_path})
+    run = await assemble(settings, log=null_logger())
+    assert run.trader is not None
+    assert run.killswitch is not None
+    assert run.venue is not None
+    venue = run.venue
+    calls = 0
+
+    class FillInFlight:
+        """The venue has booked a 0.5 BTC sale the bot hears about a moment later."""
+
+        async def fetch_balance(self) -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            balance = await venue.fetch_balance()
+            if calls == 1:
+                balance["total"]["BTC"] -= 0.5
+            return balance
+
+    await run.trader.check_balances(FillInFlight(), confirm_after_s=0.01)  # type: ignore[arg-type]
+    assert calls == 2
+    assert run.killswitch.state is KillState.ARMED
+    assert run.trader.risk.guard_status()["balance_mismatch"] == "ok"

@@ -446,14 +446,7 @@ class RiskEngine:
         """
         now = self._now(now_ns)
         tolerance = self._guards.balance_tolerance_fraction
-        worst: tuple[str, float, float] | None = None
-        worst_excess = 0.0
-        for ccy, want in expected.items():
-            have = float(venue.get(ccy, 0.0))
-            diff = abs(have - want)
-            allowed = tolerance * max(abs(have), abs(want))
-            if diff > allowed and diff - allowed >= worst_excess:
-                worst, worst_excess = (ccy, have, want), diff - allowed
+        worst = self.balance_mismatch(venue, expected)
         if worst is None:
             self._observe(Guard.BALANCE_MISMATCH, None, False, now)
         else:
@@ -468,6 +461,22 @@ class RiskEngine:
                 {"venue": have, "bot": want, "diff": have - want},
             )
         self._settle_all(now)
+
+    def balance_mismatch(
+        self, venue: Mapping[str, float], expected: Mapping[str, float]
+    ) -> tuple[str, float, float] | None:
+        """The currency furthest outside the tolerance, as ``(ccy, venue, bot)``; None if
+        every accounted currency agrees (a pure check: no guard is fed)."""
+        tolerance = self._guards.balance_tolerance_fraction
+        worst: tuple[str, float, float] | None = None
+        worst_excess = 0.0
+        for ccy, want in expected.items():
+            have = float(venue.get(ccy, 0.0))
+            diff = abs(have - want)
+            allowed = tolerance * max(abs(have), abs(want))
+            if diff > allowed and diff - allowed >= worst_excess:
+                worst, worst_excess = (ccy, have, want), diff - allowed
+        return worst
 
     def tick(self, now_ns: int | None = None) -> None:
         """Timer: staleness without updates, sliding windows, cool-downs."""

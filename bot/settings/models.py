@@ -329,6 +329,9 @@ class GuardSettings(BaseModel):
     balance_check_s: PositiveFloat = 30.0
     """How often (wall time) a daemon on a live feed compares the venue's balances with
     its accounting."""
+    balance_confirm_s: NonNegativeFloat = 2.0
+    """A disagreement is looked at again after this long before the guard fires: a fill
+    the venue has booked may still be on its way to the bot (0: fire at once)."""
     daily_loss: GuardLevel = "kill"
     """Fires when the day's (UTC, injected clock) loss reaches ``risk.max_daily_loss_quote``."""
     drawdown: GuardLevel = "kill"
