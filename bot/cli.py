@@ -33,10 +33,16 @@ from bot.daemon import Daemon, MetricsListener
 from bot.display import LogProgress, TerminalView, summary_table
 from bot.engine import Listener
 from bot.errors import OperationalError, TemporaryError, UserError
+from bot.exchange_sim.cli import (
+    add_exchange_sim_command,
+    is_exchange_sim_command,
+    run_exchange_sim_command,
+)
 from bot.feeds.stress import format_stress_list, parse_stress_spec
 from bot.journal.audit import add_audit_commands, is_audit_command, run_audit_command
 from bot.logs import make_logger, resolve_format
 from bot.report import render_report
+from bot.report.cli import add_report_command, is_report_command, run_report_command
 from bot.settings import Settings, load_settings
 from bot.summary import RunSummary
 from strategies import STRATEGIES
@@ -132,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(config)
     add_control_commands(sub)
     add_audit_commands(sub)
+    add_exchange_sim_command(sub)
+    add_report_command(sub)
     return parser
 
 
@@ -195,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_control_command(args)
     if is_audit_command(args):
         return run_audit_command(args)
+    if is_exchange_sim_command(args):
+        return run_exchange_sim_command(args)
+    if is_report_command(args):
+        return run_report_command(args)
     try:
         settings = resolve_settings(args, command=args.command)
         if args.command == "config":

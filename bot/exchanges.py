@@ -197,6 +197,14 @@ def map_ccxt_error(e: BaseException) -> BackstopError:
     :class:`TemporaryError`. Anything else unknown maps to :class:`OperationalError`
     (stop and look) rather than being retried forever.
     """
+    context = e.__context__
+    if not isinstance(e, ccxt.BaseError) and isinstance(context, ccxt.BaseError):
+        # ccxt sometimes fails while handling its own error (binance's user-stream
+        # subscribe raises KeyError('spot') over the AuthenticationError it caught): the
+        # venue's answer is the context, and it is what the operator must read.
+        mapped_context = map_ccxt_error(context)
+        mapped_context.__cause__ = e
+        return mapped_context
     target: type[BackstopError] = OperationalError
     for source, mapped in _ERROR_MAP:
         if isinstance(e, source):

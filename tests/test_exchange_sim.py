@@ -378,7 +378,7 @@ def test_engine_fok_and_book_versions(spot_entry: dict[str, Any]) -> None:
     # More than the book holds within the limit: expires whole, takes nothing.
     order, fills = engine.place(qty=Decimal("0.6"), **kwargs)
     assert (order.status, fills) == ("EXPIRED", [])
-    assert engine.books["BTCUSDT"].asks == {Decimal("60010"): Decimal("0.5")}
+    assert engine.depth("BTCUSDT", 5)[2] == [(Decimal("60010"), Decimal("0.5"))]
     assert engine.balance("USDT").free == Decimal(100000)
     assert engine.balance("USDT").locked == Decimal(0)
     order, fills = engine.place(qty=Decimal("0.5"), **kwargs)

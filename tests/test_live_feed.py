@@ -884,3 +884,19 @@ async def test_real_ccxt_against_a_closed_local_port_retries_then_falls_back() -
     assert f"127.0.0.1:{port}" in first.detail
     assert set(feed.stats.symbols[BTC].errors) <= {"ExchangeNotAvailable", "NetworkError"}
     assert exchange.session is None  # aclose closed ccxt's HTTP session
+
+
+def test_a_ccxt_error_hidden_under_ccxts_own_bug_is_what_gets_mapped() -> None:
+    # ccxt.pro binance's user-stream subscribe raises KeyError('spot') while handling
+    # the venue's -1022 (seen against the emulator): the operator must read the -1022.
+    venue_said = ccxt.AuthenticationError('binance {"code":-1022,"msg":"Signature ..."}')
+    try:
+        try:
+            raise venue_said
+        except ccxt.AuthenticationError:
+            raise KeyError("spot") from None
+    except KeyError as bug:
+        mapped = map_ccxt_error(bug)
+    assert type(mapped) is OperationalError
+    assert str(mapped).startswith("AuthenticationError")
+    assert "-1022" in str(mapped)

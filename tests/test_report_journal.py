@@ -115,3 +115,31 @@ def test_report_of_one_episode_from_the_journal(both: Both, tmp_path: Path) -> N
     assert re.search(r'<section class="episode" id="episode-1">', html)
     assert f"{episode['quotes_placed']:,}" in html
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_report_command_draws_an_episode_and_refuses_unknown_ones(
+    both: Both, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    episode_id = str(both.episodes[0]["id"])
+    out = tmp_path / "r" / "episode.html"
+    code = main(
+        ["report", "--journal", str(both.journal_path), "--episode", episode_id, "--out", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert out.is_file()
+    assert (out.parent / "episode-episode-01.png").is_file()
+    assert f"episode {episode_id}" in out.read_text()
+
+    code = main(
+        ["report", "--journal", str(both.journal_path), "--episode", "nope", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no episode 'nope'" in err
+    assert "Traceback" not in err
+
+    code = main(["report", "--state-dir", str(tmp_path / "empty"), "--out", str(out)])
+    assert code == 2
+    assert "journal" in capsys.readouterr().err

@@ -1,9 +1,14 @@
-"""Signed-endpoint checks: API key header, HMAC-SHA256 signature, timestamp window.
+"""Signed-request checks: API key, HMAC-SHA256 signature, timestamp window.
 
-Binance signs ``totalParams`` = the raw query string concatenated with the raw
+REST: Binance signs ``totalParams`` = the raw query string concatenated with the raw
 request body (without the ``signature`` parameter itself); ccxt puts everything in
-the query for GET/DELETE and in the form body for POST. Checked in Binance's order:
-key, then signature, then timestamp.
+the query for GET/DELETE and in the form body for POST, the key in a header.
+
+WebSocket API: the key is the ``apiKey`` parameter and the signed payload is every
+parameter but ``signature``, sorted by name, as ``name=value`` pairs joined by ``&``
+(ccxt's ``sign_params``: keysort + rawencode, booleans as ``true``/``false``).
+
+Both are checked in Binance's order: key, then signature, then timestamp.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
 from bot.exchange_sim.errors import (
     ApiError,
@@ -62,6 +68,37 @@ def verify(
     if not hmac.compare_digest(expected, signature.lower()):
         raise bad_signature()
     check_timestamp(params, now_ms)
+
+
+def verify_ws_params(
+    params: Mapping[str, Any], credentials: Mapping[str, str], now_ms: int
+) -> None:
+    """Check a WebSocket API request's ``params``; raise the :class:`ApiError` Binance would."""
+    api_key = params.get("apiKey")
+    if not isinstance(api_key, str) or not api_key:
+        raise missing_param("apiKey")
+    secret = credentials.get(api_key)
+    if secret is None:
+        raise invalid_api_key()
+    signature = params.get("signature")
+    if not isinstance(signature, str) or not signature:
+        raise missing_param("signature")
+    payload = "&".join(
+        f"{name}={_ws_value(value)}"
+        for name, value in sorted(params.items())
+        if name != "signature"
+    )
+    expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise bad_signature()
+    check_timestamp({k: _ws_value(v) for k, v in params.items()}, now_ms)
+
+
+def _ws_value(value: Any) -> str:
+    # JSON params arrive typed; the signature covers their text form.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def check_timestamp(params: Mapping[str, str], now_ms: int) -> None:

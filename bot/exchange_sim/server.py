@@ -1,14 +1,23 @@
-"""The HTTP front end: Binance Spot's REST API (``/api/v3``) served by aiohttp.
+"""The HTTP front end: Binance Spot's REST API (``/api/v3``) served by aiohttp,
+plus the websockets (:mod:`bot.exchange_sim.ws`) and the admin API
+(:mod:`bot.exchange_sim.admin`) on the same port.
 
-Every request goes through the same gate, in the order the real venue applies it:
-injected fault -> request weight (429) -> API key / signature / timestamp (signed
-endpoints) -> the endpoint. Replies are Binance's JSON shapes and error bodies, so
-real ccxt raises the same exceptions it would against testnet.binance.vision.
+Every REST request goes through the same gate, in the order the real venue applies
+it: injected fault -> request weight (429) -> API key / signature / timestamp
+(signed endpoints) -> the endpoint -> an injected reply delay. Replies are Binance's
+JSON shapes and error bodies, so real ccxt raises the same exceptions it would
+against testnet.binance.vision.
+
+Paths: REST ``/api/v3/...``; market streams ``/stream/ws[/...]`` (``/ws[/...]`` too);
+WebSocket API ``/ws-api/v3``; admin ``/_sim/faults`` and ``/_sim/state``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -19,18 +28,21 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from bot.clock import Clock
-from bot.exchange_sim import auth, views
+from bot.exchange_sim import admin, auth, views
 from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
-from bot.exchange_sim.errors import ApiError, bad_param, missing_param
+from bot.exchange_sim.errors import ApiError, bad_param, missing_param, unknown_order
 from bot.exchange_sim.faults import Faults
 from bot.exchange_sim.symbols import SymbolRules
 from bot.exchange_sim.weights import RequestWeights
+from bot.exchange_sim.ws import DEFAULT_QUEUE_SIZE, Sleep, WebsocketHub
 
 Json = Any
 Params = Mapping[str, str]
 Handler = Callable[[Params], Awaitable[Json]]
 
 API = "/api/v3"
+STREAM_PATH = "/stream/ws"
+WS_API_PATH = "/ws-api/v3"
 # Binance's default per-IP limit on the live venue.
 DEFAULT_WEIGHT_LIMIT = 6000
 
@@ -81,6 +93,17 @@ def _int_or_none(params: Params, name: str) -> int | None:
     return int(raw)
 
 
+class _SkewedClock:
+    """The venue's clock: the injected one plus the ``clock_skew`` fault."""
+
+    def __init__(self, clock: Clock, faults: Faults) -> None:
+        self._clock = clock
+        self._faults = faults
+
+    def now_ns(self) -> int:
+        return self._clock.now_ns() + self._faults.clock_skew_ms * NS_PER_MS
+
+
 def _symbol_entries(exchange_info: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
     if isinstance(exchange_info, Mapping):
         return list(exchange_info["symbols"])
@@ -88,11 +111,13 @@ def _symbol_entries(exchange_info: Mapping[str, Any] | Sequence[Mapping[str, Any
 
 
 class BinanceSpotEmulator:
-    """A local Binance Spot REST venue; ``async with`` starts and stops it.
+    """A local Binance Spot venue (REST + websockets); ``async with`` starts and stops it.
 
     ``exchange_info`` is either a full ``exchangeInfo`` reply or a list of symbol
     entries (e.g. the fixture's ``"spot"`` entry). Tests drive market state through
-    :attr:`engine` and misbehaviour through :attr:`faults`.
+    :attr:`engine`, misbehaviour through :attr:`faults`, and watch the websockets
+    through :attr:`ws`. ``sleep`` times injected REST delays and websocket stalls;
+    ``ws_queue_size`` bounds each websocket's send queue (overflow disconnects).
     """
 
     def __init__(
@@ -106,15 +131,30 @@ class BinanceSpotEmulator:
         weight_limit: int = DEFAULT_WEIGHT_LIMIT,
         host: str = "127.0.0.1",
         port: int = 0,
+        ws_queue_size: int = DEFAULT_QUEUE_SIZE,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._symbols = _symbol_entries(exchange_info)
-        self._clock = clock
+        self.faults = Faults()
+        # Everything reads the venue's clock, so a clock_skew fault moves auth
+        # checks, server time, order/trade times and event times together.
+        self._clock = _SkewedClock(clock, self.faults)
+        self._sleep = sleep
         self.credentials: dict[str, str] = {api_key: secret}
         self.engine = SpotEngine(
-            [SymbolRules.from_entry(s) for s in self._symbols], clock, balances
+            [SymbolRules.from_entry(s) for s in self._symbols], self._clock, balances
         )
-        self.faults = Faults()
-        self.weights = RequestWeights(clock, weight_limit)
+        self.weights = RequestWeights(self._clock, weight_limit)
+        self.ws = WebsocketHub(
+            symbols=self.engine.rules,
+            credentials=self.credentials,
+            now_ms=self.now_ms,
+            faults=self.faults,
+            queue_size=ws_queue_size,
+            sleep=sleep,
+        )
+        self.faults.attach_websockets(self.ws)
+        self._unsubscribe_engine = self.engine.subscribe(self.ws.publish)
         # (method, path, HTTP status) of every request, for assertions and debugging.
         self.requests: list[tuple[str, str, int]] = []
         self._host = host
@@ -129,6 +169,12 @@ class BinanceSpotEmulator:
         app = web.Application()
         for endpoint, handler in self._routes():
             app.router.add_route(endpoint.method, endpoint.path, self._gate(endpoint, handler))
+        for base in (STREAM_PATH, "/ws"):
+            app.router.add_get(base, self.ws.market_handler)
+            app.router.add_get(base + "/{tail}", self.ws.market_handler)
+        app.router.add_get(WS_API_PATH, self.ws.api_handler)
+        app.router.add_post("/_sim/faults", self._admin_faults)
+        app.router.add_get("/_sim/state", self._admin_state)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -136,6 +182,8 @@ class BinanceSpotEmulator:
         self._bound_port = int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
+        # Open websockets would hold the server's shutdown until they time out.
+        await self.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -158,12 +206,22 @@ class BinanceSpotEmulator:
             raise RuntimeError("emulator not started")
         return f"http://{self._host}:{self._bound_port}"
 
-    def url_overrides(self) -> dict[str, str]:
+    @property
+    def ws_base_url(self) -> str:
+        return "ws" + self.base_url.removeprefix("http")
+
+    def url_overrides(self, *, websockets: bool = False) -> dict[str, str]:
         """``make_exchange(url_overrides=...)`` for ccxt's binance in sandbox mode.
 
         Every REST URL of ccxt's sandbox table points here, the futures ones too:
         ccxt's default ``fetchMarkets`` also asks the futures testnet, and CI must
         never reach the internet. The emulator lists no futures markets.
+
+        ``websockets=True`` adds ccxt.pro's websocket URLs (``ws.*``), for
+        ``make_exchange(pro=True)`` only: plain ccxt has no ``urls.api.ws``, so
+        ``make_exchange`` would refuse those keys. Market streams are served at
+        ``/stream/ws`` because ccxt.pro decides "spot" from ``/stream`` in the URL
+        (``is_spot_url``); the futures stream URLs point here too and are not served.
         """
         base = self.base_url
         overrides = {
@@ -179,6 +237,19 @@ class BinanceSpotEmulator:
                         continue  # ccxt's sandbox table has no dapiPublicV2
                     number = int(version[1:]) if version else 1
                     overrides[f"{family}{kind}{version}"] = f"{base}/{family}/v{number}"
+        if websockets:
+            ws = self.ws_base_url
+            overrides.update(
+                {
+                    "ws.spot": ws + STREAM_PATH,
+                    "ws.margin": ws + STREAM_PATH,
+                    "ws.linear": ws + "/fstream/ws",
+                    "ws.inverse": ws + "/dstream/ws",
+                    "ws.ws-api.spot": ws + WS_API_PATH,
+                    "ws.ws-api.linear": ws + "/ws-fapi/v1",
+                    "ws.ws-api.inverse": ws + "/ws-dapi/v1",
+                }
+            )
         return overrides
 
     def now_ms(self) -> int:
@@ -194,6 +265,7 @@ class BinanceSpotEmulator:
             # Binance reads parameters from both the query string and the form body.
             params.update(parse_qsl(raw_body, keep_blank_values=True))
             headers: dict[str, str] = {}
+            delay_s = self.faults.take_delay(endpoint.key)
             try:
                 fault = self.faults.take(endpoint.key)
                 if fault is not None:
@@ -218,9 +290,40 @@ class BinanceSpotEmulator:
                 else:
                     response = web.json_response(e.body(), status=e.status, headers=err_headers)
             self.requests.append((endpoint.method, endpoint.path, response.status))
+            if delay_s > 0:
+                # The request has executed; only its reply is late.
+                await self._sleep(delay_s)
             return response
 
         return serve
+
+    # ----- admin API --------------------------------------------------------------
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        try:
+            spec = json.loads(await request.text())
+        except ValueError:
+            return web.json_response({"ok": False, "error": "body: not JSON"}, status=400)
+        try:
+            admin.apply_fault(
+                self.faults,
+                spec,
+                endpoints=[e.key for e, _ in self._routes()],
+                symbols=self.engine.rules,
+            )
+        except (admin.BadFault, ValueError) as e:
+            return web.json_response({"ok": False, "error": str(e)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _admin_state(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            admin.state_json(
+                self.engine,
+                self.requests,
+                self.ws.stats(),
+                now_ms=self.now_ms(),
+                stalled=self.ws.stalled,
+            )
+        )
 
     def _routes(self) -> list[tuple[Endpoint, Handler]]:
         def ep(method: str, path: str, signed: bool, weight: Callable[[Params], int]) -> Endpoint:
@@ -323,19 +426,29 @@ class BinanceSpotEmulator:
         return views.query_order_json(order)
 
     async def _cancel_order(self, params: Params) -> Json:
-        order = self.engine.cancel(
-            self.engine.symbol_rules(params.get("symbol")).symbol,
-            _int_or_none(params, "orderId"),
-            params.get("origClientOrderId"),
-        )
-        return views.cancel_json(order, self._cancel_client_id(params), self.now_ms())
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        order_id = _int_or_none(params, "orderId")
+        client_id = params.get("origClientOrderId")
+        cancel_id = self._cancel_client_id(params)
+        cancel_ids: dict[int, str] = {}
+        # The executionReport must carry this cancel's id, which the engine's event
+        # does not know: tell the websocket front end first. An unknown order fails
+        # in engine.cancel below with the right error.
+        with contextlib.suppress(ApiError):
+            target = self.engine.find(symbol, order_id, client_id, unknown=unknown_order)
+            cancel_ids[target.order_id] = cancel_id
+        with self.ws.cancel_ids(cancel_ids):
+            order = self.engine.cancel(symbol, order_id, client_id)
+        return views.cancel_json(order, cancel_id, self.now_ms())
 
     async def _cancel_all(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
-        return [
-            views.cancel_json(o, self._cancel_client_id({}), self.now_ms())
-            for o in self.engine.cancel_all(symbol)
-        ]
+        cancel_ids = {
+            o.order_id: self._cancel_client_id({}) for o in self.engine.open_orders(symbol)
+        }
+        with self.ws.cancel_ids(cancel_ids):
+            cancelled = self.engine.cancel_all(symbol)
+        return [views.cancel_json(o, cancel_ids[o.order_id], self.now_ms()) for o in cancelled]
 
     async def _open_orders(self, params: Params) -> Json:
         symbol = params.get("symbol")

@@ -279,7 +279,7 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(record_id), digest.lower()
 
 
-def _journal_flags(p: argparse.ArgumentParser) -> None:
+def add_journal_flags(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--state-dir",
@@ -303,7 +303,7 @@ def add_audit_commands(subparsers: Any) -> None:
         "verify",
         help="check the whole chain; exit 1 naming the first broken record",
     )
-    _journal_flags(p)
+    add_journal_flags(p)
     p.add_argument(
         "--anchor",
         metavar="ID:HASH",
@@ -314,7 +314,7 @@ def add_audit_commands(subparsers: Any) -> None:
         "export",
         help="export episodes, orders and fills as JSON lines or CSV",
     )
-    _journal_flags(p)
+    add_journal_flags(p)
     p.add_argument("--since", metavar="ISO", help="only records at or after this time (UTC)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")

@@ -175,6 +175,11 @@ class Matcher:
     def orders(self) -> Mapping[str, RestingOrder]:
         return self._orders
 
+    @property
+    def consumed_levels(self) -> Mapping[tuple[Side, float], Decimal]:
+        """Every public level we have taken from and still remember: ``(side, price) -> size``."""
+        return self._consumed
+
     def consumed(self, side: Side, price: float) -> Decimal:
         """Size we have taken from the public ``side`` level at ``price`` (still remembered)."""
         return self._consumed.get((side, price), ZERO)
