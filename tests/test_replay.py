@@ -523,6 +523,33 @@ async def test_paced_replay_sleeps_only_when_ahead_of_the_wall_clock(tmp_path: P
             assert elapsed >= due - ms  # never early by a millisecond or more
 
 
+async def test_unpaced_start_skips_ahead_then_paces(tmp_path: Path) -> None:
+    # Events each second for 10 s; the first 6 s of data at full speed, then 2x.
+    path = trades_at(tmp_path / "t.jsonl", [i * NS_PER_SECOND for i in range(10)])
+    wall = FakeWall()
+    start = wall.now
+    feed = ReplayFeed(
+        [path], clock=ManualClock(), speed=2, unpaced_s=6, wall_clock=wall, sleep=wall.sleep
+    )
+    arrivals = [
+        (ev.ts_ns, (wall.now - start) / NS_PER_SECOND)
+        async for ev in feed.events()
+        if isinstance(ev, Trade)
+    ]
+
+    first = arrivals[0][0]
+    skipped = [at for ts, at in arrivals if ts - first <= 6 * NS_PER_SECOND]
+    paced = [at for ts, at in arrivals if ts - first > 6 * NS_PER_SECOND]
+    assert skipped == [0.0] * 7  # 0 s .. 6 s of data: no waiting at all
+    assert paced == pytest.approx([0.5, 1.0, 1.5])  # then a second of data per 0.5 s
+
+
+async def test_a_negative_unpaced_time_is_refused(tmp_path: Path) -> None:
+    path = trades_at(tmp_path / "t.jsonl", [0])
+    with pytest.raises(UserError, match="unpaced"):
+        ReplayFeed([path], clock=ManualClock(), speed=1, unpaced_s=-1)
+
+
 async def test_sub_millisecond_gaps_are_batched_not_slept_one_by_one(tmp_path: Path) -> None:
     step = NS_PER_MS // 10  # 100 events, 0.1 ms apart: 9.9 ms of data
     path = trades_at(tmp_path / "t.jsonl", [i * step for i in range(100)])

@@ -316,6 +316,8 @@ class ReplayFeed:
 
     ``speed=0`` replays as fast as possible; ``speed=N`` paces data time at N x the
     ``wall_clock``, awaiting ``sleep`` only when ahead by a millisecond or more.
+    ``unpaced_s`` delivers the first that many seconds of data as fast as possible and
+    paces from there (skip to the interesting part, books still built from the start).
     ``duration_s`` stops after that much data time. The stream ends with one
     ``FeedStatus(ENDED)`` per symbol seen. Raises :class:`UserError` at construction
     for a missing or unrecognised file or a bad speed/duration.
@@ -328,6 +330,7 @@ class ReplayFeed:
         clock: ManualClock,
         speed: float = 0.0,
         duration_s: float | None = None,
+        unpaced_s: float = 0.0,
         symbol_map: Mapping[str, str] | None = None,
         wall_clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -342,6 +345,9 @@ class ReplayFeed:
         self._clock = clock
         self._speed = speed
         self._duration_ns = None if duration_s is None else int(duration_s * NS_PER_SECOND)
+        if not (math.isfinite(unpaced_s) and unpaced_s >= 0):
+            raise UserError(f"unpaced replay time must be >= 0 seconds, got {unpaced_s}")
+        self._unpaced_ns = int(unpaced_s * NS_PER_SECOND)
         self._symbol_map = symbol_map
         self._wall = wall_clock if wall_clock is not None else WallClock()
         self._sleep = sleep
@@ -365,6 +371,8 @@ class ReplayFeed:
         pacing = self._speed > 0
         wall = self._wall
         wall_start = data_start = 0
+        pace_from: int | None = None  # data time pacing starts at (after unpaced_s)
+        anchored = False  # pacing has started: wall_start is data_start
         end_ns: int | None = None
         n = 0
         merged, sources = _merged(self.recordings, stats, self._symbol_map)
@@ -375,8 +383,9 @@ class ReplayFeed:
                     stats.first_ts_ns = ts
                     if self._duration_ns is not None:
                         end_ns = ts + self._duration_ns
-                    if pacing:
-                        wall_start, data_start = wall.now_ns(), ts
+                    pace_from = ts + self._unpaced_ns
+                if pacing and not anchored and pace_from is not None and ts >= pace_from:
+                    wall_start, data_start, anchored = wall.now_ns(), ts, True
                 if end_ns is not None and ts > end_ns:
                     stats.stopped_by_duration = True
                     break
@@ -401,14 +410,14 @@ class ReplayFeed:
                 for event in out:
                     ev_ts = event.ts_ns
                     clock.set(ev_ts)
-                    if pacing:
+                    if anchored:
                         ahead = wall_start + int((ev_ts - data_start) / self._speed) - wall.now_ns()
                         if ahead >= _MIN_SLEEP_NS:
                             await self._sleep(ahead / NS_PER_SECOND)
                     counts[kinds[type(event)]] += 1
                     yield event
                     n += 1
-                    if not pacing and n % _YIELD_EVERY == 0:
+                    if not anchored and n % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
         finally:
             for src in sources:
