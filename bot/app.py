@@ -21,9 +21,10 @@ from typing import Any
 
 import ccxt
 
-from bot.book import OrderBook
+from bot.book import BookState, OrderBook
 from bot.budget import Budget
 from bot.clock import Clock, ManualClock, WallClock
+from bot.deadman import DeadManSwitch
 from bot.detect.config import DetectorConfig
 from bot.engine import Engine, Feed, Listener, Market
 from bot.errors import BackstopError, TemporaryError, UserError
@@ -332,6 +333,7 @@ async def assemble(
         state_dir = settings.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
 
+    markets = _markets(settings, clock)
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
@@ -384,9 +386,21 @@ async def assemble(
             all_listeners.append(trader.recorder)
         if settings.mode != "paper":
             startup.append(_recovery(settings, trader, venue, journal, killswitch, log=log))
+            # The exchange's own cancel-all-after timer, kept re-armed while our books
+            # are good: if this process or its host dies, the venue cancels for us.
+            DeadManSwitch.wire(
+                settings,
+                exchange,
+                trader.manager,
+                startup=startup,
+                closers=closers,
+                clock=clock,
+                log=log,
+                healthy=lambda: all(m.book.state is BookState.VALID for m in markets.values()),
+            )
     engine = Engine(
         feed=feed,
-        markets=_markets(settings, clock),
+        markets=markets,
         log=log,
         listeners=all_listeners,
         after_event=trader.after_event if trader is not None else None,
@@ -426,6 +440,7 @@ def _recovery(
         # A trip restored from the state dir holds across restarts: make sure the
         # orders the reconcile adopted are cancelled before anything else happens.
         await killswitch.confirm_flat()
+        log.info("ready", kill_switch=killswitch.state.value, trading=not killswitch.is_tripped)
 
     return run
 

@@ -39,6 +39,7 @@ from bot.exchange_sim.cli import (
     run_exchange_sim_command,
 )
 from bot.feeds.stress import format_stress_list, parse_stress_spec
+from bot.fleet import FleetMember, add_fleet_kill_flags, run_fleet_kill, wants_fleet_kill
 from bot.journal.audit import add_audit_commands, is_audit_command, run_audit_command
 from bot.logs import make_logger, resolve_format
 from bot.report import render_report
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="validate a config and print it (secrets masked)")
     _common(config)
     add_control_commands(sub)
+    add_fleet_kill_flags(sub.choices["kill"])
     add_audit_commands(sub)
     add_exchange_sim_command(sub)
     add_report_command(sub)
@@ -199,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "list_stress", False):
         print(format_stress_list())
         return EXIT_OK
+    if wants_fleet_kill(args):
+        return run_fleet_kill(args)
     if is_control_command(args):
         return run_control_command(args)
     if is_audit_command(args):
@@ -278,6 +282,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 ControlServer.from_settings(settings, daemon, log=log, metrics=metrics)
             )
             log.info("control_listening", socket=str(settings.control_socket_path))
+        await stack.enter_async_context(FleetMember.for_run(settings, run, log=log))
         if view is not None:
             stack.enter_context(view)
         summary = await run.execute(stop)

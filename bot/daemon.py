@@ -201,17 +201,24 @@ class MetricsListener:
 
     def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
         m = self._metrics
+        desk = self._trader.desks.get(symbol)
+        update = desk.last_update if desk is not None else None
+        thresholds: tuple[float | None, float | None] = (None, None)
+        if desk is not None and update is not None and update.baseline_ready:
+            fraction = desk.settings.baseline_fraction
+            bid, ask = (b * fraction if b is not None else None for b in update.baseline)
+            thresholds = (bid, ask)
         for i, band in enumerate(sample.bands_bps):
             m.set_depth(
                 symbol,
                 band,
                 bid_quote=float(sample.depth[0, i, 1]),
                 ask_quote=float(sample.depth[1, i, 1]),
+                # The detector watches the first band (DetectorConfig.from_market).
+                threshold_quote=thresholds if i == 0 else (None, None),
             )
-        desk = self._trader.desks.get(symbol)
         if desk is None:
             return
-        update = desk.last_update
         m.set_engaged(symbol, bool(update and update.active))
         m.set_paused(symbol, self._trader.risk.is_paused(symbol))
         orders = self._trader.manager.open_orders(symbol)

@@ -101,6 +101,10 @@ class TripSource(StrEnum):
     SIGNAL = "signal"
     KILL_FILE = "kill_file"
     CONTROL_LOST = "control_lost"
+    FLEET = "fleet"
+    """A fleet kill through Redis (``backstop kill --fleet``; see :mod:`bot.fleet`)."""
+    FLEET_LOST = "fleet_lost"
+    """The fleet's Redis unreachable for ``fleet.dead_man_s`` (opt-in dead-man)."""
     RESTART = "restart"
     """Restored from the state dir at start-up."""
 
@@ -438,9 +442,13 @@ class KillSwitch:
         self._transition(KillEvent.TRIP)
         now = self._clock.now_ns()
         if previous is not KillState.TRIPPED_CANCELLING:
-            # A new trip (from armed, or again once flat): its own reason and timer.
-            self._reason, self._source, self._who = reason, source.value, who
-            self._tripped_ns = self._timer_ns = now
+            # A new trip (from armed, or again once flat): its own reason and timer;
+            # except a graceful stop (a signal) of a daemon an operator or guard already
+            # killed: the next start must still say why it was killed, and since when.
+            if not (self._persisted and not source.persists):
+                self._reason, self._source, self._who = reason, source.value, who
+                self._tripped_ns = now
+            self._timer_ns = now
         elif source.persists and not self._persisted:
             # An operator/guard trip joining a signal's graceful stop: it is what the
             # next start must remember.

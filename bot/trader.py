@@ -290,7 +290,7 @@ class Trader:
             self.log.info("market_resumed", symbol=event.symbol, cause=event.cause)
         elif isinstance(event, GuardEvent):
             self.log.warning(
-                "guard", guard=str(event.guard), level=str(event.level), reason=event.reason
+                "guard", guard=str(event.guard), action=str(event.level), reason=event.reason
             )
 
     def _committed_elsewhere(self, symbol: str) -> float:

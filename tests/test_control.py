@@ -507,7 +507,9 @@ async def test_metrics_expose_what_the_daemon_records(
     server: ControlServer, client: ControlClient
 ) -> None:
     m = server.metrics
-    m.set_depth("BTC/USDT", 10, bid_quote=120_000.0, ask_quote=8_000.0, threshold_quote=30_000.0)
+    m.set_depth(
+        "BTC/USDT", 10, bid_quote=120_000.0, ask_quote=8_000.0, threshold_quote=(30_000.0, 25_000.0)
+    )
     m.set_engaged("BTC/USDT", True)
     m.set_open_orders("BTC/USDT", 6, committed_quote=4_000.0)
     m.record_fill("BTC/USDT", "buy", 1_500.0)
@@ -533,6 +535,7 @@ async def test_metrics_expose_what_the_daemon_records(
     btc = {"symbol": "BTC/USDT"}
     assert value("backstop_depth_quote", band_bps="10", side="ask", **btc) == 8_000.0
     assert value("backstop_depth_threshold_quote", band_bps="10", side="bid", **btc) == 30_000.0
+    assert value("backstop_depth_threshold_quote", band_bps="10", side="ask", **btc) == 25_000.0
     assert value("backstop_engaged", **btc) == 1
     assert value("backstop_open_orders", **btc) == 6
     assert value("backstop_committed_quote", **btc) == 4_000.0

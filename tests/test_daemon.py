@@ -103,6 +103,14 @@ async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_pat
     assert scraped[("backstop_kill_switch_state", (("state", "tripped_flat"),))] == 1
     assert scraped[("backstop_kill_switch_state", (("state", "armed"),))] == 0
     assert any(name == "backstop_orders" and v > 0 for (name, _), v in scraped.items())
+    # The fracture threshold on the watched band, per side, for the dashboard's panel.
+    thresholds = {
+        dict(labels)["side"]: v
+        for (name, labels), v in scraped.items()
+        if name == "backstop_depth_threshold_quote"
+    }
+    assert set(thresholds) == {"bid", "ask"}
+    assert all(v > 0 for v in thresholds.values())
     report = run.killswitch.last_report
     assert report is not None
     # Kill to "no open orders confirmed", in data time: the venue's 50 ms latency plus

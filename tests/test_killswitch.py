@@ -506,6 +506,26 @@ async def test_an_unreadable_state_file_counts_as_tripped(
     assert str(desk.ks.status()["reason"]).startswith("STATE_FILE_UNREADABLE: path=")
 
 
+async def test_stopping_a_killed_daemon_keeps_the_kill_and_its_reason_for_the_next_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    desk = Desk(clock, tmp_path)
+    await desk.rest_quotes()
+    await desk.ks.trip("OPERATOR: drill", source=TripSource.OPERATOR, who="alice")
+    tripped_at = desk.ks.status()["since"]
+    async with desk.flowing():
+        await desk.ks.handle_signal(signal.SIGTERM)  # the service is stopped afterwards
+    assert desk.ks.stop_requested.is_set()
+    saved = desk.saved()
+    assert (saved["reason"], saved["source"], saved["who"]) == (
+        "OPERATOR: drill",
+        "operator",
+        "alice",
+    )
+    restarted = desk.switch().status()
+    assert (restarted["reason"], restarted["since"]) == ("OPERATOR: drill", tripped_at)
+
+
 # =============================================================================== other triggers
 
 

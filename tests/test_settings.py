@@ -503,3 +503,12 @@ def test_validate_symbols_refuses_inactive_markets() -> None:
     markets["BTC/USDT"]["active"] = False
     with pytest.raises(ConfigError, match="not active"):
         validate_symbols(load_settings(env={}), markets, source="test")
+
+
+def test_a_fleet_password_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    cfg = write(tmp_path, f'[fleet]\nenabled = false\npassword = "{SECRET}"\n')
+    msg = config_error(cfg)
+    assert str(cfg) in msg
+    assert "fleet.password" in msg
+    assert "BACKSTOP_FLEET__PASSWORD" in msg
+    assert SECRET not in msg

@@ -14,7 +14,7 @@ import contextlib
 import json
 import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from bot.exchange_sim import BinanceSpotEmulator, SimOrder
 from bot.exchange_sim.market import MarketDriver
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, parse_stress_spec
+from bot.journal import JournalReader
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +42,8 @@ EXCHANGE_INFO = REPO / "bot" / "data" / "binance_exchange_info_symbols.json"
 # The emulator's account holds exactly the configured reserve, so the bot's inventory
 # and the venue's balances must agree to the last satoshi, not within a tolerance.
 RESERVE = {"BTC": "2", "USDT": "120000"}
+ORDER_KEY = "POST /api/v3/order"
+ORDER_POST = ("POST", "/api/v3/order")
 SPEED = 3.0
 """The emulator replays the recording at 3x: a minute of market in twenty seconds."""
 # The recording's sell-off starts about 200 s in; tests skip to just before it.
@@ -182,7 +185,7 @@ async def local_testnet(
 
 async def started(net: LocalTestnet, secret: str = SECRET) -> Daemon:
     daemon = await net.daemon(secret).start()
-    await daemon.wait_event("recovered", within_s=30)
+    await daemon.wait_event("ready", within_s=30)  # recovered, and flat if tripped
     return daemon
 
 
@@ -238,4 +241,204 @@ async def test_the_daemon_backstops_a_fracture_on_the_emulated_testnet(tmp_path:
         # No guard fired: the book never went stale, balances always agreed.
         assert not daemon.events("guard"), daemon.events("guard")
         assert code == 0, "\n".join(daemon.lines[-30:])
+        assert not net.ours_open()
+
+
+async def quoting(net: LocalTestnet, secret: str = SECRET) -> Daemon:
+    daemon = await started(net, secret)
+    await net.until(lambda: len(net.ours_open()) > 0, within_s=30, what="the bot quotes")
+    return daemon
+
+
+async def market_moves(net: LocalTestnet, events: int) -> None:
+    """Let ``events`` more recorded market events reach the venue (and the bot)."""
+    await net.driver.wait_applied(net.driver.stats.applied + events)
+
+
+async def test_kill_flattens_at_the_venue_within_a_second_and_holds_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    async with local_testnet(tmp_path, strategy="market-maker", unpaced_s=SKIP_S) as net:
+        daemon = await quoting(net)
+        try:
+            loop = asyncio.get_running_loop()
+            async with net.control() as control:
+                sent = loop.time()
+                reply = asyncio.ensure_future(control.kill("e2e drill"))
+                await net.until(lambda: not net.ours_open(), within_s=5, what="flat at the venue")
+                flat_s = loop.time() - sent
+                result = await reply
+            placed = len(net.ours())
+            await market_moves(net, 300)  # ~3 s of market: the bot must stay out of it
+            assert len(net.ours()) == placed
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait(within_s=30) == 0
+        finally:
+            await daemon.stop()
+        assert flat_s < 1.0, f"kill to flat took {flat_s:.3f} s"
+        assert "none of ours left open" in result["message"]
+
+        again = await started(net)
+        try:
+            async with net.control() as control:
+                status = await control.status()
+            await market_moves(net, 300)
+            assert len(net.ours()) == placed  # still halted: nothing placed after restart
+            again.signal(signal.SIGTERM)
+            await again.wait(within_s=30)
+        finally:
+            await again.stop()
+        assert status["kill_switch"]["state"] == "tripped_flat"
+        assert status["kill_switch"]["reason"] == "e2e drill"
+
+
+async def test_after_sigkill_a_restart_finds_its_orders_and_the_fills_it_missed(
+    tmp_path: Path,
+) -> None:
+    async with local_testnet(tmp_path, strategy="market-maker", unpaced_s=SKIP_S) as net:
+        daemon = await quoting(net)
+        await net.until(lambda: len(net.ours_open()) >= 4, within_s=30, what="a full ladder")
+        daemon.signal(signal.SIGKILL)
+        await daemon.wait(within_s=30)
+        await daemon.stop()
+        resting = net.ours_open()
+        assert resting, "the crash left orders on the book"
+
+        # While the bot is down its quotes keep working: one fills completely, one in part.
+        full, part = resting[0], resting[1]
+        net.emu.engine.fill_resting(full.order_id, full.remaining)
+        net.emu.engine.fill_resting(part.order_id, part.remaining / 2)
+        missed = {
+            t.trade_id
+            for t in net.emu.engine.trades
+            if t.order_id in (full.order_id, part.order_id)
+        }
+
+        again = await started(net)
+        try:
+            recovered = again.events("recovered")[0]["markets"][SYMBOL]
+            async with net.control() as control:
+                await control.kill("freeze to compare the books")
+                status = await control.status()
+            again.signal(signal.SIGTERM)
+            await again.wait(within_s=30)
+        finally:
+            await again.stop()
+
+        assert recovered["fills_missed"] >= len(missed)
+        assert recovered["adopted"] >= 1  # its resting quotes, found by client id
+        assert recovered["canceled"] == 0  # all of them known from the journal
+        assert not net.ours_open()
+        market = next(m for m in status["markets"] if m["symbol"] == SYMBOL)
+        totals = net.totals()
+        assert market["inventory"]["BTC"] == pytest.approx(totals["BTC"], abs=1e-9)
+        assert market["inventory"]["USDT"] == pytest.approx(totals["USDT"], abs=1e-6)
+        with JournalReader(net.state_dir / "journal.sqlite") as journal:
+            journaled = {str(f["trade_id"]) for f in journal.fills(SYMBOL)}
+        assert {str(t) for t in missed} <= journaled
+
+
+def order_posts(net: LocalTestnet) -> list[int]:
+    return [status for method, path, status in net.emu.requests if (method, path) == ORDER_POST]
+
+
+async def test_rest_faults_cost_no_order_its_identity_and_bring_no_ban(tmp_path: Path) -> None:
+    async with local_testnet(tmp_path, strategy="market-maker", unpaced_s=SKIP_S) as net:
+        daemon = await quoting(net)
+        try:
+            # A burst of 429s on order entry: the bot backs off and comes back.
+            net.emu.faults.rate_limit_next(ORDER_KEY, n=3, retry_after_s=1)
+            await net.until(
+                lambda: order_posts(net).count(429) == 3 and order_posts(net)[-1] == 200,
+                within_s=30,
+                what="three 429s, then an order accepted",
+            )
+            # A create that executes but whose reply never comes back in time (ccxt
+            # times out after exchange.timeout_s = 2 s) ...
+            placed_before = len(net.ours())
+            net.emu.faults.delay_next(ORDER_KEY, n=1, seconds=3.0)
+            await net.until(lambda: len(net.ours()) > placed_before, within_s=30, what="a create")
+            timed_out = net.ours()[placed_before]
+            # ... and one that a gateway refuses with a 503 before the venue sees it.
+            net.emu.faults.fail_next(ORDER_KEY, n=1, status=503)
+            await net.until(
+                lambda: 503 in order_posts(net) and order_posts(net)[-1] == 200,
+                within_s=30,
+                what="a 503, then an order accepted",
+            )
+            await market_moves(net, 300)  # time for the lookups (~3 s of market)
+            async with net.control() as control:
+                await control.kill("end of the fault drill")
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait(within_s=30)
+        finally:
+            await daemon.stop()
+
+        statuses = [status for _, _, status in net.emu.requests]
+        assert 418 not in statuses  # backed off: never banned
+        assert not net.ours_open()
+        venue = {o.client_order_id: o for o in net.ours()}
+        with JournalReader(net.state_dir / "journal.sqlite") as journal:
+            states = journal.order_states(SYMBOL)
+        # Every order the venue holds is one the bot journaled, under the venue's id.
+        for cid, order in venue.items():
+            assert cid in states, f"{cid} is on the venue but unknown to the bot"
+            assert states[cid].get("exchange_id") == str(order.order_id)
+        # The timed-out create was found, not re-sent under another id.
+        assert states[timed_out.client_order_id]["state"] in ("canceled", "filled")
+        # Orders the bot gave up as never placed are indeed not on the venue.
+        never = [cid for cid, s in states.items() if s["state"] == "rejected"]
+        assert all(cid not in venue for cid in never)
+        assert never, "the 503'd create is journaled as never placed"
+
+
+def another(daemon: Daemon, event: str, **fields: Any) -> Callable[[], Awaitable[None]]:
+    """An awaitable for the next log record ``event`` (with ``fields``) from now on."""
+
+    def count() -> int:
+        return sum(
+            1
+            for r in daemon.records
+            if r.get("event") == event and all(r.get(k) == v for k, v in fields.items())
+        )
+
+    seen = count()
+
+    async def wait() -> None:
+        await daemon.wait_for(lambda _r: count() > seen, within_s=30, what=f"another {event}")
+
+    return wait
+
+
+async def test_stream_faults_resync_the_book_and_the_order_stream(tmp_path: Path) -> None:
+    async with local_testnet(tmp_path, strategy="market-maker", unpaced_s=SKIP_S) as net:
+        daemon = await quoting(net)
+        try:
+            # Every websocket cut at once: market data and the private order stream.
+            reconnected = another(daemon, "feed_status", state="connected")
+            reconciled = another(daemon, "reconciled")
+            net.emu.faults.drop_websockets()
+            await reconnected()
+            await reconciled()  # orders re-listed: nothing the dead stream carried is lost
+            placed = len(net.ours())
+            await net.until(lambda: len(net.ours()) > placed, within_s=30, what="quoting again")
+
+            # A missing diff: the book must be rebuilt from a fresh snapshot.
+            resyncing = another(daemon, "feed_status", state="resyncing")
+            reconnected = another(daemon, "feed_status", state="connected")
+            net.emu.faults.depth_gap(RAW)
+            await resyncing()
+            await reconnected()
+            placed = len(net.ours())
+            await net.until(lambda: len(net.ours()) > placed, within_s=30, what="quoting again")
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait(within_s=30)
+        finally:
+            await daemon.stop()
+        # Quoting paused while the feed was down and came back by itself ...
+        guards = {(g["guard"], g["action"]) for g in daemon.events("guard")}
+        assert guards <= {("feed_disconnected", "pause"), ("invalid_book", "pause")}, guards
+        assert len(daemon.events("market_resumed")) >= len(daemon.events("market_paused"))
+        # ... and never quoted on a broken book: no post-only order crossed the market.
+        assert not daemon.events("order_action_failed"), daemon.events("order_action_failed")
         assert not net.ours_open()

@@ -151,14 +151,16 @@ class Metrics:
         *,
         bid_quote: float,
         ask_quote: float,
-        threshold_quote: float | None = None,
+        threshold_quote: tuple[float | None, float | None] = (None, None),
     ) -> None:
+        """Depth within ``band_bps`` per side; ``threshold_quote``: the detector's
+        fracture level per side (bid, ask) on the band it watches, when known."""
         band = _band(band_bps)
         self.depth_quote.labels(symbol, band, "bid").set(bid_quote)
         self.depth_quote.labels(symbol, band, "ask").set(ask_quote)
-        if threshold_quote is not None:
-            self.depth_threshold_quote.labels(symbol, band, "bid").set(threshold_quote)
-            self.depth_threshold_quote.labels(symbol, band, "ask").set(threshold_quote)
+        for side, level in zip(("bid", "ask"), threshold_quote, strict=True):
+            if level is not None:
+                self.depth_threshold_quote.labels(symbol, band, side).set(level)
 
     def set_engaged(self, symbol: str, engaged: bool) -> None:
         self.engaged.labels(symbol).set(1 if engaged else 0)

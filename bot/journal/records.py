@@ -83,6 +83,7 @@ KINDS: Final = frozenset(
 SECRET_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "exchange": frozenset({"api_key", "secret", "password"}),
     "control": frozenset({"token"}),
+    "fleet": frozenset({"password"}),
 }
 
 

@@ -220,16 +220,19 @@ def _drop_none(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _credential_keys(data: Mapping[str, Any]) -> list[str]:
-    """Dotted paths of credential-like keys in a config's [exchange] and [control] tables."""
+    """Dotted paths of credential-like keys in a config's [exchange], [control] and [fleet]
+    tables."""
     found: list[str] = []
-    control = data.get("control")
-    if isinstance(control, Mapping):
-        # The control API's bearer token (control.token_file, a path, is fine).
-        found += [
-            f"control.{k}"
-            for k in control
-            if str(k).replace("_", "").replace("-", "").lower() in CREDENTIAL_KEYS
-        ]
+    # The control API's bearer token and the fleet's Redis password (control.token_file,
+    # a path, is fine).
+    for section in ("control", "fleet"):
+        table = data.get(section)
+        if isinstance(table, Mapping):
+            found += [
+                f"{section}.{k}"
+                for k in table
+                if str(k).replace("_", "").replace("-", "").lower() in CREDENTIAL_KEYS
+            ]
     exchange = data.get("exchange")
     if not isinstance(exchange, Mapping):
         return found
@@ -254,6 +257,11 @@ def _where_credentials_go(path: str = "exchange") -> str:
             f"set the environment variable {env_name(('control', 'token'))} or a file of that "
             f"name in a secrets directory (set {SECRETS_DIR_ENV}), or point control.token_file "
             f"at a file holding the token"
+        )
+    if path.startswith("fleet."):
+        return (
+            f"set the environment variable {env_name(('fleet', 'password'))} or a file of that "
+            f"name in a secrets directory (set {SECRETS_DIR_ENV})"
         )
     env = ", ".join(env_name(("exchange", f)) for f in CREDENTIAL_FIELDS)
     return (

@@ -568,6 +568,96 @@ class ControlSettings(BaseModel):
         return self
 
 
+class FleetSettings(BaseModel):
+    """Fleet coordination through Redis (:mod:`bot.fleet`): a fleet kill stream every
+    daemon follows, a heartbeat/status key per daemon, and an opt-in dead-man."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """``redis://HOST:PORT/DB``, ``rediss://`` (TLS) or ``unix:///path/redis.sock``. No
+    password in it: the URL is printed by ``backstop config`` and logged."""
+    password: SecretStr | None = None
+    """Redis password (AUTH): from ``BACKSTOP_FLEET__PASSWORD`` or a secrets-dir file."""
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
+    """This daemon's name in the fleet; None = ``<hostname>:<absolute state_dir>``
+    (unique, since one daemon owns a state dir)."""
+    key_prefix: str = Field(default="backstop:fleet", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    """Every key and channel of the fleet starts with this (several fleets, one Redis)."""
+    heartbeat_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    """How often the daemon refreshes its status key (which expires after 10 heartbeats)."""
+    dead_man_s: PositiveFloat | None = None
+    """Trip the kill switch when Redis has not answered for this long. None = off."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        from redis.asyncio.connection import parse_url
+
+        hint = "use redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix:///path/redis.sock"
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+            parse_url(value)
+        except ValueError as e:
+            raise _bad(f"not a Redis URL ({e}); {hint}") from None
+        if parts.scheme in ("redis", "rediss") and not parts.hostname:
+            raise _bad(f"no host in {value!r}; {hint}")
+        if parts.scheme == "unix" and not parts.path:
+            raise _bad(f"no socket path in {value!r}; {hint}")
+        if parts.password:
+            # The message must not repeat the URL: it holds the password.
+            raise _bad(
+                f"the URL holds a password: remove it and set {ENV_PREFIX}FLEET__PASSWORD "
+                "(or a fleet__password file in the secrets directory)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _dead_man_beyond_heartbeats(self) -> FleetSettings:
+        if self.dead_man_s is not None and self.dead_man_s < 2 * self.heartbeat_s:
+            raise _bad(
+                f"must be at least two heartbeats ({2 * self.heartbeat_s:g} s with "
+                f"heartbeat_s = {self.heartbeat_s:g}), or one slow round trip trips the daemon "
+                f"(got {self.dead_man_s:g})",
+                subloc=("dead_man_s",),
+            )
+        return self
+
+
+class DeadManSettings(BaseModel):
+    """The exchange-side dead-man switch (:mod:`bot.deadman`): ccxt's
+    ``cancel_all_orders_after``, re-armed while the bot is healthy, so that the exchange
+    itself cancels the account's orders if the process or its host dies. Testnet and
+    live only, on venues whose ccxt class has it (``has['cancelAllOrdersAfter']``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    """On wherever the venue supports it; false = rely on the bot's own kill switch only."""
+    timeout_s: float = Field(default=60.0, ge=10.0, le=120.0)
+    """The exchange cancels every order of the account this long after the last re-arm
+    (10-120 s: the range OKX, Kraken and Bybit all accept)."""
+    interval_s: PositiveFloat = 15.0
+    """Re-arm this often; after a failed re-arm, retry every quarter of it."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Extra ccxt params for the call, e.g. ``{ type = "spot" }`` on Bybit (whose
+    default product is derivatives)."""
+
+    @model_validator(mode="after")
+    def _rearm_well_before_timeout(self) -> DeadManSettings:
+        if self.interval_s * 2 > self.timeout_s:
+            raise _bad(
+                f"must be at most half of timeout_s ({self.timeout_s:g}) so one failed "
+                f"re-arm can be retried before the exchange cancels (got {self.interval_s:g})",
+                subloc=("interval_s",),
+            )
+        return self
+
+
 class JournalSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -674,6 +764,8 @@ class Settings(BaseSettings):
     paper: PaperSettings = Field(default_factory=PaperSettings)
     orders: OrderManagerConfig = Field(default_factory=OrderManagerConfig)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    deadman: DeadManSettings = Field(default_factory=DeadManSettings)
 
     # Field path -> where its value came from, filled by load_settings, so that errors
     # found later (a symbol missing on the venue) can still name the file or variable.
