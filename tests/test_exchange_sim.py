@@ -313,13 +313,6 @@ async def test_request_weight_limit_gives_429_with_retry_after(
 async def test_injected_faults(emu: BinanceSpotEmulator) -> None:
     async with exchange(emu) as ex:
         await ex.load_markets()
-        emu.faults.rate_limit_next("GET /api/v3/depth", n=2, retry_after_s=7)
-        for _ in range(2):
-            with pytest.raises(ccxt.DDoSProtection):
-                await ex.fetch_order_book(BTC)
-        assert ex.last_response_headers["Retry-After"] == "7"
-        await ex.fetch_order_book(BTC)
-
         emu.faults.fail_next("POST /api/v3/order", status=503)
         with pytest.raises(ccxt.ExchangeNotAvailable):
             await ex.create_order(BTC, "limit", "buy", 0.01, 59000, {"clientOrderId": "x"})
@@ -335,6 +328,39 @@ async def test_injected_faults(emu: BinanceSpotEmulator) -> None:
         emu.faults.ban_next()
         with pytest.raises(ccxt.DDoSProtection, match="418"):
             await ex.fetch_time()
+
+
+async def test_429s_then_a_ban_for_a_client_that_does_not_back_off(
+    spot_entry: dict[str, Any],
+) -> None:
+    clock = ManualClock(start_ns=1_723_161_255_000_000_000)
+    async with emulator(spot_entry, clock=clock) as emu, exchange(emu) as ex:
+        await ex.load_markets()
+        emu.faults.rate_limit_next("GET /api/v3/depth", n=2, retry_after_s=7)
+        for _ in range(2):
+            with pytest.raises(ccxt.DDoSProtection, match="429"):
+                await ex.fetch_order_book(BTC)
+        assert ex.last_response_headers["Retry-After"] == "7"
+        # Waiting out Retry-After is what a well-behaved client does: served again.
+        clock.advance(7 * NS_PER_SECOND)
+        await ex.fetch_order_book(BTC)
+
+        emu.faults.rate_limit_next("GET /api/v3/depth", retry_after_s=7)
+        with pytest.raises(ccxt.DDoSProtection, match="429"):
+            await ex.fetch_order_book(BTC)
+        clock.advance(NS_PER_SECOND)
+        for _ in range(2):  # ignoring it: tolerated twice ...
+            await ex.fetch_order_book(BTC)
+        with pytest.raises(ccxt.DDoSProtection, match="418"):  # ... then banned
+            await ex.fetch_time()
+        assert ex.last_response_headers["Retry-After"] == "120"
+        clock.advance(60 * NS_PER_SECOND)
+        with pytest.raises(ccxt.DDoSProtection, match="418"):  # for every endpoint
+            await ex.fetch_order_book(BTC)
+        assert ex.last_response_headers["Retry-After"] == "60"
+        clock.advance(60 * NS_PER_SECOND)
+        await ex.fetch_order_book(BTC)
+    assert emu.bans.bans == 1
 
 
 def test_symbol_filters(spot_entry: dict[str, Any]) -> None:

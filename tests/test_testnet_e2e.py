@@ -353,6 +353,8 @@ async def test_rest_faults_cost_no_order_its_identity_and_bring_no_ban(tmp_path:
                 within_s=30,
                 what="three 429s, then an order accepted",
             )
+            # It waited out Retry-After: the emulator bans a client that does not (418).
+            assert net.emu.bans.bans == 0
             # A create that executes but whose reply never comes back in time (ccxt
             # times out after exchange.timeout_s = 2 s) ...
             placed_before = len(net.ours())

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from bot.clock import Clock
 from bot.exchange_sim import admin, auth, views
+from bot.exchange_sim.bans import BanPolicy
 from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
 from bot.exchange_sim.errors import ApiError, bad_param, missing_param, unknown_order
 from bot.exchange_sim.faults import Faults
@@ -145,6 +146,8 @@ class BinanceSpotEmulator:
             [SymbolRules.from_entry(s) for s in self._symbols], self._clock, balances
         )
         self.weights = RequestWeights(self._clock, weight_limit)
+        # Ignoring a 429's Retry-After ends in a 418 ban, as on Binance.
+        self.bans = BanPolicy(self._clock)
         self.ws = WebsocketHub(
             symbols=self.engine.rules,
             credentials=self.credentials,
@@ -267,6 +270,7 @@ class BinanceSpotEmulator:
             headers: dict[str, str] = {}
             delay_s = self.faults.take_delay(endpoint.key)
             try:
+                self.bans.check()
                 fault = self.faults.take(endpoint.key)
                 if fault is not None:
                     raise fault
@@ -284,6 +288,8 @@ class BinanceSpotEmulator:
                 body = await handler(params)
                 response = web.json_response(body, headers=headers)
             except ApiError as e:
+                if e.status == 429 and e.headers.get("Retry-After", "").isdigit():
+                    self.bans.told_to_back_off(int(e.headers["Retry-After"]))
                 err_headers = {**headers, **e.headers}
                 if e.text is not None:
                     response = web.Response(text=e.text, status=e.status, headers=err_headers)
