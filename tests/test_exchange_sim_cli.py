@@ -201,6 +201,29 @@ async def test_serves_the_replay_and_prints_the_url_and_the_bots_url_table() -> 
             pass
 
 
+async def test_write_config_gives_a_testnet_config_the_bot_loads(tmp_path: Path) -> None:
+    from bot.settings import load_settings
+
+    seen: list[BinanceSpotEmulator] = []
+    out = io.StringIO()
+    path = tmp_path / "rehearse.toml"
+    code = await serve(
+        options(write_config=path), out=out, err=io.StringIO(), on_ready=seen.append
+    )
+    assert code == 0
+    (emu,) = seen
+    creds = {"BACKSTOP_EXCHANGE__API_KEY": "k", "BACKSTOP_EXCHANGE__SECRET": "s"}
+    settings = load_settings(path, env=creds)
+    assert settings.mode == "testnet"
+    assert settings.feed.source == "live"
+    assert settings.exchange.urls_override == emu.url_overrides(websockets=True)
+    assert settings.state_dir == tmp_path / "rehearse-state"
+    assert [m.symbol for m in settings.markets] == ["BTC/USDT"]  # the paper config's
+    assert "BACKSTOP_EXCHANGE__API_KEY=k BACKSTOP_EXCHANGE__SECRET=s backstop run" in (
+        out.getvalue()
+    )
+
+
 class PassLog(io.StringIO):
     """stderr that tells when the server has reported ``n`` finished replay passes."""
 

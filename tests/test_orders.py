@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 import ccxt
@@ -953,6 +954,37 @@ async def test_finished_orders_are_forgotten_after_the_retention_time(h: Harness
     h.clock.advance(int(h.om.config.finished_retention_s * NS_PER_SECOND) + 1)
     h.om.sync_quotes(BTC, [])
     assert h.om.get(cid) is None
+
+
+async def test_cancels_never_queue_behind_creates_in_the_rate_limiter(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    # The real asyncio-throttle limiters: two creates a second, cancels on their own.
+    om = OrderManager(
+        venue,
+        clock=clock,
+        rng=random.Random(1),
+        log=null_logger(),
+        config=OrderManagerConfig(rate_limit=2, cancel_rate_limit=10),
+    )
+    changed = asyncio.Event()
+    om.subscribe(lambda _notice: changed.set())
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async def notices() -> None:
+            while not condition():
+                changed.clear()
+                await changed.wait()
+
+        await asyncio.wait_for(notices(), timeout=5)
+
+    om.sync_quotes(BTC, [bid(60_000.0 - i) for i in range(3)])  # the third must wait
+    await until(lambda: len([o for o in om.open_orders(BTC) if o.state is S.OPEN]) == 2)
+    om.cancel_all(BTC, reason="KILL_SWITCH")
+    await until(lambda: venue.count("cancel_order") == 2)
+    # Both resting quotes were withdrawn while the third create still waited its turn.
+    assert venue.count("create_order") == 2
+    await om.aclose()
 
 
 async def test_the_default_logger_and_throttler_work(venue: FakeVenue, clock: ManualClock) -> None:

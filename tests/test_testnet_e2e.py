@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from bot.clock import ManualClock, WallClock
 from bot.control.client import ControlClient, ControlTarget
 from bot.exchange_sim import BinanceSpotEmulator, SimOrder
 from bot.exchange_sim.market import MarketDriver
+from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, parse_stress_spec
 from bot.journal import JournalReader
@@ -51,36 +51,17 @@ SKIP_S = 130.0
 FRACTURE = "fracture:start_s=160,hold_s=40,recover_s=40"
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, Mapping):
-        pairs = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
-        return "{ " + ", ".join(pairs) + " }"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value)
-
-
 def emulated_config(
     emu: BinanceSpotEmulator, state_dir: Path, strategy: str, speed: float
 ) -> dict[str, Any]:
-    """config/paper.toml, switched to testnet mode on the emulator.
+    """config/paper.toml rehearsed on the emulator (as ``exchange-sim --write-config``).
 
     A daemon's windows and rates are wall time; the market runs at ``speed`` x, so the
     detector's windows are shortened and the order rates raised by about that factor
     (else quotes wait in the rate limiter while the market moves ``speed`` x faster).
     """
-    config: dict[str, Any] = tomllib.loads(PAPER.read_text())
-    config["mode"] = "testnet"
-    config["state_dir"] = str(state_dir)
-    config["exchange"] = {
-        "id": "binance",
-        "options": {"fetchMarkets": {"types": ["spot"]}},
-        "urls_override": emu.url_overrides(websockets=True),
-        "timeout_s": 2.0,
-    }
-    config["feed"] = {"source": "live", "book_depth_limit": 1000, "stale_after_s": 5}
+    config = rehearsal_config(emu, load_toml(PAPER), state_dir=state_dir)
+    config["feed"]["stale_after_s"] = 5
     market = config["markets"][0]
     market.update(baseline_window_s=6.0, engage_dwell_s=0.3, disengage_dwell_s=1.5)
     config["strategy"]["name"] = strategy
@@ -93,7 +74,7 @@ def emulated_config(
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:
-    path.write_text("".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in config.items()))
+    path.write_text(toml_document(config))
     return path
 
 

@@ -36,6 +36,7 @@ import aiohttp
 from bot.clock import Clock, ManualClock, WallClock
 from bot.errors import UserError
 from bot.exchange_sim.market import MarketDriver
+from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
 from bot.exchange_sim.server import BinanceSpotEmulator
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths, sniff_recording
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec, parse_stress_spec
@@ -48,6 +49,8 @@ SECRET_ENV = "BACKSTOP_SIM_SECRET"
 DEFAULT_BALANCES = {"USDT": Decimal(100_000), "BTC": Decimal(1)}
 EXCHANGE_INFO_FILE = "binance_exchange_info_symbols.json"
 FAULT_FIELDS = ("endpoint", "n", "status", "seconds", "symbol", "ms")
+# config/ ships beside the package in a checkout and in the container image.
+PAPER_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paper.toml"
 
 Token = Callable[[int], str]
 
@@ -66,6 +69,10 @@ class SimOptions:
     api_key: str
     secret: str
     loop: bool
+    write_config: Path | None = None
+    """Where to write a testnet config for this emulator (``--write-config``)."""
+    base_config: Path | None = None
+    """The config it is made from (``--config``; default config/paper.toml)."""
 
 
 # ---------------------------------------------------------------------- arguments
@@ -107,6 +114,19 @@ def add_exchange_sim_command(sub: Any) -> None:
         action="append",
         metavar="ASSET=AMOUNT",
         help="starting balance; repeat per asset (default: USDT=100000 BTC=1)",
+    )
+    sim.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="PATH.toml",
+        help="write a testnet config pointing at this emulator (from --config) to rehearse "
+        "with: backstop run --config PATH.toml (the key and secret as its credentials)",
+    )
+    sim.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the config --write-config starts from (default: the bundled paper config)",
     )
     sim.add_argument("--api-key", help=f"API key to accept (or env {KEY_ENV}; default random)")
     sim.add_argument("--secret", help=f"its secret (or env {SECRET_ENV}; default random)")
@@ -181,6 +201,10 @@ def options_from_args(
         )
     if api_key is None or secret is None:
         api_key, secret = token(16), token(32)
+    if args.config is not None and args.write_config is None:
+        raise UserError("--config is the base of --write-config: give --write-config too")
+    if args.config is not None and not args.config.is_file():
+        raise UserError(f"--config {args.config}: no such file")
     replay = tuple(args.replay) if args.replay else tuple(bundled_sample_paths())
     for path in replay:
         sniff_recording(path)  # a missing or unknown file is a UserError naming it
@@ -195,6 +219,8 @@ def options_from_args(
         api_key=api_key,
         secret=secret,
         loop=args.loop,
+        write_config=args.write_config,
+        base_config=args.config,
     )
 
 
@@ -307,6 +333,8 @@ async def serve(
             installed.append(sig)
     try:
         _announce(emu, options, out)
+        if options.write_config is not None:
+            _write_config(emu, options, out)
         if on_ready is not None:
             ready = on_ready(emu)
             if ready is not None:
@@ -365,6 +393,28 @@ def _announce(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> Non
         file=out,
     )
     print(toml_snippet(emu.url_overrides(websockets=True)), file=out, flush=True)
+
+
+def _write_config(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> None:
+    assert options.write_config is not None
+    base_path = options.base_config or PAPER_CONFIG
+    try:
+        base = load_toml(base_path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--config {base_path}: cannot read it as TOML: {e}") from None
+    path = options.write_config
+    state_dir = path.parent / f"{path.stem}-state"
+    try:
+        path.write_text(toml_document(rehearsal_config(emu, base, state_dir=state_dir)))
+    except OSError as e:
+        raise UserError(f"--write-config {path}: {e.strerror or e}") from None
+    print(
+        f"# wrote {path} (state in {state_dir}); run it with:\n"
+        f"BACKSTOP_EXCHANGE__API_KEY={options.api_key} "
+        f"BACKSTOP_EXCHANGE__SECRET={options.secret} backstop run --config {path}",
+        file=out,
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------- fault client

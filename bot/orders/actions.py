@@ -118,6 +118,7 @@ class OrderActions:
             reply = await self._calls.call(
                 lambda: self._venue.cancel_order(order.exchange_id or "", order.symbol, params),
                 retries=self._config.retries,
+                cancel=True,
             )
         except OrderNotFound:
             # Gone already (filled or cancelled); find out which before concluding.

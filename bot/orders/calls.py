@@ -1,6 +1,7 @@
 """Every venue call the manager makes: rate limited, retried by error class, paused on 429.
 
-- All calls go through one throttler (``asyncio_throttle.Throttler`` by default).
+- Calls go through a throttler (``asyncio_throttle.Throttler`` by default): cancels
+  through their own, so a kill never queues behind creates (``cancel_rate_limit``).
 - :class:`~bot.errors.TemporaryError` is retried ``retries`` times (the caller decides:
   0 for a create, whose outcome is unknown after a timeout), with jittered backoff.
 - :class:`~bot.errors.RateLimited` pauses *every* call for the backoff delay (the venue
@@ -56,20 +57,27 @@ class VenueCalls:
         self._throttler: Throttle = throttler or Throttler(
             rate_limit=config.rate_limit, period=config.rate_period_s
         )
+        self._cancel_throttler: Throttle = throttler or Throttler(
+            rate_limit=config.cancel_rate_limit, period=config.rate_period_s
+        )
         self._pause_until_ns = 0
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *, retries: int) -> T:
+    async def call(
+        self, fn: Callable[[], Awaitable[T]], *, retries: int, cancel: bool = False
+    ) -> T:
         """One venue call through the rate limiter, with the retry policy of the module doc.
 
+        ``cancel=True`` uses the cancels' own limiter (see ``cancel_rate_limit``).
         Raises :mod:`bot.errors` classes only (ccxt errors are mapped, cause kept).
         """
+        throttler = self._cancel_throttler if cancel else self._throttler
         backoff = self.backoff()
         temporary_left = retries
         rate_limited_left = self._config.rate_limited_retries
         while True:
             await self._respect_pause()
             try:
-                async with self._throttler:
+                async with throttler:
                     return await fn()
             except asyncio.CancelledError:
                 raise

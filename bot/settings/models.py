@@ -673,7 +673,12 @@ class OrderManagerConfig(BaseModel):
         Marks this bot's orders (``{prefix}-...``). Orders without it are never touched.
     rate_limit / rate_period_s:
         At most ``rate_limit`` venue calls per ``rate_period_s`` from the manager
-        (creates, cancels, lookups, reconcile listings), via asyncio-throttle.
+        (creates, lookups, reconcile listings), via asyncio-throttle.
+    cancel_rate_limit:
+        Cancels have their own limiter (per ``rate_period_s``), so withdrawing quotes,
+        a kill above all, never waits behind a busy minute of creates. Venues count
+        cancels far more leniently than new orders (Binance: request weight 1, no
+        order-count limit), hence the higher default.
     retries:
         How many times a *temporary* failure (network, timeout, exchange hiccup) of a
         cancel or lookup is retried. A create is never re-sent after a temporary
@@ -702,6 +707,7 @@ class OrderManagerConfig(BaseModel):
 
     client_id_prefix: str = Field(default="bs1", pattern=r"^[A-Za-z0-9]{1,12}$")
     rate_limit: int = Field(default=8, gt=0)
+    cancel_rate_limit: int = Field(default=40, gt=0)
     rate_period_s: float = Field(default=1.0, gt=0)
     retries: int = Field(default=3, ge=0)
     rate_limited_retries: int = Field(default=3, ge=0)
