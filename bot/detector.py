@@ -139,8 +139,12 @@ class FractureDetector:
         last = self._last_ts
         # Late samples (released from a resync buffer) count as simultaneous.
         now = sample.ts_ns if last is None or sample.ts_ns > last else last
-        row = sample.depth[:, cfg.band_index, 1]
-        depth = (max(0.0, float(row[0]) - own_quote[0]), max(0.0, float(row[1]) - own_quote[1]))
+        band = cfg.band_index
+        item = sample.depth.item
+        depth = (
+            max(0.0, item(0, band, 1) - own_quote[0]),
+            max(0.0, item(1, band, 1) - own_quote[1]),
+        )
         spread = sample.spread_bps
         machine = self.machine
 

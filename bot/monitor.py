@@ -18,6 +18,7 @@ import numpy.typing as npt
 from bot.book import OrderBook, Side
 
 SIDES = (Side.BID, Side.ASK)
+_BPS = 1e4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +80,13 @@ class DepthMonitor:
 
     def observe(self, book: OrderBook, ts_ns: int) -> DepthSample | None:
         """Measure ``book`` now; None when it is not tradeable (invalid or one side empty)."""
-        bid, ask, mid, spread = book.best_bid(), book.best_ask(), book.mid(), book.spread_bps()
-        if bid is None or ask is None or mid is None or spread is None:
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None:
             return None
+        # Exactly what book.mid() and book.spread_bps() compute, without re-reading the
+        # book (this runs on every update).
+        mid = (ask + bid) / 2.0
+        spread = (ask - bid) / mid * _BPS
         depth = book.depth_bands(self.bands_bps)
         buy = book.fill_estimate(Side.ASK, self.reference_notional_quote)
         sell = book.fill_estimate(Side.BID, self.reference_notional_quote)
@@ -103,12 +108,13 @@ class DepthMonitor:
         self.samples += 1
         self.last = sample
         self.max_spread_bps = max(self.max_spread_bps, sample.spread_bps)
-        for s, side in enumerate(SIDES):
-            for b, band in enumerate(self.bands_bps):
-                base, quote = sample.depth[s, b]
-                low = self.lows[(side, band)]
+        lows = self.lows
+        # One conversion to Python floats, not a numpy scalar per cell.
+        for side, rows in zip(SIDES, sample.depth.tolist(), strict=True):
+            for band, (base, quote) in zip(self.bands_bps, rows, strict=True):
+                low = lows[(side, band)]
                 if quote < low.quote:
-                    low.quote, low.base = float(quote), float(base)
+                    low.quote, low.base = quote, base
                     low.ts_ns, low.mid = sample.ts_ns, sample.mid
 
     def lows_dict(self) -> dict[str, dict[str, dict[str, Any]]]:

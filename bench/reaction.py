@@ -1,0 +1,449 @@
+"""Reaction benchmark: feed message -> strategy decision -> orders handed to the venue.
+
+    .venv/bin/python -m bench.reaction [--quick] [--runs N]
+
+The full in-process path in paper mode, built by ``bot.app.assemble`` from
+``config/paper.toml`` exactly as ``backstop run`` builds it: the bundled Binance replay
+(as fast as possible) with the ``fracture`` stress overlay, book, depth monitor,
+detector, backstop strategy, budget, risk, order manager, paper venue, journal, and the
+run's JSON logger writing to /dev/null. Each run moves the fracture (``start_s``) so
+the trigger falls on a different message of the recording.
+
+Measured with ``time.perf_counter_ns`` around the real objects, from outside ``bot/``:
+
+* the replay's event iterator is wrapped to time each message's read + parse (this
+  includes skipping the bookTicker lines between two used messages);
+* the overlay's output is wrapped to stamp the moment the engine receives the event
+  (the overlay's own work rewriting the recording is *not* counted: it stands in for
+  the market, not for the bot);
+* the strategy's ``decide`` and the paper venue's ``create_order`` are wrapped to stamp
+  when a decision is returned and when an order is handed to the venue.
+
+Reaction = parse time of the message + (stamp - engine received it). "Trigger" is the
+message whose book sample moves the detector from calm/arming to engaged.
+
+Baseline, computed from the same messages (not run): the same path driven by a
+1-second clock tick, as Hummingbot's strategies are (its ``Clock`` ticks on whole
+multiples of ``tick_size`` = 1 s). A message is acted on at the first tick at or after
+its data timestamp, so its reaction is that wait (data time) plus the same measured
+processing time. Ratio = baseline / ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from bench._common import devnull_logger, header, paper_settings, percentiles, row
+from bot.app import Run, assemble
+from bot.clock import NS_PER_SECOND
+from bot.feeds.events import BookDelta, BookSnapshot, MarketEvent
+from bot.feeds.stress import StressedFeed, parse_stress_spec
+
+TICK_NS = NS_PER_SECOND
+FIRST_START_S = 65.0
+"""The detector's baseline needs a minute of book before it can fire (warm-up)."""
+LAST_START_S = 600.0
+"""The recording is 650 s long; leave room for the ramp, the dwell and the quotes."""
+AFTER_START_S = 12.0
+"""Data replayed past the fracture start: ramp (3 s) + engage dwell (1 s) + margin."""
+
+
+class Msg(NamedTuple):
+    """One event as the engine got it."""
+
+    ts_ns: int
+    received_ns: int
+    """perf_counter_ns when the engine got the event."""
+    parse_ns: int
+    """Read + parse time of the message (replay iterator, unpaced)."""
+    late_ns: int
+    """Paced runs: how far behind its scheduled arrival the feed started reading it
+    (queueing: the bot was still busy with earlier messages). 0 when not paced."""
+    symbol: str
+    book: bool
+
+    def reaction_ns(self, stamp_ns: int) -> int:
+        """What a live bot would see: queueing + parse + engine time up to ``stamp_ns``."""
+        return self.late_ns + self.parse_ns + (stamp_ns - self.received_ns)
+
+
+@dataclass
+class Probe:
+    """Stamps collected during one run; indices refer to :attr:`records`."""
+
+    records: list[tuple[int, int, int, int, str, bool]] = field(default_factory=list)
+    """One :class:`Msg` per event, kept as plain tuples of atoms: the garbage collector
+    stops tracking those, so tens of thousands of records do not lengthen the GC pauses
+    that the measured latencies include."""
+    decisions: list[tuple[int, int]] = field(default_factory=list)
+    """(message index, perf_counter_ns when ``decide`` returned)."""
+    orders: list[tuple[int, int, str]] = field(default_factory=list)
+    """(message index, perf_counter_ns when ``create_order`` was called, symbol)."""
+    triggers: list[tuple[int, str]] = field(default_factory=list)
+    """(message index, symbol) of each move from calm/arming to engaged."""
+    stages: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Stage name -> message index -> perf_counter_ns when that stage was reached
+    (first time per message), for the breakdown of the trigger path."""
+
+    @property
+    def current(self) -> int:
+        return len(self.records) - 1
+
+    @property
+    def msgs(self) -> list[Msg]:
+        return [Msg._make(r) for r in self.records]
+
+    def stamp(self, stage: str, t: int) -> None:
+        self.stages.setdefault(stage, {}).setdefault(self.current, t)
+
+
+STAGES = (
+    ("book", "book updated (validate + merge)"),
+    ("sample", "depth sample taken (bands, slippage)"),
+    ("trader", "trader starts (paper venue matched first)"),
+    ("decide", "strategy decided (risk, detector, inventory, journal, log)"),
+    ("synced", "orders diffed and tracked (budget, risk checks)"),
+    ("order", "first order handed to venue (after-event, loop turns, task)"),
+)
+"""The trigger path, in order: what each stamp marks, and the work since the last one."""
+
+
+class _TimedMonitor:
+    """Stands in for a market's DepthMonitor: stamps when a sample is taken."""
+
+    def __init__(self, inner: Any, probe: Probe) -> None:
+        self._inner = inner
+        self._probe = probe
+
+    def observe(self, book: Any, ts_ns: int) -> Any:
+        sample = self._inner.observe(book, ts_ns)
+        self._probe.stamp("sample", time.perf_counter_ns())
+        return sample
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def instrument(run: Run, probe: Probe, *, speed: float = 0.0) -> None:
+    """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched).
+
+    ``speed > 0`` paces the events at ``speed`` x their data time the way
+    :class:`~bot.feeds.replay.ReplayFeed` does (sleep only when 1 ms or more ahead); the
+    replay itself must then run unpaced, so that its iterator times parsing only.
+    """
+    stressed = run.feed
+    if not isinstance(stressed, StressedFeed):
+        raise SystemExit("expected a replay with a stress overlay")
+    replay = stressed.feed
+    parse_times: deque[tuple[int, int]] = deque()
+    clock = time.perf_counter_ns
+
+    inner_events: Callable[[], AsyncIterator[MarketEvent]] = replay.events
+
+    async def timed_replay() -> AsyncIterator[MarketEvent]:
+        it = inner_events().__aiter__()
+        while True:
+            t0 = clock()
+            try:
+                event = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            parse_times.append((t0, clock() - t0))
+            yield event
+
+    outer_events: Callable[[], AsyncIterator[MarketEvent]] = stressed.events
+
+    async def stamped() -> AsyncIterator[MarketEvent]:
+        wall0 = data0 = 0
+        # Paced: a live bot's timeline, simulated alongside the replay's. ``shift`` is
+        # how far the replay runs behind it: the overlay's work and sleep overshoot,
+        # which a live bot does not have, are not counted as queueing.
+        shift = 0
+        async for event in outer_events():
+            # The scaling overlays emit exactly one event per event read.
+            started, parse = parse_times.popleft()
+            late = 0
+            if speed > 0:
+                if not wall0:
+                    wall0, data0 = started, event.ts_ns
+                due = wall0 + int((event.ts_ns - data0) / speed)
+                live_start = max(due, started - shift)  # arrived, and the bot is free
+                late = live_start - due
+                ahead = due - clock()
+                if ahead >= 1_000_000:
+                    await asyncio.sleep(ahead / 1e9)
+                received = clock()
+                shift = received - (live_start + parse)
+            else:
+                received = clock()
+            book = isinstance(event, BookSnapshot | BookDelta)
+            probe.records.append((event.ts_ns, received, parse, late, event.symbol, book))
+            yield event
+
+    setattr(replay, "events", timed_replay)  # noqa: B010 - instance attribute on purpose
+    setattr(stressed, "events", stamped)  # noqa: B010
+
+    trader = run.trader
+    assert trader is not None
+    assert run.venue is not None
+    strategy = trader.strategy
+    decide = strategy.decide
+
+    def timed_decide(ctx: Any) -> Any:
+        decision = decide(ctx)
+        t = clock()
+        probe.decisions.append((probe.current, t))
+        probe.stamp("decide", t)
+        update = ctx.detector
+        if update is not None and update.transition is not None and update.transition.engaged:
+            probe.triggers.append((probe.current, ctx.symbol))
+        return decision
+
+    setattr(strategy, "decide", timed_decide)  # noqa: B010
+
+    venue = run.venue
+    create = venue.create_order
+
+    async def timed_create(symbol: str, *args: Any, **kwargs: Any) -> Any:
+        t = clock()
+        probe.orders.append((probe.current, t, symbol))
+        probe.stamp("order", t)
+        return await create(symbol, *args, **kwargs)
+
+    setattr(venue, "create_order", timed_create)  # noqa: B010
+
+    # Breakdown stamps: the book, the depth monitor, the trader's first and last calls.
+    for market in run.engine.markets.values():
+        apply = market.book.apply
+
+        def timed_apply(event: Any, _apply: Any = apply) -> Any:
+            drop = _apply(event)
+            probe.stamp("book", clock())
+            return drop
+
+        setattr(market.book, "apply", timed_apply)  # noqa: B010
+        setattr(market, "monitor", _TimedMonitor(market.monitor, probe))  # noqa: B010
+    on_book = trader.risk.on_book
+
+    def timed_on_book(*args: Any, **kwargs: Any) -> Any:
+        probe.stamp("trader", clock())
+        return on_book(*args, **kwargs)
+
+    setattr(trader.risk, "on_book", timed_on_book)  # noqa: B010
+    sync = trader.manager.sync_quotes
+
+    def timed_sync(*args: Any, **kwargs: Any) -> Any:
+        result = sync(*args, **kwargs)
+        probe.stamp("synced", clock())
+        return result
+
+    setattr(trader.manager, "sync_quotes", timed_sync)  # noqa: B010
+
+
+async def one_run(start_s: float) -> Probe:
+    with tempfile.TemporaryDirectory(prefix="bench-reaction-") as tmp:
+        settings = paper_settings(
+            Path(tmp), feed={"duration_s": start_s + AFTER_START_S}, control={"enabled": False}
+        )
+        spec = parse_stress_spec(f"fracture:start_s={start_s:g}")
+        run = await assemble(settings, log=devnull_logger(settings), stress=spec)
+        probe = Probe()
+        instrument(run, probe)
+        await run.execute()
+    return probe
+
+
+def tick_wait_ns(ts_ns: int) -> int:
+    """Data time from ``ts_ns`` to the next whole-second tick (0 on a tick)."""
+    return -ts_ns % TICK_NS
+
+
+@dataclass
+class Series:
+    label: str
+    ours_ns: list[int] = field(default_factory=list)
+    tick_ns: list[int] = field(default_factory=list)
+
+    def add(self, msg: Msg, stamp_ns: int) -> None:
+        ours = msg.reaction_ns(stamp_ns)
+        self.ours_ns.append(ours)
+        self.tick_ns.append(tick_wait_ns(msg.ts_ns) + ours)
+
+
+@dataclass
+class Results:
+    trigger_first: Series
+    trigger_all: Series
+    decision: Series
+    parse: list[int]
+    late: list[int]
+    triggers: int
+    triggers_without_orders: int
+    orders_later: int
+    """Triggers whose first order went out while a later message was handled."""
+
+
+def collect(probes: Sequence[Probe]) -> Results:
+    """Every book message's decision; the first trigger per market and run."""
+    first = Series("trigger -> first quote order handed to venue")
+    every = Series("trigger -> last order of that decision")
+    decision = Series("book message -> strategy decision")
+    parse: list[int] = []
+    late: list[int] = []
+    n_triggers = without = later = 0
+    for p in probes:
+        msgs = p.msgs
+        parse += [m.parse_ns for m in msgs if m.book]
+        late += [m.late_ns for m in msgs]
+        seen: set[int] = set()
+        for i, t in p.decisions:
+            if i not in seen:  # a message is one market's: one decision
+                seen.add(i)
+                decision.add(msgs[i], t)
+        done: set[str] = set()
+        for trig, symbol in p.triggers:
+            if symbol in done:
+                continue
+            done.add(symbol)
+            n_triggers += 1
+            after = [(i, t) for i, t, s in p.orders if i >= trig and s == symbol]
+            if not after:
+                without += 1
+                continue
+            msg = msgs[trig]
+            first.add(msg, after[0][1])
+            batch = [t for i, t in after if i == after[0][0]]
+            every.add(msg, batch[-1])
+            later += after[0][0] != trig
+    return Results(first, every, decision, parse, late, n_triggers, without, later)
+
+
+def breakdown(probes: Sequence[Probe]) -> list[tuple[str, list[int]]]:
+    """Per stage of the trigger path: time since the previous stage, one value per run
+    whose first trigger put its first order out while handling that same message."""
+    steps: list[tuple[str, list[int]]] = [("read + parse the message", [])]
+    steps += [(label, []) for _, label in STAGES]
+    for p in probes:
+        if not p.triggers:
+            continue
+        i = p.triggers[0][0]
+        times = [p.stages.get(stage, {}).get(i) for stage, _ in STAGES]
+        if any(t is None for t in times):
+            continue
+        msg = Msg._make(p.records[i])
+        steps[0][1].append(msg.parse_ns)
+        prev = msg.received_ns
+        for (_, values), t in zip(steps[1:], times, strict=True):
+            assert t is not None
+            values.append(t - prev)
+            prev = t
+    return steps
+
+
+def starts(runs: int) -> list[float]:
+    if runs == 1:
+        return [FIRST_START_S]
+    step = (LAST_START_S - FIRST_START_S) / (runs - 1)
+    return [round(FIRST_START_S + i * step, 1) for i in range(runs)]
+
+
+COLUMNS = (
+    "measure",
+    "n",
+    "ours p50 us",
+    "ours p99 us",
+    "ours max us",
+    "tick p50 ms",
+    "tick p99 ms",
+    "tick max ms",
+    "p50 ratio",
+    "p99 ratio",
+)
+WIDTHS = (44, 6, 11, 11, 11, 11, 11, 11, 9, 9)
+
+
+def table(res: Results) -> list[str]:
+    lines = [row(COLUMNS, WIDTHS)]
+    for s in (res.trigger_first, res.trigger_all, res.decision):
+        o50, o99, omax = percentiles([v / 1e3 for v in s.ours_ns])
+        t50, t99, tmax = percentiles([v / 1e6 for v in s.tick_ns])
+        lines.append(
+            row(
+                (
+                    s.label,
+                    f"{len(s.ours_ns):,}",
+                    f"{o50:,.1f}",
+                    f"{o99:,.1f}",
+                    f"{omax:,.1f}",
+                    f"{t50:,.1f}",
+                    f"{t99:,.1f}",
+                    f"{tmax:,.1f}",
+                    f"{t50 * 1e3 / o50:,.0f}x",
+                    f"{t99 * 1e3 / o99:,.0f}x",
+                ),
+                WIDTHS,
+            )
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.reaction", description=(__doc__ or "").split("\n")[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="2 runs (smoke run)")
+    ap.add_argument("--runs", type=int, default=None, help="replays, one trigger each (20)")
+    args = ap.parse_args(argv)
+    runs = args.runs or (2 if args.quick else 20)
+    if runs < 1:
+        ap.error("--runs must be >= 1")
+    print(header("reaction benchmark (bench/reaction.py)"))
+    # Quick: two early fractures, so the smoke run replays little data.
+    plan = [FIRST_START_S, FIRST_START_S + 10] if args.quick and not args.runs else starts(runs)
+    t0 = time.perf_counter()
+    probes = [asyncio.run(one_run(s)) for s in plan]
+    wall = time.perf_counter() - t0
+    res = collect(probes)
+    print(
+        f"path: bot.app.assemble(config/paper.toml), bundled replay + fracture at start_s "
+        f"{plan[0]:g}..{plan[-1]:g} ({runs} runs, {wall:.1f} s), paper mode, JSON logs "
+        f"to /dev/null; in-process, GC on"
+    )
+    print(
+        "ours: wall time (perf_counter_ns) = message read+parse + engine -> stamp; "
+        "tick: the same path on a 1 s clock tick, computed from each message's data "
+        "timestamp (wait to the next whole second) + our processing time; ratio = tick / ours"
+    )
+    print()
+    for line in table(res):
+        print(line)
+    steps = breakdown(probes)
+    print(f"\nwhere the time goes at the trigger ({len(steps[0][1])} runs), us")
+    print(row(("stage: work since the previous stamp", "p50", "max"), (62, 9, 9)))
+    for label, values in steps:
+        p50, _, pmax = percentiles([v / 1e3 for v in values])
+        print(row((label, f"{p50:,.1f}", f"{pmax:,.1f}"), (62, 9, 9)))
+    p50, p99, pmax = percentiles([v / 1e3 for v in res.parse])
+    print(
+        f"\nincluded above: read+parse of a depth message p50 {p50:.1f} us, p99 {p99:.1f} us, "
+        f"max {pmax:.1f} us"
+    )
+    if res.triggers < runs:
+        print(f"runs without a trigger: {runs - res.triggers}")
+    if res.triggers_without_orders:
+        print(f"triggers without an order after them: {res.triggers_without_orders}")
+    if res.orders_later:
+        print(f"triggers whose first order left during a later message: {res.orders_later}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

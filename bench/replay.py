@@ -1,0 +1,420 @@
+"""Replay benchmark: the whole pipeline on the bundled recording, and many markets at 10x.
+
+    .venv/bin/python -m bench.replay [--quick] [--reps N] [--markets N] [--seconds S]
+
+Part 1, throughput: the bundled Binance spot BTCUSDT sample (650 s, 99,574 websocket
+messages: 6,495 depth diffs + 1 snapshot, 19,904 trades and 73,174 bookTicker messages
+the bot reads and skips) replayed as fast as possible through everything ``backstop
+run --config config/paper.toml`` builds (``bot.app.assemble``): read + gzip + parse +
+depth sync, book, depth monitor, detector, backstop strategy, budget, risk, order
+manager, paper venue, journal (SQLite, FULL sync) and the JSON logger (to /dev/null).
+No stress overlay, so the detector stays calm and the strategy decides "no quotes" on
+every update: this is the cost of watching. Rows:
+
+* ``full pipeline``: messages (lines) per second and events (depth + trades) per second;
+* ``feed only``: the replay's read + parse + sync alone, no engine (the floor);
+* ``ccxt.pro binance`` (baseline): the same files read the same way, each depth and trade
+  message handed to ccxt.pro's own Binance websocket handler
+  (``Client.handle_text_or_binary_message``: orjson decode, ``handle_order_book`` with
+  its sequence checks and ``OrderBook`` updates, ``handle_trade`` into its trade cache),
+  the snapshot applied through its ``fetch_order_book_snapshot``. That is what a ccxt
+  bot spends to keep a book and a trade list, before any strategy runs.
+
+Throughput is the median of ``--reps`` passes; each workload runs in its own child
+process, whose peak RSS (``ru_maxrss``: imports included) is reported.
+
+Part 2, many markets: ``--markets N`` copies of the first ``--seconds`` of the recording,
+one per market ``X00/USDT``, ``X01/USDT``, ... (the text ``BTCUSDT`` renamed, each copy's
+receive times shifted by ``i x 100 ms / N`` so the copies interleave instead of arriving
+in lockstep; market definitions cloned from the bundled BTC/USDT one), with the
+``fracture`` overlay on every market at ``start_s`` 65, all in one process at 10x the
+recorded message rate. The risk limits that are totals over markets (order rate and
+burst, total notional) are scaled by N, so every market can quote. Reaction latency
+is measured as in ``bench/reaction.py`` and counted from each message's *scheduled*
+arrival: time spent queued behind other markets' messages is included. Baseline: the
+same run with one market.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from bench._common import REPO, devnull_logger, header, paper_settings, percentiles, row
+from bench.reaction import FIRST_START_S, Probe, collect, instrument
+from bot.feeds.replay import BUNDLED_SAMPLE, bundled_sample_paths
+
+SPEED = 10.0
+_CHUNK = 1 << 18
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ----------------------------------------------------------------------------- children
+
+
+async def _full_once(seconds: float | None) -> dict[str, Any]:
+    from bot.app import assemble
+
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        feed: dict[str, Any] = {} if seconds is None else {"duration_s": seconds}
+        settings = paper_settings(Path(tmp), feed=feed, control={"enabled": False})
+        run = await assemble(settings, log=devnull_logger(settings))
+        t0 = time.perf_counter()
+        await run.execute()
+        wall = time.perf_counter() - t0
+    stats: Any = run.feed.stats  # type: ignore[attr-defined]
+    return {"wall": wall, "lines": stats.lines, "events": stats.total_events}
+
+
+async def _feed_once(seconds: float | None) -> dict[str, Any]:
+    from bot.clock import ManualClock
+    from bot.feeds.replay import ReplayFeed
+
+    feed = ReplayFeed(bundled_sample_paths(), clock=ManualClock(), duration_s=seconds)
+    t0 = time.perf_counter()
+    async for _ in feed.events():
+        pass
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "lines": feed.stats.lines, "events": feed.stats.total_events}
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with gzip.GzipFile(path, "rb") as f:
+        rest = b""
+        while chunk := f.read1(_CHUNK):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+
+async def _ccxt_once(seconds: float | None) -> dict[str, Any]:
+    """ccxt.pro's Binance handlers on the recorded depth and trade messages."""
+    import ccxt.pro
+
+    from bot.markets import offline_markets
+
+    ex = ccxt.pro.binance({"enableRateLimit": False})
+    markets = offline_markets("binance") or {}
+    ex.set_markets(list(markets.values()))
+    symbol = "BTC/USDT"
+    client = ex.client("wss://stream.binance.com:9443/stream")
+    ex.orderbooks[symbol] = ex.order_book({}, 1000)  # as watch_order_book does
+    subscription = {"symbol": symbol, "limit": 1000, "type": "spot", "params": {}}
+    handle = client.handle_text_or_binary_message
+    n_lines = n_events = 0
+    end_ns: int | None = None
+    t0 = time.perf_counter()
+    for path in bundled_sample_paths():
+        for line in _lines(path):
+            n_lines += 1
+            sp = line.find(b" ")
+            ts = int(line[:sp])
+            if end_ns is None and seconds is not None:
+                end_ns = ts + int(seconds * 1e9)
+            if end_ns is not None and ts > end_ns:
+                break
+            body = line[sp + 1 :]
+            if b"@bookTicker" in body[:40]:
+                continue  # not subscribed by a ccxt bot watching the book and trades
+            n_events += 1
+            if body.startswith(b'{"lastUpdateId"'):
+                snap = json.loads(body)
+                book = ex.parse_order_book(snap, symbol)
+                book["nonce"] = snap["lastUpdateId"]
+
+                async def rest(*_: Any, _book: Any = book) -> Any:
+                    return _book
+
+                ex.fetch_rest_order_book_safe = rest
+                await ex.fetch_order_book_snapshot(client, None, subscription)
+            else:
+                handle(body.decode())
+    wall = time.perf_counter() - t0
+    book = ex.orderbooks[symbol]
+    if book["nonce"] is None or not book["bids"]:
+        raise SystemExit("ccxt baseline: the order book never synced")
+    await ex.close()
+    return {"wall": wall, "lines": n_lines, "events": n_events}
+
+
+def _reps(kind: str, reps: int, seconds: float | None) -> dict[str, Any]:
+    once = {"full": _full_once, "feed": _feed_once, "ccxt": _ccxt_once}[kind]
+    walls: list[float] = []
+    last: dict[str, Any] = {}
+    for _ in range(reps):
+        last = asyncio.run(once(seconds))
+        walls.append(last["wall"])
+    last["wall"] = statistics.median(walls)
+    last["walls"] = walls
+    return last
+
+
+# ----------------------------------------------------------------------------- markets
+
+
+def market_symbol(i: int) -> tuple[str, str]:
+    """Unified symbol and Binance id of copy ``i``."""
+    return f"X{i:02d}/USDT", f"X{i:02d}USDT"
+
+
+def write_copies(n: int, seconds: float, out: Path) -> list[Path]:
+    """``n`` renamed, time-shifted copies of the first ``seconds`` of the recording
+    (uncompressed), one file per market."""
+    shift = int(100_000_000 / n)  # 100 ms (one depth interval) spread over the copies
+    src: list[bytes] = []
+    end_ns: int | None = None
+    for path in bundled_sample_paths():
+        for line in _lines(path):
+            if not line:
+                continue
+            ts = int(line[: line.find(b" ")])
+            end_ns = end_ns or ts + int(seconds * 1e9)
+            if ts > end_ns:
+                break
+            src.append(line)
+    paths = []
+    for i in range(n):
+        _, raw = market_symbol(i)
+        up, low = raw.encode(), raw.lower().encode()
+        path = out / f"{raw.lower()}.txt"
+        with path.open("wb") as f:
+            for line in src:
+                sp = line.find(b" ")
+                ts = int(line[:sp]) + i * shift
+                body = line[sp:].replace(b"BTCUSDT", up).replace(b"btcusdt", low)
+                f.write(b"%d%s\n" % (ts, body))
+        paths.append(path)
+    return paths
+
+
+def cloned_markets(n: int) -> dict[str, dict[str, Any]]:
+    from bot.markets import offline_markets
+
+    known = offline_markets("binance") or {}
+    btc = known["BTC/USDT"]
+    out = dict(known)
+    for i in range(n):
+        symbol, raw = market_symbol(i)
+        m = json.loads(json.dumps(btc))
+        base = symbol.split("/")[0]
+        m.update(id=raw, lowercaseId=raw.lower(), symbol=symbol, base=base, baseId=base)
+        m["info"]["symbol"], m["info"]["baseAsset"] = raw, base
+        out[symbol] = m
+    return out
+
+
+async def _markets_once(n: int, seconds: float) -> dict[str, Any]:
+    import bot.app
+    from bot.feeds.stress import parse_stress_spec
+    from bot.settings import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="bench-markets-") as tmp:
+        files = write_copies(n, seconds, Path(tmp))
+        base = load_settings(REPO / "config" / "paper.toml", env={})
+        market = base.markets[0].model_dump(mode="json")
+        risk = base.risk
+        markets = [dict(market, symbol=market_symbol(i)[0]) for i in range(n)]
+        settings = paper_settings(
+            Path(tmp),
+            markets=markets,
+            feed={"replay_files": [str(p) for p in files], "speed": 0},
+            control={"enabled": False},
+            risk={
+                "max_orders_per_second": risk.max_orders_per_second * n,
+                "max_order_burst": risk.max_order_burst * n,
+                "max_total_notional_quote": max(
+                    risk.max_total_notional_quote, risk.max_notional_per_market_quote * n
+                ),
+            },
+        )
+        clones = cloned_markets(n)
+        with mock.patch.object(bot.app, "offline_markets", return_value=clones):
+            spec = parse_stress_spec(f"fracture:start_s={FIRST_START_S:g}")
+            run = await bot.app.assemble(settings, log=devnull_logger(settings), stress=spec)
+            probe = Probe()
+            # The replay runs unpaced and the probe paces: parse time stays measurable.
+            instrument(run, probe, speed=SPEED)
+            t0 = time.perf_counter()
+            await run.execute()
+            wall = time.perf_counter() - t0
+    res = collect([probe])
+    lag = [r[3] for r in probe.records]  # Msg.late_ns
+    return {
+        "markets": n,
+        "wall": wall,
+        "data_s": seconds,
+        "messages": len(probe.records),
+        "decision_ns": res.decision.ours_ns,
+        "trigger_ns": res.trigger_first.ours_ns,
+        "trigger_all_ns": res.trigger_all.ours_ns,
+        "triggers": res.triggers,
+        "late_p99_ns": percentiles(lag)[1],
+        "late_max_ns": max(lag) if lag else 0,
+    }
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def measure(args: Sequence[str], *, in_process: bool) -> dict[str, Any]:
+    """One workload (``full|feed|ccxt reps seconds|all`` or ``markets n seconds``), in
+    a child process of its own (clean peak RSS) or in this one (quick smoke runs)."""
+    if in_process:
+        return _workload(args)
+    cmd = [sys.executable, "-m", "bench.replay", "--child", *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _workload(args: Sequence[str]) -> dict[str, Any]:
+    kind, *rest = args
+    imports_mb = _rss_mb()
+    if kind == "markets":
+        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1])))
+    else:
+        out = _reps(kind, int(rest[0]), None if rest[1] == "all" else float(rest[1]))
+    out["imports_rss_mb"] = imports_mb
+    out["rss_mb"] = _rss_mb()
+    return out
+
+
+THROUGHPUT_COLS = (
+    "workload",
+    "messages/s",
+    "events/s",
+    "vs ccxt",
+    "peak RSS MB",
+    "at start MB",
+    "wall s",
+)
+THROUGHPUT_W = (52, 12, 10, 8, 12, 12, 7)
+MARKET_COLS = ("measure (reaction, from scheduled arrival)", "n", "p50 ms", "p99 ms", "max ms")
+MARKET_W = (52, 8, 9, 9, 9)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.replay", description=(__doc__ or "").split("\n")[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="smoke run: 60 s of data, 3 markets")
+    ap.add_argument("--reps", type=int, default=None, help="throughput passes (default 3)")
+    ap.add_argument("--markets", type=int, default=None, help="markets in part 2 (default 50)")
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="data replayed in part 2 (default 90)"
+    )
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(_workload(args.child)))
+        return 0
+
+    reps = args.reps or (1 if args.quick else 3)
+    part1_s = "60" if args.quick else "all"
+    n_markets = args.markets or (3 if args.quick else 50)
+    part2_s = args.seconds or (10.0 if args.quick else 90.0)
+    # Quick runs stay in this process: a child costs ~3 s of imports. Peak RSS is then
+    # this process's, cumulative.
+    inproc = args.quick
+
+    print(header("replay benchmark (bench/replay.py)"))
+    names = ", ".join(BUNDLED_SAMPLE)
+    span = "first 60 s of " if args.quick else ""
+    print(f"\npart 1: {span}{names} as fast as possible; median of {reps} pass(es)")
+    results = {
+        k: measure([k, str(reps), part1_s], in_process=inproc) for k in ("feed", "ccxt", "full")
+    }
+    labels = {
+        "full": "ours: full pipeline (paper, calm: no stress)",
+        "feed": "ours: feed only (read + parse + sync)",
+        "ccxt": "ccxt.pro binance handlers: book + trades (baseline)",
+    }
+    print(row(THROUGHPUT_COLS, THROUGHPUT_W))
+    base = results["ccxt"]["lines"] / results["ccxt"]["wall"]
+    for kind, r in results.items():
+        mps = r["lines"] / r["wall"]
+        print(
+            row(
+                (
+                    labels[kind],
+                    f"{mps:,.0f}",
+                    f"{r['events'] / r['wall']:,.0f}",
+                    f"{mps / base:.2f}x",
+                    f"{r['rss_mb']:.0f}",
+                    f"{r['imports_rss_mb']:.0f}",
+                    f"{r['wall']:.2f}",
+                ),
+                THROUGHPUT_W,
+            )
+        )
+    print(
+        f"messages = lines read ({results['full']['lines']:,}: depth, trades, and bookTicker "
+        f"read and skipped); events = depth + trades used ({results['full']['events']:,}); "
+        "RSS at start = after imports, before the replay"
+        + (" (quick: all in this process, RSS cumulative)" if inproc else "")
+    )
+
+    print(
+        f"\npart 2: {n_markets} market(s) vs 1, {part2_s:g} s of data at {SPEED:g}x the recorded "
+        f"rate, fracture on every market at start_s {FIRST_START_S:g}"
+    )
+    if part2_s <= FIRST_START_S + 4:
+        print("(quick: the replayed data ends before the fracture: no trigger rows)")
+    many = measure(["markets", str(n_markets), str(part2_s)], in_process=inproc)
+    one = measure(["markets", "1", str(part2_s)], in_process=inproc)
+    print(row((*MARKET_COLS, "1 market p99", "ratio p99"), (*MARKET_W, 13, 10)))
+    for label, key in (
+        ("book message -> strategy decision", "decision_ns"),
+        ("trigger -> first quote order handed to venue", "trigger_ns"),
+        ("trigger -> last order of that decision", "trigger_all_ns"),
+    ):
+        p50, p99, pmax = percentiles([v / 1e6 for v in many[key]])
+        _, one99, _ = percentiles([v / 1e6 for v in one[key]])
+        print(
+            row(
+                (
+                    label,
+                    f"{len(many[key]):,}",
+                    f"{p50:,.2f}",
+                    f"{p99:,.2f}",
+                    f"{pmax:,.2f}",
+                    f"{one99:,.2f}",
+                    f"{one99 / p99:.2f}x",
+                ),
+                (*MARKET_W, 13, 10),
+            )
+        )
+    for label, r in ((f"{n_markets} markets", many), ("1 market", one)):
+        needed = r["messages"] / (r["data_s"] / SPEED)
+        print(
+            f"{label}: {r['messages']:,} messages in {r['wall']:.1f} s "
+            f"({r['messages'] / r['wall']:,.0f}/s; the schedule asks {needed:,.0f}/s), "
+            f"behind schedule p99 {r['late_p99_ns'] / 1e6:.2f} ms, "
+            f"max {r['late_max_ns'] / 1e6:.2f} ms, peak RSS {r['rss_mb']:.0f} MB"
+        )
+    print("ratio = 1-market figure / N-market figure (<1: slower with N markets)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Smoke runs of the benchmarks, so they keep working as the code under them changes.
+
+A benchmark's figures depend on the machine; what a test can honestly assert is that it
+still runs end to end on the real objects and prints its table. ``bench/book.py``'s
+``--quick`` mode replays the whole bundled recording three ways (~30 s here), so its
+parts are run on a small synthetic stream instead, including its own check that the
+three books agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.syspath_prepend(str(REPO))  # bench/ is not installed, it lives beside bot/
+
+    def load(name: str) -> ModuleType:
+        return importlib.import_module(f"bench.{name}")
+
+    return load
+
+
+def has_columns(header: str, names: list[str]) -> bool:
+    """Every name appears in ``header``, in this order."""
+    at = 0
+    for name in names:
+        at = header.find(name, at)
+        if at < 0:
+            return False
+        at += len(name)
+    return True
+
+
+def test_reaction_quick_prints_its_table(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
+    reaction = bench("reaction")  # type: ignore[operator]
+
+    assert reaction.main(["--quick"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "reaction benchmark (bench/reaction.py)"
+    assert out[1].startswith("machine: ")
+    head = next(i for i, line in enumerate(out) if line.startswith("measure "))
+    assert has_columns(
+        out[head],
+        [
+            "measure",
+            "n",
+            "ours p50 us",
+            "ours p99 us",
+            "ours max us",
+            "tick p50 ms",
+            "tick p99 ms",
+            "tick max ms",
+            "p50 ratio",
+            "p99 ratio",
+        ],
+    )
+    rows = out[head + 1 : head + 4]
+    assert [r[:44].strip() for r in rows] == [
+        "trigger -> first quote order handed to venue",
+        "trigger -> last order of that decision",
+        "book message -> strategy decision",
+    ]
+    for r in rows:
+        n = int(r[44:].split()[0].replace(",", ""))
+        assert n > 0  # both quick runs reached the fracture and quoted
+
+
+def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
+    replay = bench("replay")  # type: ignore[operator]
+
+    assert replay.main(["--quick"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "replay benchmark (bench/replay.py)"
+    assert out[1].startswith("machine: ")
+    head = out.index(next(line for line in out if line.startswith("workload ")))
+    assert has_columns(
+        out[head],
+        ["workload", "messages/s", "events/s", "vs ccxt", "peak RSS MB", "at start MB", "wall s"],
+    )
+    assert [r[:52].strip() for r in out[head + 1 : head + 4]] == [
+        "ours: feed only (read + parse + sync)",
+        "ccxt.pro binance handlers: book + trades (baseline)",
+        "ours: full pipeline (paper, calm: no stress)",
+    ]
+    many = out.index(next(line for line in out if line.startswith("measure (reaction")))
+    assert has_columns(out[many], ["n", "p50 ms", "p99 ms", "max ms", "1 market p99", "ratio p99"])
+    assert out[many + 1].startswith("book message -> strategy decision")
+
+
+def test_book_bench_parts_run_and_agree_on_a_small_stream(bench: object) -> None:
+    book = bench("book")  # type: ignore[operator]
+    stream = book.synthetic(3_000, 7)
+
+    book.check_agreement(stream)  # raises SystemExit if the three books disagree
+    rows = book.bench_stream(stream, 1)
+
+    assert [r[0] for r in rows] == [
+        "(a) apply: rows/s",
+        "(a) apply: messages/s",
+        "(b) mixed: messages/s",
+        "(c) depth query p50",
+        "(c) depth query p99",
+    ]
+    assert all(v > 0 for r in rows for v in r[2:])
