@@ -485,12 +485,6 @@ async def test_admin_faults_over_http(emu: BinanceSpotEmulator) -> None:
             await ex.fetch_order_book(BTC)
         await ex.fetch_order_book(BTC)
 
-        limit = {"kind": "rate_limit", "endpoint": "GET /api/v3/depth", "seconds": 7.0}
-        assert (await post_fault(session, emu, limit))[0] == 200
-        with pytest.raises(ccxt.DDoSProtection):
-            await ex.fetch_order_book(BTC)
-        assert ex.last_response_headers["Retry-After"] == "7"
-
         assert (await post_fault(session, emu, {"kind": "reject_orders", "n": 1}))[0] == 200
         with pytest.raises(ccxt.InvalidOrder):
             await ex.create_order(BTC, "limit", "buy", 0.01, 59000)
@@ -511,8 +505,21 @@ async def test_admin_faults_over_http(emu: BinanceSpotEmulator) -> None:
         assert (await post_fault(session, emu, skew))[0] == 200
         with pytest.raises(ccxt.InvalidNonce):
             await ex.fetch_balance()
+
+        limit = {"kind": "rate_limit", "endpoint": "GET /api/v3/depth", "seconds": 7.0}
+        assert (await post_fault(session, emu, limit))[0] == 200
+        with pytest.raises(ccxt.DDoSProtection, match="429"):
+            await ex.fetch_order_book(BTC)
+        assert ex.last_response_headers["Retry-After"] == "7"
+        for _ in range(2):  # not waiting out Retry-After ...
+            await ex.fetch_order_book(BTC)
+        with pytest.raises(ccxt.DDoSProtection, match="418"):  # ... ends in a ban
+            await ex.fetch_order_book(BTC)
+
+        # "clear" undoes the skew, the back-off owed and the ban.
         assert (await post_fault(session, emu, {"kind": "clear"}))[0] == 200
         await ex.fetch_balance()
+        await ex.fetch_order_book(BTC)
 
         bad_inputs = [
             ({"kind": "explode"}, "'kind'"),

@@ -52,6 +52,11 @@ class BanPolicy:
             self._back_off_until_ns = until
         self._strikes = 0
 
+    def reset(self) -> None:
+        """Forget any back-off and lift any ban (the admin API's ``clear``)."""
+        self._back_off_until_ns = self._banned_until_ns = 0
+        self._strikes = 0
+
     def _ban_error(self, now: int) -> ApiError:
         left_s = max(1, -(-(self._banned_until_ns - now) // NS_PER_S))
         return ApiError(

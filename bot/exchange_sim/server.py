@@ -318,6 +318,8 @@ class BinanceSpotEmulator:
             )
         except (admin.BadFault, ValueError) as e:
             return web.json_response({"ok": False, "error": str(e)}, status=400)
+        if spec.get("kind") == "clear":
+            self.bans.reset()  # a rehearsal starts over: no back-off owed, no ban
         return web.json_response({"ok": True})
 
     async def _admin_state(self, _request: web.Request) -> web.Response:
