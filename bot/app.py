@@ -32,6 +32,7 @@ from bot.exchanges import make_exchange, map_ccxt_error
 from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec
+from bot.governance.runtime import Governance, make_strategy_for
 from bot.inventory import currencies
 from bot.journal import Journal
 from bot.journal.trace import JournalTrace
@@ -49,8 +50,8 @@ from bot.summary import RunSummary, summarize
 from bot.trader import Trader, desks_for
 from bot.venues.base import Venue
 from bot.venues.ccxt_venue import CcxtVenue
-from bot.venues.paper import PaperVenue
-from strategies import make_strategy
+from bot.venues.perp import PerpTerms, make_paper_venue
+from bot.warning.live import attach as attach_warnings
 
 
 def replay_symbol_map(settings: Settings) -> dict[str, str]:
@@ -82,6 +83,8 @@ class Run:
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
+    governance: Governance | None = None
+    """The policy in force and its changes, resume approvals (:mod:`bot.governance`)."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run before trading starts (recovery against an exchange account)."""
@@ -254,7 +257,7 @@ def build_trader(
     )
     trader = Trader(
         desks=desks_for(tradeable, ccxt_markets),
-        strategy=make_strategy(settings.strategy.name, settings.strategy),
+        strategy=make_strategy_for(settings),
         budget=Budget.from_settings(settings),
         manager=manager,
         risk=risk,
@@ -265,6 +268,7 @@ def build_trader(
         journal=journal,
         trace=JournalTrace(journal, {m.symbol: DetectorConfig.from_market(m) for m in tradeable}),
     )
+    attach_warnings(trader.desks, settings, journal=journal)
     killswitch = KillSwitch(
         settings.killswitch,
         state_dir=state_dir,
@@ -337,6 +341,7 @@ async def assemble(
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
+    governance: Governance | None = None
     startup: list[Callable[[], Awaitable[object]]] = []
     all_listeners = list(listeners)
     tradeable = _tradeable(settings, ccxt_markets, log) if trade else []
@@ -352,12 +357,14 @@ async def assemble(
         closers.append(_discard(journal.aclose))
         throttler: Throttle | None
         if settings.mode == "paper":
-            paper = PaperVenue(
+            # Contract markets get the derivatives account (positions, margin, funding).
+            paper = make_paper_venue(
                 markets={m.symbol: dict(ccxt_markets[m.symbol]) for m in tradeable},
                 balances=paper_balances(settings),
                 clock=clock,
                 latency_ms=settings.paper.latency_ms,
                 exchange_id=settings.exchange.id,
+                terms={m.symbol: PerpTerms.from_settings(m.perp) for m in tradeable},
             )
             closers.append(paper.close)
             venue, throttler = paper, _AdmitAll()
@@ -381,6 +388,7 @@ async def assemble(
             rng=random.Random(0) if settings.mode == "paper" else random.Random(),
             record=record,
         )
+        governance = Governance.wire(settings, trader, killswitch, journal, clock=clock, log=log)
         all_listeners.insert(1 if settings.mode == "paper" else 0, trader)
         if trader.recorder is not None:
             all_listeners.append(trader.recorder)
@@ -414,6 +422,7 @@ async def assemble(
         trader=trader,
         killswitch=killswitch,
         venue=venue,
+        governance=governance,
         closers=closers,
         startup=startup,
     )

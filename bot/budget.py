@@ -17,6 +17,27 @@ market's current quotes) are checked in order against:
                     <= ``risk.max_position_base[base asset]`` (when configured)
 ==================  =================================================================
 
+**Contract markets** (:class:`~bot.inventory.PerpInventory`: perpetuals, amounts in
+contracts) commit *collateral*, not notional: the reserve is margin, and what a market
+commits is the initial margin of its resting orders (``notional / leverage``) plus the
+maintenance margin of its position. The same caps apply to that, and the balance checks
+become one:
+
+==================  =================================================================
+``ORDER_CAP``       each quote's notional (``rules.notional``) <= ``risk.max_order_quote``
+``MARKET_CAP``      position maintenance margin + leaving orders' and kept quotes'
+                    initial margin <= ``risk.max_notional_per_market_quote``
+``TOTAL_CAP``       the same plus every other market's committed collateral
+``MARGIN_BALANCE``  kept quotes' initial margin + fees <= free margin (wallet above the
+                    reserve floor, less the position's and leaving orders' margin)
+``POSITION_CAP``    ``|position|`` if every buy (or sell) filled, in contracts, within the
+                    tightest of ``[markets.perp] max_position_contracts``,
+                    ``max_position_notional_quote`` (at mid) and ``risk.max_position_base``
+==================  =================================================================
+
+The part of a quote that would only close the position needs no initial margin (as on
+the exchange), so reducing quotes fit even when the margin is used up.
+
 A quote over a limit is trimmed to fit when what is left still meets the market's
 minimum notional; otherwise it is refused, with the binding limit as its reason. Quotes
 that reduce the net position are checked first (filling them lowers the collateral
@@ -37,7 +58,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.inventory import Inventory, RestingOrder, currencies
+from bot.inventory import AnyInventory, PerpInventory, RestingOrder, currencies
+from bot.positions import dec
 from strategies.base import BudgetView, MarketRules, Quote
 
 if TYPE_CHECKING:
@@ -54,6 +76,7 @@ TOTAL_CAP = "TOTAL_CAP"
 QUOTE_BALANCE = "QUOTE_BALANCE"
 BASE_BALANCE = "BASE_BALANCE"
 POSITION_CAP = "POSITION_CAP"
+MARGIN_BALANCE = "MARGIN_BALANCE"
 BAD_QUOTE = "BAD_QUOTE"
 
 
@@ -73,6 +96,23 @@ class BudgetLimits:
             max_total_quote=risk.max_total_notional_quote,
             max_position_base=dict(risk.max_position_base),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Margin:
+    """A contract market's margin state for the fit (amounts in contracts, money in quote)."""
+
+    leverage: float
+    free_quote: float
+    """Free margin above the reserve floor, less the position's and leaving orders' margin."""
+    position_units: float = 0.0
+    """Signed position in contracts."""
+    maintenance_quote: float = 0.0
+    """The position's maintenance margin at mid (committed collateral)."""
+    max_position_units: float | None = None
+    """The tightest position cap, in contracts at mid."""
+    leaving_buy_units: float = 0.0
+    leaving_sell_units: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +143,9 @@ class Exposure:
     fee_rate: float = 0.0
     max_position_base: float | None = None
     rules: MarketRules = field(default_factory=MarketRules)
+    margin: Margin | None = None
+    """Set on a contract market: caps then apply to collateral (``leaving_quote`` is
+    the leaving orders' initial margin)."""
 
     @property
     def position_quote(self) -> float:
@@ -110,7 +153,10 @@ class Exposure:
 
     @property
     def committed_quote(self) -> float:
-        """This market's committed notional before any new quote."""
+        """This market's committed notional (collateral, on a contract market) before any
+        new quote."""
+        if self.margin is not None:
+            return self.margin.maintenance_quote + self.leaving_quote
         return self.position_quote + self.leaving_quote
 
 
@@ -168,7 +214,7 @@ class Budget:
 
     def exposure(
         self,
-        inventory: Inventory,
+        inventory: AnyInventory,
         mid: float,
         *,
         leaving: Iterable[RestingOrder] = (),
@@ -183,6 +229,15 @@ class Budget:
         (:meth:`~bot.inventory.Inventory.committed_quote` of each); ``fee_rate``: the
         larger of the market's maker and taker rates.
         """
+        if isinstance(inventory, PerpInventory):
+            return self._margin_exposure(
+                inventory,
+                mid,
+                list(leaving),
+                other_markets_quote=other_markets_quote,
+                fee_rate=fee_rate,
+                rules=rules if rules is not None else MarketRules(),
+            )
         symbol = inventory.symbol
         floor = self.floor_fractions.get(symbol, self.default_floor_fraction)
         lq = lbb = lbq = lsb = 0.0
@@ -212,8 +267,55 @@ class Budget:
             rules=rules if rules is not None else MarketRules(),
         )
 
+    def _margin_exposure(
+        self,
+        inventory: PerpInventory,
+        mid: float,
+        leaving: list[RestingOrder],
+        *,
+        other_markets_quote: float,
+        fee_rate: float,
+        rules: MarketRules,
+    ) -> Exposure:
+        spec = inventory.spec
+        floor = self.floor_fractions.get(inventory.symbol, self.default_floor_fraction)
+        mark = dec(mid)
+        caps: list[float] = []
+        p = inventory.limits
+        if p.max_position_contracts is not None:
+            caps.append(p.max_position_contracts)
+        if p.max_position_notional_quote is not None:
+            caps.append(rules.amount_for_notional(p.max_position_notional_quote, mid))
+        base_cap = self.limits.max_position_base.get(spec.base)
+        if base_cap is not None:
+            caps.append(rules.amount_for_base(base_cap, mid))
+        cap = min(caps) if caps else None
+        return Exposure(
+            symbol=inventory.symbol,
+            mid=mid,
+            net_base=inventory.net_base,
+            leaving_quote=float(spec.to_quote(inventory.order_margin(leaving), mark)),
+            other_markets_quote=other_markets_quote,
+            fee_rate=fee_rate,
+            max_position_base=None if cap is None else rules.base_amount(mid, cap),
+            rules=rules,
+            margin=Margin(
+                leverage=float(inventory.position.leverage),
+                free_quote=float(spec.to_quote(inventory.margin_free(leaving, floor), mark)),
+                position_units=inventory.net_units,
+                maintenance_quote=float(spec.to_quote(inventory.position.maintenance(mark), mark)),
+                max_position_units=cap,
+                leaving_buy_units=sum(max(0.0, o.remaining) for o in leaving if o.side == "buy"),
+                leaving_sell_units=sum(
+                    max(0.0, o.remaining) for o in leaving if o.side == "sell"
+                ),
+            ),
+        )
+
     def view(self, exposure: Exposure) -> BudgetView:
         """What the strategy may size against (the fit enforces it afterwards)."""
+        if exposure.margin is not None:
+            return self._margin_view(exposure, exposure.margin)
         lim, e = self.limits, exposure
         market_room = lim.max_market_quote - e.committed_quote
         total_room = lim.max_total_quote - e.other_markets_quote - e.committed_quote
@@ -231,10 +333,35 @@ class Budget:
             max_position_base=e.max_position_base,
         )
 
+    def _margin_view(self, e: Exposure, m: Margin) -> BudgetView:
+        """A contract market's view: rooms turned from collateral into notional."""
+        lim = self.limits
+        market_room = lim.max_market_quote - e.committed_quote
+        total_room = lim.max_total_quote - e.other_markets_quote - e.committed_quote
+        margin = 1.0 - (e.rules.price_tick / e.mid if e.mid > 0 else 0.0) - 1e-9
+        per_notional = 1.0 / m.leverage + e.fee_rate  # margin + fee one unit of notional needs
+        free_notional = max(0.0, m.free_quote) / per_notional
+        net = e.net_base
+        cap_quote = lim.max_market_quote * m.leverage
+        if m.max_position_units is not None:
+            cap_quote = min(cap_quote, e.rules.notional(e.mid, m.max_position_units))
+        return BudgetView(
+            quote_room=max(0.0, min(market_room, total_room) * m.leverage * margin),
+            max_order_quote=lim.max_order_quote * margin,
+            market_cap_quote=cap_quote,
+            base_available=free_notional / e.mid + max(0.0, net) if e.mid > 0 else 0.0,
+            quote_available=free_notional + max(0.0, -net) * e.mid,
+            fee_rate=e.fee_rate,
+            max_position_base=e.max_position_base,
+            closing_is_free=True,
+        )
+
     # ------------------------------------------------------------------ the fit
 
     def fit(self, desired: Sequence[Quote], exposure: Exposure) -> Fit:
         """Keep, trim or refuse each desired quote so that no cap can be exceeded."""
+        if exposure.margin is not None:
+            return self._fit_margin(desired, exposure, exposure.margin)
         lim, e = self.limits, exposure
         tick = e.rules.price_tick
         fee = 1.0 + e.fee_rate
@@ -295,6 +422,75 @@ class Budget:
             else:
                 base_room -= amount * fee
                 sell_pos_room -= amount
+            kept[i] = q
+        quotes = tuple(kept[i] for i in sorted(kept))
+        return Fit(quotes, tuple(refused), tuple(trimmed), committed)
+
+
+    def _fit_margin(self, desired: Sequence[Quote], e: Exposure, m: Margin) -> Fit:
+        """The fit on a contract market: amounts in contracts, caps on collateral."""
+        lim, rules = self.limits, e.rules
+        tick = rules.price_tick
+        market_room = lim.max_market_quote - e.committed_quote
+        total_room = lim.max_total_quote - e.other_markets_quote - e.committed_quote
+        margin_room = m.free_quote
+        pos, cap = m.position_units, m.max_position_units
+        pos_room = {
+            "buy": _INF if cap is None else cap - pos - m.leaving_buy_units,
+            "sell": _INF if cap is None else cap + pos - m.leaving_sell_units,
+        }
+        closable = {
+            "buy": max(0.0, -pos - m.leaving_buy_units),
+            "sell": max(0.0, pos - m.leaving_sell_units),
+        }
+        order = sorted(range(len(desired)), key=lambda i: 0 if _reduces(desired[i], pos) else 1)
+        kept: dict[int, Quote] = {}
+        refused: list[BudgetNote] = []
+        trimmed: list[BudgetNote] = []
+        committed = e.committed_quote
+        for i in order:
+            q = desired[i]
+            bad = _bad(q, e.symbol)
+            if bad:
+                refused.append(BudgetNote(q, BAD_QUOTE, bad))
+                continue
+            per = rules.notional(q.price + tick / 2.0, 1.0)  # notional per contract
+            im = per / m.leverage
+            fee = rules.notional(q.price, 1.0) * e.fee_rate
+            free = closable[q.side]  # contracts that only close the position: no margin
+
+            def with_margin(room: float, cost: float, free: float = free) -> float:
+                return free + max(0.0, room) / cost
+
+            if free * fee >= margin_room:
+                balance = max(0.0, margin_room) / fee if fee > 0 else free
+            else:
+                balance = (margin_room + free * im) / (im + fee)
+            bounds: list[tuple[str, float]] = [
+                (ORDER_CAP, lim.max_order_quote / per),
+                (MARKET_CAP, with_margin(market_room, im)),
+                (TOTAL_CAP, with_margin(total_room, im)),
+                (MARGIN_BALANCE, balance),
+                (POSITION_CAP, pos_room[q.side]),
+            ]
+            reason, allowed = min(bounds, key=lambda b: b[1])
+            amount = q.amount
+            if allowed < amount:
+                amount = allowed * (1.0 - _SHAVE)
+                detail = _detail(reason, q, allowed, e)
+                need = rules.min_notional(q.price)
+                if not amount > q.amount * 1e-9 or rules.notional(q.price, amount) < need:
+                    refused.append(BudgetNote(q, reason, detail))
+                    continue
+                trimmed.append(BudgetNote(q, reason, detail, amount))
+                q = Quote(q.symbol, q.side, q.price, amount, q.post_only, q.tag)
+            opening = max(0.0, amount - free)
+            closable[q.side] -= min(amount, free)
+            market_room -= opening * im
+            total_room -= opening * im
+            margin_room -= opening * im + amount * fee
+            committed += opening * im
+            pos_room[q.side] -= amount
             kept[i] = q
         quotes = tuple(kept[i] for i in sorted(kept))
         return Fit(quotes, tuple(refused), tuple(trimmed), committed)

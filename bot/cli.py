@@ -46,6 +46,7 @@ from bot.report import render_report
 from bot.report.cli import add_report_command, is_report_command, run_report_command
 from bot.settings import Settings, load_settings
 from bot.summary import RunSummary
+from bot.warning.cli import add_model_command, is_model_command, run_model_command
 from strategies import STRATEGIES
 
 EXIT_OK = 0
@@ -84,6 +85,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
+def _policy_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the intervention policy (TOML; governance.policy_file), see docs/governance.md",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backstop",
@@ -101,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.add_argument("--confirm-live", action="store_true", help="required to start in live mode")
+    _policy_flag(run)
     run.add_argument(
         "--strategy", choices=sorted(STRATEGIES), help="strategy to run (default: backstop)"
     )
@@ -137,11 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="validate a config and print it (secrets masked)")
     _common(config)
+    _policy_flag(config)
     add_control_commands(sub)
     add_fleet_kill_flags(sub.choices["kill"])
     add_audit_commands(sub)
     add_exchange_sim_command(sub)
     add_report_command(sub)
+    add_model_command(sub)
     return parser
 
 
@@ -160,6 +173,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["confirm_live"] = True
     if getattr(args, "strategy", None):
         out["strategy"] = {"name": args.strategy}
+    if getattr(args, "policy", None):
+        out["governance"] = {"policy_file": args.policy}
     if args.replay:
         feed["source"] = "replay"
         feed["replay_files"] = args.replay
@@ -211,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_exchange_sim_command(args)
     if is_report_command(args):
         return run_report_command(args)
+    if is_model_command(args):
+        return run_model_command(args)
     try:
         settings = resolve_settings(args, command=args.command)
         if args.command == "config":

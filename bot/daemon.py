@@ -16,7 +16,7 @@ from typing import Any
 from bot.app import Run
 from bot.book import BookState, OrderBook
 from bot.clock import NS_PER_SECOND
-from bot.control.api import CommandConflict, CommandRefused, Health
+from bot.control.api import CommandConflict, CommandRefused, Health, current_principal
 from bot.control.metrics import Metrics
 from bot.feeds.events import Trade
 from bot.killswitch import KillSwitch, TripSource
@@ -94,6 +94,7 @@ class Daemon:
                     },
                     "guards": risk.guard_status(symbol),
                     "episodes": len(desk.episodes.episodes),
+                    "warning": desk.warning.status() if desk.warning is not None else None,
                 }
             )
         return {
@@ -104,6 +105,7 @@ class Daemon:
             "strategy": trader.strategy.name,
             "trading_state": str(risk.trading_state),
             "kill_switch": self._killswitch.status(),
+            "policy": self._run.governance.status() if self._run.governance else None,
             "markets": markets,
             "guards": risk.guard_status(None),
             "pnl": {
@@ -131,10 +133,51 @@ class Daemon:
         return {"message": message, "state": report.state.value, "flat": report.flat}
 
     async def resume(self, reason: str, source: str) -> dict[str, Any]:
-        denial = self._killswitch.resume(reason, who=source)
+        ks, governance = self._killswitch, self._run.governance
+        denial = ks.check_resume(reason)
+        if denial is not None:
+            raise CommandConflict(denial)
+        who = source
+        if governance is not None:
+            principal = current_principal.get()
+            identity = principal.identity if principal is not None else source
+            verdict = governance.approve_resume(
+                identity, reason, trip=ks.trip_key(), trip_status=ks.status()
+            )
+            if verdict.refused is not None:
+                raise CommandConflict(verdict.refused)
+            if not verdict.done:
+                return {
+                    "message": (
+                        f"approval {len(verdict.approvers)} of {verdict.needed} recorded "
+                        f"({identity}); a loss guard tripped this kill, so it stays tripped "
+                        "until another admin approves with their own token (two-person rule)"
+                    ),
+                    "state": ks.state.value,
+                    "pending": True,
+                    "approvers": list(verdict.approvers),
+                }
+            if len(verdict.approvers) > 1:
+                who = f"{source}; approved by {', '.join(verdict.approvers)}"
+        denial = ks.resume(reason, who=who)
         if denial is not None:
             raise CommandConflict(denial)
         return {"message": "kill switch re-armed: quoting resumes", "state": "armed"}
+
+    async def policy(self) -> dict[str, Any]:
+        governance = self._run.governance
+        if governance is None:
+            raise CommandRefused("this daemon runs no intervention policy")
+        return governance.describe()
+
+    async def set_policy(self, text: str, reason: str, source: str) -> dict[str, Any]:
+        from bot.governance.policy import load_policy_text
+
+        governance = self._run.governance
+        if governance is None:
+            raise CommandRefused("this daemon runs no intervention policy")
+        new = load_policy_text(text, source="control API")
+        return governance.change_policy(new, who=source, reason=reason)
 
     async def pause(self, symbol: str, reason: str, source: str) -> dict[str, Any]:
         denial = self._trader.risk.pause(symbol, reason=reason, who=source)
@@ -220,6 +263,8 @@ class MetricsListener:
         if desk is None:
             return
         m.set_engaged(symbol, bool(update and update.active))
+        if desk.warning is not None:
+            m.set_warning(symbol, desk.warning.probability, up=desk.warning.up)
         m.set_paused(symbol, self._trader.risk.is_paused(symbol))
         orders = self._trader.manager.open_orders(symbol)
         m.set_open_orders(

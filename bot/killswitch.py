@@ -310,10 +310,9 @@ class KillSwitch:
             return None
         return await asyncio.shield(self._ensure_round())
 
-    def resume(self, reason: str, *, who: str) -> str | None:
-        """Re-arm: None if done, else why not (``UPPER_SNAKE: k=v``). Only from FLAT."""
-        reason = " ".join(reason.split())
-        if not reason:
+    def check_resume(self, reason: str) -> str | None:
+        """Why a resume would be refused now (``UPPER_SNAKE: k=v``), None if it would not."""
+        if not " ".join(reason.split()):
             return "REASON_REQUIRED: a resume needs a reason"
         if self._state is KillState.ARMED:
             return "NOT_TRIPPED: state=armed"
@@ -326,6 +325,18 @@ class KillSwitch:
             )
         if self.kill_file.exists():
             return f"KILL_FILE_PRESENT: path={self.kill_file} (remove it first)"
+        return None
+
+    def trip_key(self) -> str:
+        """Identifies the current trip (a resume approval holds for this trip only)."""
+        return f"{self._tripped_ns}:{self._source}:{self._who}"
+
+    def resume(self, reason: str, *, who: str) -> str | None:
+        """Re-arm: None if done, else why not (``UPPER_SNAKE: k=v``). Only from FLAT."""
+        reason = " ".join(reason.split())
+        denial = self.check_resume(reason)
+        if denial is not None:
+            return denial
         previous = self._state
         self._transition(KillEvent.RESUME)
         now = self._clock.now_ns()

@@ -114,3 +114,34 @@ def market_id_map(
             )
         out[market_id] = symbol
     return out
+
+
+def markets_from_responses(
+    exchange_id: str, responses: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """ccxt's own ``fetch_markets`` for ``exchange_id``, its REST calls answered offline.
+
+    ``responses``: REST path -> the raw JSON the venue returns for it (e.g. Deribit's
+    ``get_instruments`` result, for option markets); any other request raises
+    :class:`OfflineRequestError`. For venues with no bundled data, and for tests.
+    """
+    import ccxt
+
+    base_cls: type[Any] = getattr(ccxt, exchange_id)
+
+    class _Answered(base_cls):  # type: ignore[misc]
+        def request(
+            self,
+            path: str,
+            api: Any = "public",
+            method: str = "GET",
+            params: Any = None,
+            config: Any = None,
+        ) -> Any:
+            if path not in responses:
+                raise OfflineRequestError(f"offline markets: no answer for {method} {path}")
+            return responses[path]
+
+    exchange = _Answered({"enableRateLimit": False})
+    exchange.set_markets(exchange.fetch_markets())
+    return {symbol: dict(market) for symbol, market in exchange.markets.items()}

@@ -23,7 +23,8 @@ from bot.budget import Budget
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
 from bot.feeds.events import FeedStatus, Trade
-from bot.inventory import Inventory, own_band_depth
+from bot.governance.evidence import EvidenceLog, Reading
+from bot.inventory import AnyInventory, inventory_for, own_band_depth
 from bot.journal import Journal
 from bot.journal.trace import JournalTrace
 from bot.logs import Logger
@@ -40,6 +41,7 @@ from bot.risk import (
 )
 from bot.settings import MarketSettings
 from bot.venues.base import Venue
+from bot.warning.live import MarketWarning
 from strategies.base import MarketContext, MarketRules, Strategy
 
 SETTLE_YIELDS = 8
@@ -54,16 +56,20 @@ class Desk:
     market: Mapping[str, Any]
     """The ccxt market structure (precision, limits, fees)."""
     detector: FractureDetector
-    inventory: Inventory
+    inventory: AnyInventory
+    """Spot balances, or a perpetual's margin account (:class:`bot.inventory.PerpInventory`)."""
     episodes: EpisodeTracker
     rules: MarketRules
     fee_rate: float
     last_mid: float | None = None
     last_update: DetectorUpdate | None = None
+    last_trade_price: float | None = None
     decisions: int = 0
     refused: int = 0
     trimmed: int = 0
     max_committed_quote: float = 0.0
+    warning: MarketWarning | None = None
+    """The early warning (:mod:`bot.warning.live`), when ``warning.enabled``."""
 
     @classmethod
     def build(cls, settings: MarketSettings, market: Mapping[str, Any]) -> Desk:
@@ -72,7 +78,7 @@ class Desk:
             settings=settings,
             market=market,
             detector=FractureDetector.from_market(settings),
-            inventory=Inventory.from_market(settings),
+            inventory=inventory_for(settings, market),
             episodes=EpisodeTracker(settings.symbol),
             rules=MarketRules.from_market(market),
             fee_rate=max(fees),
@@ -97,6 +103,8 @@ class Trader:
     """Every order change, fill, episode, guard event and trip goes here (audit trail)."""
     trace: JournalTrace | None = None
     """Journals the book, detector and inventory rows a report draws (thinned)."""
+    evidence: EvidenceLog | None = None
+    """Journals the market data behind each decision of an episode (``audit replay``)."""
     halted: bool = False
     """Set by the kill switch: no new quotes, only cancels."""
     unmanaged: dict[str, float] = field(default_factory=dict)
@@ -125,12 +133,22 @@ class Trader:
         if desk is None:
             return
         desk.last_mid = sample.mid
+        # Depth in quote on every market (a contract book's sizes are contracts).
+        sample = desk.rules.quote_sample(sample)
         self.risk.on_book(symbol, book, sample.ts_ns)
+        position = desk.inventory.mark(sample.ts_ns, sample.mid, desk.last_trade_price)
+        if position is not None:  # a perpetual: funding paid, position guards fed
+            self.risk.on_position(position)
         orders = self.manager.open_orders(symbol)
         # Our own resting quotes are not the market healing: the detector discounts them.
-        own = own_band_depth(orders, sample.mid, desk.settings.bands_bps[0])
+        own = own_band_depth(orders, sample.mid, desk.settings.bands_bps[0], desk.rules)
+        evidence = self.evidence
+        if evidence is not None:
+            evidence.before_reading(symbol, desk.detector, sample.ts_ns)
         update = desk.detector.update(sample, own)
         desk.last_update = update
+        if desk.warning is not None:
+            desk.warning.on_reading(book, sample, update)
         view = desk.inventory.view(sample.mid, orders)
         committed = view.committed_quote
         desk.max_committed_quote = max(desk.max_committed_quote, committed)
@@ -156,11 +174,22 @@ class Trader:
             )
         if ended is not None:
             self.log.info("episode_end", symbol=symbol, episode=ended.id)
-        self.risk.on_equity(symbol, view.base * sample.mid + view.quote, sample.ts_ns)
-        if self.halted or self.risk.is_paused(symbol):
-            return
-        if self.journal is not None and self.journal.backpressure:
+        self.risk.on_equity(symbol, desk.inventory.equity_quote(sample.mid), sample.ts_ns)
+        skipped = (
+            "halted"
+            if self.halted
+            else "paused"
+            if self.risk.is_paused(symbol)
             # The audit trail is behind: better to stop quoting than to trade unrecorded.
+            else "backpressure"
+            if self.journal is not None and self.journal.backpressure
+            else None
+        )
+        if skipped is not None:
+            if evidence is not None:
+                evidence.on_reading(
+                    Reading(symbol, sample, book, own, update, view, desk.rules, skipped)
+                )
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
         exposure = self.budget.exposure(
@@ -180,6 +209,8 @@ class Trader:
             inventory=view,
             budget=self.budget.view(exposure),
             rules=desk.rules,
+            reduce_only=self.risk.is_reducing(symbol),
+            paused_sides=self.risk.paused_sides(symbol),
         )
         decision = self.strategy.decide(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
@@ -198,6 +229,24 @@ class Trader:
         )
         check = self.risk.check_quotes(fit.quotes, context)
         self.denied += len(check.denied)
+        if evidence is not None:
+            # Before the order manager acts: the orders it sends follow it in the journal.
+            evidence.on_reading(
+                Reading(
+                    symbol,
+                    sample,
+                    book,
+                    own,
+                    update,
+                    view,
+                    desk.rules,
+                    exposure=exposure,
+                    context=ctx,
+                    quotes=decision.quotes,
+                    fitted=fit.quotes,
+                    allowed=tuple(check.allowed),
+                )
+            )
         result = self.manager.sync_quotes(symbol, check.allowed)
         self.held_back += len(result.skipped)
 
@@ -207,7 +256,12 @@ class Trader:
     def on_trade(self, trade: Trade) -> None:
         desk = self.desks.get(trade.symbol)
         if desk is not None:
+            desk.last_trade_price = trade.price
             desk.detector.on_trade(trade)
+            if desk.warning is not None:
+                desk.warning.on_trade(trade)
+            if self.evidence is not None:
+                self.evidence.on_trade(trade)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -245,9 +299,8 @@ class Trader:
         """What the venue should hold per currency, by the bot's own accounting."""
         expected: dict[str, float] = dict(self.unmanaged)
         for desk in self.desks.values():
-            inv = desk.inventory
-            expected[inv.base_currency] = expected.get(inv.base_currency, 0.0) + inv.base
-            expected[inv.quote_currency] = expected.get(inv.quote_currency, 0.0) + inv.quote
+            for ccy, amount in desk.inventory.balances().items():
+                expected[ccy] = expected.get(ccy, 0.0) + amount
         return expected
 
     async def check_balances(self, venue: Venue, *, confirm_after_s: float = 0.0) -> None:
@@ -283,7 +336,8 @@ class Trader:
             desk.episodes.on_notice(notice, tag=tag)
 
     def _on_risk_event(self, event: RiskEvent) -> None:
-        if isinstance(event, MarketStateChanged) and event.state is MarketState.PAUSED:
+        pulled = (MarketState.PAUSED, MarketState.REDUCING)
+        if isinstance(event, MarketStateChanged) and event.state in pulled:
             self.log.warning("market_paused", symbol=event.symbol, cause=event.cause)
             self.manager.cancel_all(event.symbol, reason=f"PAUSED: {event.cause}")
         elif isinstance(event, MarketStateChanged):
@@ -317,6 +371,7 @@ class Trader:
                 "paused": self.risk.is_paused(symbol),
                 "max_committed_quote": desk.max_committed_quote,
                 "open_orders": len(open_orders),
+                "warning": desk.warning.summary() if desk.warning is not None else None,
             }
         return {
             "strategy": self.strategy.name,

@@ -1,7 +1,7 @@
 """Operator control: the control API server, its client and CLI commands, metrics, pid file.
 
 The daemon implements :class:`ControlHandler` and serves it with :class:`ControlServer`;
-``backstop status|kill|resume|pause|unpause|cancel-all`` (:mod:`bot.control.commands`)
+``backstop status|kill|resume|pause|unpause|cancel-all|policy`` (:mod:`bot.control.commands`)
 talk to it over the Unix socket in the state dir.
 """
 

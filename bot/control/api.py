@@ -8,15 +8,25 @@ engine free of HTTP.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from bot.errors import UserError
+from bot.governance.roles import Principal
 
 SOCKET_NAME = "control.sock"
 """The control socket's file name in the state dir (unless ``control.socket`` says otherwise)."""
 
 MAX_REASON_CHARS = 500
+MAX_POLICY_CHARS = 48 * 1024
+
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+"""Who sent the request being handled (its token's name and role, or the socket peer).
+
+Set by the server around every handler call, so a handler that needs more than the
+``source`` string (the two-person rule counts identities) can read it without every
+handler's signature changing."""
 
 
 class CommandRefused(UserError):
@@ -78,6 +88,18 @@ class ControlHandler(Protocol):
     async def unpause(self, symbol: str, source: str) -> dict[str, Any]: ...
 
     async def cancel_all(self, reason: str, source: str) -> dict[str, Any]: ...
+
+
+class GovernanceHandler(Protocol):
+    """Optional: a daemon that runs under an intervention policy (``/policy``)."""
+
+    async def policy(self) -> dict[str, Any]:
+        """The policy in force: hash, name, source, the normalised policy, its text."""
+        ...
+
+    async def set_policy(self, text: str, reason: str, source: str) -> dict[str, Any]:
+        """Take a new policy (TOML text) now; refuse with :class:`CommandRefused`."""
+        ...
 
 
 # ---- the status document: every key optional, the CLI shows what is there ----------
@@ -143,6 +165,9 @@ class DaemonStatus(TypedDict, total=False):
     pid: int
     uptime_s: float
     kill_switch: KillSwitchStatus
+    policy: dict[str, Any] | None
+    """The intervention policy in force (hash, name, source) and a pending resume
+    approval (:meth:`bot.governance.runtime.Governance.status`)."""
     markets: list[MarketStatus]
     guards: dict[str, str]
     """Guards that are not per market (total notional, daily loss, exchange errors)."""

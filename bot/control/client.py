@@ -44,8 +44,9 @@ class ControlTarget:
     host: str = "127.0.0.1"
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path | str) -> ControlTarget:
-        return cls(socket_path=Path(state_dir) / SOCKET_NAME)
+    def for_state_dir(cls, state_dir: Path | str, token: SecretStr | None = None) -> ControlTarget:
+        """The state dir's socket; with ``token``, act as that token's role and name."""
+        return cls(socket_path=Path(state_dir) / SOCKET_NAME, token=token)
 
     @classmethod
     def tcp(cls, port: int, token: SecretStr, host: str = "127.0.0.1") -> ControlTarget:
@@ -196,6 +197,12 @@ class ControlClient:
 
     async def cancel_all(self, reason: str) -> dict[str, Any]:
         return await self.call("POST", "/cancel-all", {"reason": reason})
+
+    async def policy(self) -> dict[str, Any]:
+        return await self.call("GET", "/policy")
+
+    async def set_policy(self, text: str, reason: str) -> dict[str, Any]:
+        return await self.call("POST", "/policy", {"policy": text, "reason": reason})
 
     async def health(self) -> ControlResponse:
         """``/healthz``: 200 or 503, both with a JSON body (so not raising on 503)."""

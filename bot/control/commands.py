@@ -1,4 +1,5 @@
-"""The operator's commands: ``backstop status|kill|resume|pause|unpause|cancel-all``.
+"""The operator's commands: ``backstop status|kill|resume|pause|unpause|cancel-all`` and
+``backstop policy show|set|hash``.
 
 Each talks to the running daemon over its control socket, prints the outcome and
 returns the exit status: 0 done, 1 the daemon is not running or failed, 2 the daemon
@@ -137,6 +138,7 @@ _DONE = {
     "pause": "market paused",
     "unpause": "market unpaused",
     "cancel-all": "cancel-all done",
+    "policy": "policy in force",
 }
 
 
@@ -208,7 +210,7 @@ def cancel_all(
 
 # ---- argparse ---------------------------------------------------------------------------
 
-CONTROL_COMMANDS = ("status", "kill", "resume", "pause", "unpause", "cancel-all")
+CONTROL_COMMANDS = ("status", "kill", "resume", "pause", "unpause", "cancel-all", "policy")
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
@@ -226,7 +228,13 @@ def _connection_flags(p: argparse.ArgumentParser) -> None:
         help=f"use the TCP control API on 127.0.0.1:PORT; the token comes from {TOKEN_ENV} "
         "or --token-file",
     )
-    p.add_argument("--token-file", type=Path, metavar="PATH", help="file holding the TCP token")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding your control token: needed on TCP; on the socket it makes you "
+        "that token's role and name (admins approving a resume under the two-person rule)",
+    )
 
 
 def add_control_commands(subparsers: Any) -> None:
@@ -263,6 +271,26 @@ def add_control_commands(subparsers: Any) -> None:
     )
     p.add_argument("--reason", help=f"why (default: {DEFAULT_CANCEL_REASON!r})")
     _connection_flags(p)
+    _add_policy_command(sub)
+
+
+def _add_policy_command(sub: Any) -> None:
+    policy = sub.add_parser(
+        "policy",
+        help="the intervention policy: show the one in force, put a new one in force, hash one",
+        description="The policy file decides when the backstop engages, where, how far and how "
+        "it quotes (docs/governance.md). `set` needs the admin role and a reason.",
+    )
+    verbs = policy.add_subparsers(dest="policy_command", required=True, metavar="{show,set,hash}")
+    p = verbs.add_parser("show", help="the policy the running daemon is under")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    _connection_flags(p)
+    p = verbs.add_parser("set", help="put a new policy in force now (admin; journaled)")
+    p.add_argument("file", type=Path, metavar="FILE", help="the new policy (TOML)")
+    p.add_argument("--reason", required=True, help="why (logged and journaled)")
+    _connection_flags(p)
+    p = verbs.add_parser("hash", help="check a policy file offline and print its version hash")
+    p.add_argument("file", type=Path, metavar="FILE")
 
 
 def is_control_command(args: argparse.Namespace) -> bool:
@@ -274,6 +302,11 @@ def target_from_args(
 ) -> ControlTarget:
     """Where to connect: --tcp (token from env or --token-file), --socket, or the state dir."""
     env = os.environ if environ is None else environ
+    if args.tcp is None and args.token_file is not None:
+        mine = _read_token_file(args.token_file)
+        if args.socket is not None:
+            return ControlTarget(socket_path=args.socket, token=mine)
+        return ControlTarget.for_state_dir(args.state_dir, mine)
     if args.tcp is not None:
         if args.token_file is not None:
             try:
@@ -293,6 +326,16 @@ def target_from_args(
     return ControlTarget.for_state_dir(args.state_dir)
 
 
+def _read_token_file(path: Path) -> SecretStr:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise UserError(f"--token-file {path}: {e.strerror or e}") from None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UserError(f"--token-file {path}: too short to be a control token")
+    return SecretStr(token)
+
+
 def run_control_command(
     args: argparse.Namespace,
     *,
@@ -302,11 +345,15 @@ def run_control_command(
 ) -> int:
     """Run the parsed control subcommand; returns the exit status."""
     stderr = err or sys.stderr
+    if args.command == "policy" and args.policy_command == "hash":
+        return policy_hash(args.file, out=out, err=stderr)
     try:
         target = target_from_args(args, environ)
     except UserError as e:
         print(f"backstop {args.command}: {e}", file=stderr)
         return EXIT_USAGE
+    if args.command == "policy":
+        return asyncio.run(policy_async(target, args, out=out, err=stderr))
     if args.command == "status":
         return status(target, args.json, out=out, err=stderr)
     return asyncio.run(
@@ -319,6 +366,56 @@ def run_control_command(
             err=stderr,
         )
     )
+
+
+# ---- the policy -------------------------------------------------------------------------
+
+
+def policy_hash(path: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``backstop policy hash FILE``: validate it and print its version (no daemon needed)."""
+    from bot.governance.policy import load_policy_file
+
+    try:
+        loaded = load_policy_file(path)
+    except UserError as e:
+        print(f"backstop policy hash: {e}", file=err or sys.stderr)
+        return EXIT_USAGE
+    print(f"{loaded.hash}  {path}  {loaded.policy.name}".rstrip(), file=out or sys.stdout)
+    return EXIT_OK
+
+
+async def policy_async(
+    where: Target,
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    stdout = out or sys.stdout
+    verb = args.policy_command
+
+    async def work(client: ControlClient) -> None:
+        if verb == "show":
+            data = await client.policy()
+            if args.json:
+                print(json.dumps(data, indent=2, default=str), file=stdout)
+                return
+            print(
+                f"policy {data.get('hash')} ({data.get('name') or 'unnamed'})\n"
+                f"  from {data.get('source')}; {data.get('changes', 0)} change(s) since start",
+                file=stdout,
+            )
+            print(data.get("text") or json.dumps(data.get("policy"), indent=2), file=stdout)
+            return
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{args.file}: cannot read it: {e}") from None
+        if not args.reason.strip():
+            raise UserError("--reason is required: say why (it is logged and journaled)")
+        print(describe_result("policy", await client.set_policy(text, args.reason)), file=stdout)
+
+    return await _guarded(where, f"policy {verb}", work, err or sys.stderr)
 
 
 # ---- human status -----------------------------------------------------------------------
@@ -478,6 +575,18 @@ def print_status(data: Mapping[str, Any], out: TextIO) -> None:
         head.append(f" ({kill['reason']}, by {kill.get('source') or '?'}")
         head.append(f", since {kill['since']})" if kill.get("since") else ")")
     console.print(head)
+    policy = data.get("policy")
+    if isinstance(policy, Mapping):
+        line = Text(f"policy {str(policy.get('hash'))[:12]} ", style="dim")
+        line.append(f"{policy.get('name') or 'unnamed'} (from {policy.get('source')})", style="dim")
+        pending = policy.get("pending_approval")
+        if isinstance(pending, Mapping):
+            line.append(
+                f"  resume approved by {', '.join(pending.get('approvers') or [])}: needs "
+                f"{pending.get('needed')} admins",
+                style="bold yellow",
+            )
+        console.print(line)
     console.print(status_table(data))
     markets = data.get("markets")
     lines = _guard_lines("guard ", data.get("guards"))

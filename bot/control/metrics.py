@@ -50,6 +50,21 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.warning_probability = Gauge(
+            "warning_probability",
+            "Early warning: probability that a depth fracture starts within the model's "
+            "horizon (docs/early-warning.md)",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
+        )
+        self.warning_alarm = Gauge(
+            "warning_alarm",
+            "1 while the early warning is up",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
+        )
         self.paused = Gauge(
             "paused",
             "1 while the market is paused (operator or guard)",
@@ -164,6 +179,12 @@ class Metrics:
 
     def set_engaged(self, symbol: str, engaged: bool) -> None:
         self.engaged.labels(symbol).set(1 if engaged else 0)
+
+    def set_warning(self, symbol: str, probability: float | None, *, up: bool) -> None:
+        """The early warning's latest probability (None before its first update) and alarm."""
+        if probability is not None:
+            self.warning_probability.labels(symbol).set(probability)
+        self.warning_alarm.labels(symbol).set(1 if up else 0)
 
     def set_paused(self, symbol: str, paused: bool) -> None:
         self.paused.labels(symbol).set(1 if paused else 0)

@@ -10,11 +10,16 @@ Endpoints (JSON in, JSON out; every refusal is a 4xx with ``{"error": "..."}``):
     POST /cancel-all {"reason": ...}
     GET  /healthz                      200 healthy / 503 with reasons
     GET  /metrics                      Prometheus text format
+    GET  /policy                       the intervention policy in force
+    POST /policy    {"policy": TOML, "reason": ...}   put a new policy in force
 
-Who may talk to it: on the Unix socket, whoever can open it (mode 0600: the daemon's
-user); on TCP, whoever shows the bearer token, every endpoint included. Refused tokens
-are counted (``/status`` control.auth_failures and a metric) and logged without the
-token, right or wrong: a near-miss is almost the secret.
+Who may do what (:mod:`bot.governance.roles`): every endpoint needs a role (viewer,
+operator, admin), which a request gets from its bearer token, or on the Unix socket
+(mode 0600: the daemon's user) without a token from ``control.socket_role``. TCP
+always needs a token. Refused tokens are counted (``/status`` control.auth_failures and
+a metric) and logged without the token, right or wrong: a near-miss is almost the
+secret. A role too low for the endpoint is refused with 403 (logged with the token's
+name).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hmac
 import json
 import os
 import socket
@@ -31,15 +35,21 @@ import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
-from bot.control.api import MAX_REASON_CHARS, ControlHandler
+from bot.control.api import (
+    MAX_POLICY_CHARS,
+    MAX_REASON_CHARS,
+    ControlHandler,
+    current_principal,
+)
 from bot.control.metrics import Metrics
 from bot.errors import BackstopError, ConfigError, OperationalError, TemporaryError, UserError
+from bot.governance.roles import Principal, Role, TokenRegistry, required_role
 from bot.logs import Logger
 from bot.settings.models import MIN_TOKEN_CHARS, Settings, suggest
 
@@ -60,6 +70,8 @@ _ENDPOINTS = (
     ("POST", "/cancel-all"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
+    ("GET", "/policy"),
+    ("POST", "/policy"),
 )
 _ENDPOINT_LIST = ", ".join(f"{m} {p}" for m, p in _ENDPOINTS)
 
@@ -90,45 +102,37 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def read_token_file(path: Path) -> SecretStr:
-    """The token in ``path`` (surrounding whitespace stripped). Never echoes the contents."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise ConfigError(f"control.token_file {path}: cannot read the token: {reason}") from None
-    if len(text) < MIN_TOKEN_CHARS:
-        raise ConfigError(
-            f"control.token_file {path}: token too short: use at least {MIN_TOKEN_CHARS} "
-            "random characters"
-        )
-    return SecretStr(text)
-
-
-def _peer_source(request: web.Request, transport: str) -> str:
-    """Who sent this request, for the journal: the peer's uid/pid on a Unix socket."""
+def _peer(request: web.Request, transport: str) -> tuple[str, int | None]:
+    """Who sent this request, for the journal (the peer's uid/pid on a Unix socket), and
+    the peer's uid when the socket can tell."""
     if transport == "tcp":
         peer = request.transport.get_extra_info("peername") if request.transport else None
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
-        return f"control tcp ({where})"
+        return f"control tcp ({where})", None
     sock = request.transport.get_extra_info("socket") if request.transport else None
     so_peercred = getattr(socket, "SO_PEERCRED", None)  # Linux only
     if sock is not None and so_peercred is not None:
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
             pid, uid, _gid = struct.unpack("3i", creds)
-            return f"control socket (uid {uid}, pid {pid})"
+            return f"control socket (uid {uid}, pid {pid})", int(uid)
         except OSError:
             pass
-    return "control socket"
+    return "control socket", None
+
+
+def _peer_source(request: web.Request, transport: str) -> str:
+    return _peer(request, transport)[0]
 
 
 class ControlServer:
     """The control API for one daemon. ``async with ControlServer(...) as server:``.
 
     ``tcp_port`` None serves only the Unix socket; an int (0 = any free port) also
-    serves 127.0.0.1 and then ``token`` is required. Build it from settings with
-    :meth:`from_settings`.
+    serves 127.0.0.1 and then a token is required. ``tokens`` are the role tokens
+    (:class:`~bot.governance.roles.TokenRegistry`); ``token`` alone is the single admin
+    token of earlier versions. ``socket_role``: the role of a tokenless request on the
+    Unix socket. Build it from settings with :meth:`from_settings`.
     """
 
     def __init__(
@@ -140,11 +144,14 @@ class ControlServer:
         metrics: Metrics | None = None,
         tcp_port: int | None = None,
         token: SecretStr | None = None,
+        tokens: TokenRegistry | None = None,
+        socket_role: Role = Role.ADMIN,
         health_timeout_s: float = 2.0,
     ) -> None:
-        if tcp_port is not None and (
-            token is None or len(token.get_secret_value()) < MIN_TOKEN_CHARS
-        ):
+        if tokens is None:
+            usable = token is not None and len(token.get_secret_value()) >= MIN_TOKEN_CHARS
+            tokens = TokenRegistry({"admin": token} if token is not None and usable else {})
+        if tcp_port is not None and not len(tokens):
             raise ConfigError(
                 "the TCP control API needs a bearer token of at least "
                 f"{MIN_TOKEN_CHARS} characters (BACKSTOP_CONTROL__TOKEN or control.token_file)"
@@ -154,7 +161,8 @@ class ControlServer:
         self._log = log
         self.metrics = metrics if metrics is not None else Metrics()
         self._want_tcp_port = tcp_port
-        self._token = token.get_secret_value().encode("utf-8") if token is not None else None
+        self._tokens = tokens
+        self._socket_role = socket_role
         self._health_timeout_s = health_timeout_s
         self.auth_failures = 0
         self.tcp_port: int | None = None
@@ -174,16 +182,14 @@ class ControlServer:
         metrics: Metrics | None = None,
     ) -> ControlServer:
         control = settings.control
-        token = control.token
-        if control.token_file is not None:
-            token = read_token_file(control.token_file)
         return cls(
             handler,
             socket_path=settings.control_socket_path,
             log=log,
             metrics=metrics,
             tcp_port=control.tcp_port if control.tcp_enabled else None,
-            token=token if control.tcp_enabled else None,
+            tokens=TokenRegistry.from_settings(control),
+            socket_role=Role.parse(control.socket_role),
         )
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -334,9 +340,10 @@ class ControlServer:
     # ---- the web app --------------------------------------------------------------------
 
     def _make_app(self, transport: str) -> web.Application:
-        middlewares: list[Middleware] = [self._errors_middleware(transport)]
-        if transport == "tcp":
-            middlewares.append(self._auth_middleware())
+        middlewares: list[Middleware] = [
+            self._errors_middleware(transport),
+            self._auth_middleware(transport),
+        ]
         app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
         app[_TRANSPORT] = transport
         app.router.add_get("/status", self._status, allow_head=False)
@@ -347,6 +354,8 @@ class ControlServer:
         app.router.add_post("/cancel-all", self._cancel_all)
         app.router.add_get("/healthz", self._healthz, allow_head=False)
         app.router.add_get("/metrics", self._metrics, allow_head=False)
+        app.router.add_get("/policy", self._policy, allow_head=False)
+        app.router.add_post("/policy", self._set_policy)
         return app
 
     def _errors_middleware(self, transport: str) -> Middleware:
@@ -398,36 +407,66 @@ class ControlServer:
 
         return errors
 
-    def _auth_middleware(self) -> Middleware:
-        expected = self._token
-        assert expected is not None
+    def _auth_middleware(self, transport: str) -> Middleware:
+        tokens = self._tokens
 
         @web.middleware
         async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            scheme, _, presented = header.partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                presented.strip().encode("utf-8"), expected
-            ):
+            via, uid = _peer(request, transport)
+            header = request.headers.get("Authorization")
+            if header is None and transport == "unix":
+                principal = Principal(self._socket_role, None, via, uid)
+            else:
+                scheme, _, presented = (header or "").partition(" ")
+                found = tokens.match(presented) if scheme.lower() == "bearer" else None
+                if found is None:
+                    why = "missing bearer token" if not header else "wrong bearer token"
+                    self._refuse_token(request, via, why)
+                principal = Principal(found[1], found[0], via, uid)
+            route = request.match_info.route.resource
+            path = route.canonical if route is not None else request.path
+            needed = required_role(request.method, path)
+            if principal.role < needed:
+                self._log.warning(
+                    "control_forbidden",
+                    who=principal.describe(),
+                    role=principal.role.label,
+                    needed=needed.label,
+                    method=request.method,
+                    path=path,
+                )
+                raise _Refused(
+                    403,
+                    f"{principal.identity} has the {principal.role.label} role; "
+                    f"{request.method} {path} needs {needed.label} (docs/governance.md)",
+                )
+            reset = current_principal.set(principal)
+            try:
                 return await handler(request)
-            self.auth_failures += 1
-            self.metrics.record_auth_failure()
-            why = "missing bearer token" if not header else "wrong bearer token"
-            # Never log the header: a wrong token is often the right one with a typo.
-            self._log.warning(
-                "control_auth_refused",
-                reason=why,
-                peer=_peer_source(request, "tcp"),
-                path=request.path,
-                failures=self.auth_failures,
-            )
-            raise _Refused(401, f"{why}: send 'Authorization: Bearer <token>'")
+            finally:
+                current_principal.reset(reset)
 
         return auth
+
+    def _refuse_token(self, request: web.Request, via: str, why: str) -> NoReturn:
+        self.auth_failures += 1
+        self.metrics.record_auth_failure()
+        # Never log the header: a wrong token is often the right one with a typo.
+        self._log.warning(
+            "control_auth_refused",
+            reason=why,
+            peer=via,
+            path=request.path,
+            failures=self.auth_failures,
+        )
+        raise _Refused(401, f"{why}: send 'Authorization: Bearer <token>'")
 
     # ---- endpoints ------------------------------------------------------------------------
 
     def _source(self, request: web.Request) -> str:
+        principal = current_principal.get()
+        if principal is not None:
+            return principal.describe()
         return _peer_source(request, request.app[_TRANSPORT])
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -485,6 +524,19 @@ class ControlServer:
         data.update(health.detail)
         return _json(data, 200 if health.ok else 503)
 
+    async def _policy(self, request: web.Request) -> web.Response:
+        get = getattr(self._handler, "policy", None)
+        if get is None:
+            raise _Refused(404, "this daemon runs no intervention policy")
+        return _json(await get())
+
+    async def _set_policy(self, request: web.Request) -> web.Response:
+        put = getattr(self._handler, "set_policy", None)
+        if put is None:
+            raise _Refused(404, "this daemon runs no intervention policy")
+        body = await _body(request, required=("policy", "reason"), text=("policy",))
+        return _json(await put(body["policy"], body["reason"], self._source(request)))
+
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type}
@@ -513,11 +565,18 @@ def _squash(symbol: str) -> str:
 _EXAMPLES = {
     "reason": "why (it is logged and journaled)",
     "symbol": "BTC/USDT",
+    "policy": "the policy file's TOML text",
 }
 
 
-async def _body(request: web.Request, *, required: tuple[str, ...]) -> dict[str, str]:
-    """The request's JSON object with exactly the ``required`` string fields."""
+async def _body(
+    request: web.Request, *, required: tuple[str, ...], text: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The request's JSON object with exactly the ``required`` string fields.
+
+    Fields in ``text`` may span lines (a policy file) and be up to
+    :data:`MAX_POLICY_CHARS` long; the others are one line of :data:`MAX_REASON_CHARS`.
+    """
     example = _dumps({k: _EXAMPLES.get(k, "...") for k in required})
     where = f"{request.method} {request.path}"
     raw = await request.read()
@@ -551,6 +610,13 @@ async def _body(request: web.Request, *, required: tuple[str, ...]) -> dict[str,
         value = value.strip()
         if not value:
             raise _Refused(400, f"{where}: {key!r} is empty: say {_EXAMPLES.get(key, 'it')}")
+        if key in text:
+            if len(value) > MAX_POLICY_CHARS:
+                raise _Refused(400, f"{where}: {key!r} is over {MAX_POLICY_CHARS} characters")
+            if any((ord(c) < 32 and c not in "\n\r\t") or ord(c) == 127 for c in value):
+                raise _Refused(400, f"{where}: {key!r} holds control characters")
+            out[key] = value + "\n"
+            continue
         if len(value) > MAX_REASON_CHARS:
             raise _Refused(400, f"{where}: {key!r} is over {MAX_REASON_CHARS} characters")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):

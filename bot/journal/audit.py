@@ -298,7 +298,9 @@ def add_audit_commands(subparsers: Any) -> None:
         description="The journal is a hash chain: every record's hash covers its content "
         "and the previous record's hash, so an edit or deletion is detectable.",
     )
-    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify,export}")
+    sub = audit.add_subparsers(
+        dest="audit_command", required=True, metavar="{verify,export,replay}"
+    )
     p = sub.add_parser(
         "verify",
         help="check the whole chain; exit 1 naming the first broken record",
@@ -323,6 +325,10 @@ def add_audit_commands(subparsers: Any) -> None:
         default=",".join(EXPORT_KINDS),
         help=f"comma-separated record kinds (default: {','.join(EXPORT_KINDS)})",
     )
+    # Imported here: the replay loads the detector and strategies, verify/export do not.
+    from bot.governance.replay import add_replay_command
+
+    add_replay_command(sub)
 
 
 def is_audit_command(args: argparse.Namespace) -> bool:
@@ -343,6 +349,10 @@ def run_audit_command(
     """Run ``audit verify`` or ``audit export``; returns the exit status."""
     stdout, stderr = out or sys.stdout, err or sys.stderr
     action = getattr(args, "audit_command", None)
+    if action == "replay":
+        from bot.governance.replay import run_replay_command
+
+        return run_replay_command(args, out=stdout, err=stderr)
     path = journal_path_from_args(args)
     try:
         if action == "verify":
@@ -380,5 +390,5 @@ def run_audit_command(
     except sqlite3.DatabaseError as e:  # not a database, or damaged beyond reading
         print(f"backstop audit {action}: {path}: unreadable: {e}", file=stderr)
         return EXIT_BROKEN
-    print("backstop audit: choose verify or export", file=stderr)
+    print("backstop audit: choose verify, export or replay", file=stderr)
     return EXIT_USAGE

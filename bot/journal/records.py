@@ -27,6 +27,18 @@ Kinds and their payload keys (every payload is a JSON object):
 ``trading_state`` account trading state: previous, state, reason, who
 ``kill``      a kill-switch trip, flat confirmation, failure to confirm, or resume:
               action, previous, state, reason, source, who, elapsed_ns, numbers
+``policy``    the intervention policy in force: at start (action ``start``) and at every
+              change (``change``): hash, previous_hash, name, source, policy (normalised),
+              text, who, reason (:mod:`bot.governance.policy`)
+``approval``  a resume approval under the two-person rule: action, state (``pending``,
+              ``approved``, ``refused``), approver, approvers, needed, reason, refused,
+              trip, loss_trip
+``evidence``  an episode's evidence window opening (detector and strategy state, limits,
+              the readings since the last checkpoint) or closing
+              (:mod:`bot.governance.evidence`)
+``decision``  one detector reading in an evidence window: the market data, the bot's
+              inventory and budget, and what the detector, strategy, budget and risk
+              engine decided
 """
 
 from __future__ import annotations
@@ -61,6 +73,12 @@ TRADING_STATE: Final = "trading_state"
 KILL: Final = "kill"
 TRACE: Final = "trace"
 """Book, detector and inventory rows for reports (:mod:`bot.journal.trace`)."""
+POLICY: Final = "policy"
+APPROVAL: Final = "approval"
+EVIDENCE: Final = "evidence"
+DECISION: Final = "decision"
+WARNING: Final = "warning"
+"""The early warning's alarm going up or down (:mod:`bot.warning.live`)."""
 
 KINDS: Final = frozenset(
     {
@@ -76,13 +94,18 @@ KINDS: Final = frozenset(
         TRADING_STATE,
         KILL,
         TRACE,
+        POLICY,
+        APPROVAL,
+        EVIDENCE,
+        DECISION,
+        WARNING,
     }
 )
 
 # Settings fields that hold secrets: left out of the fingerprint and the stored dump.
 SECRET_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "exchange": frozenset({"api_key", "secret", "password"}),
-    "control": frozenset({"token"}),
+    "control": frozenset({"token", "tokens"}),
     "fleet": frozenset({"password"}),
 }
 

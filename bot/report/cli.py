@@ -5,8 +5,12 @@
 
 With ``--episode``: that episode, with 30 s of context either side. With ``--since``
 (and ``--until``): every episode in that period and the market over it. With neither:
-the whole journal. The journal's own hash chain is verified first; a broken chain is
-reported, and the report is still drawn, marked as drawn from an unverified journal.
+the whole journal. With ``--governance``: the transparency report instead
+(:mod:`bot.governance.report`: per ``--period``, episodes, reserve used and
+replenished, costs, policy versions, kills and resumes), HTML or ``.md``.
+
+The journal's own hash chain is verified first; a broken chain is reported, and the
+report is still drawn, marked as drawn from an unverified journal.
 """
 
 from __future__ import annotations
@@ -47,6 +51,17 @@ def add_report_command(subparsers: Any) -> None:
     p.add_argument("--until", metavar="ISO", help="up to this time (UTC; with --since)")
     p.add_argument("--symbol", metavar="SYM", help="one market only, e.g. BTC/USDT")
     p.add_argument("--out", type=Path, required=True, metavar="PATH.html")
+    p.add_argument(
+        "--governance",
+        action="store_true",
+        help="the transparency report for the reserve's funders (PATH.html or PATH.md)",
+    )
+    p.add_argument(
+        "--period",
+        choices=("day", "week", "month", "all"),
+        default="day",
+        help="with --governance: one section per UTC day (default), week, month, or all",
+    )
 
 
 def is_report_command(args: argparse.Namespace) -> bool:
@@ -56,6 +71,8 @@ def is_report_command(args: argparse.Namespace) -> bool:
 def run_report_command(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
     stderr = err or sys.stderr
     path = journal_path_from_args(args)
+    if getattr(args, "governance", False):
+        return _governance(args, path, stderr)
     try:
         files = draw(
             path,
@@ -73,6 +90,30 @@ def run_report_command(args: argparse.Namespace, *, err: TextIO | None = None) -
         print(f"backstop report: {path}: unreadable: {e}", file=stderr)
         return EXIT_USAGE
     print(f"report written: {', '.join(str(f) for f in files)}", file=stderr)
+    return EXIT_OK
+
+
+def _governance(args: argparse.Namespace, path: Path, stderr: TextIO) -> int:
+    from bot.governance import report as governance
+
+    try:
+        if args.episode is not None:
+            raise UserError("--governance reports periods: use --since/--until, not --episode")
+        if args.until is not None and args.since is None:
+            raise UserError("--until needs --since")
+        built = governance.build(
+            path, since_ns=_ns(args.since), until_ns=_ns(args.until), period=args.period
+        )
+    except UserError as e:
+        print(f"backstop report: {e}", file=stderr)
+        return EXIT_USAGE
+    except sqlite3.DatabaseError as e:
+        print(f"backstop report: {path}: unreadable: {e}", file=stderr)
+        return EXIT_USAGE
+    out = governance.write(built, args.out)
+    if not built.chain_ok:
+        print(f"WARNING: {path}: {built.chain}", file=stderr)
+    print(f"governance report written: {out}", file=stderr)
     return EXIT_OK
 
 

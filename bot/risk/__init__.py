@@ -4,7 +4,9 @@ Modules, one concept each: :mod:`~bot.risk.checks` (pure pre-trade checks and th
 :class:`QuoteContext` they read), :mod:`~bot.risk.bucket` (the order-rate token bucket),
 :mod:`~bot.risk.events` (what the engine publishes), :mod:`~bot.risk.config` and
 :mod:`~bot.risk.engine` (state, guards, and the checks that need state). The kill
-switch that acts on ``kill`` guards is :mod:`bot.killswitch`.
+switch that acts on ``kill`` guards is :mod:`bot.killswitch`. Options:
+:mod:`~bot.risk.greeks` (Black-76, implied volatility, greek limits) and
+:mod:`~bot.risk.options` (option books' band depth in premium and vega notional).
 """
 
 from bot.risk.bucket import TokenBucket

@@ -20,7 +20,16 @@ adds what needs state (trading state, paused markets, the order rate).
 ``POSITION_EXCEEDS_MAX``       if it (and our other orders that side) filled, the position
                                would exceed ``max_position_base[asset]`` and be larger
                                than before (an order that shrinks it is never refused)
+``CONTRACTS_EXCEED_MAX``       likewise for a perpetual's ``max_position_contracts``
+``POSITION_NOTIONAL_EXCEEDS_MAX``  ...and its ``max_position_notional_quote`` (at the price)
 =============================  ==========================================================
+
+On a contract market (``QuoteContext.leverage`` set) amounts and positions are
+contracts, notional is ``MarketRules.notional`` (linear ``contracts x size x price``,
+inverse ``contracts x size``), base caps compare the base-asset equivalent, and the
+market/total caps compare *collateral*: the order's initial margin (notional /
+leverage; none for an order that only closes the position) on top of the committed
+collateral (orders' initial margin + the position's maintenance margin).
 
 Fat-finger limits sit beyond the policy limits (band, order size): an order that far
 out is not a strategy being aggressive but a unit or sign mistake, so the engine also
@@ -31,12 +40,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from bot.book import BookState, OrderBook
-from bot.inventory import Inventory, RestingOrder, currencies
+from bot.inventory import AnyInventory, PerpInventory, RestingOrder, currencies
+from bot.positions import PerpLimits
 from bot.settings.models import RiskSettings
-from strategies.base import Quote
+from strategies.base import MarketRules, Quote
 
 BPS = 1e4
 # Position comparisons tolerate float dust (amounts are venue decimals; sums are not).
@@ -58,7 +68,8 @@ class QuoteContext:
     best_bid: float | None = None
     best_ask: float | None = None
     position_base: float = 0.0
-    """Signed net position in the quote's base asset (all markets), in base units."""
+    """Signed net position in the quote's base asset (all markets), in order units (base;
+    contracts on a contract market)."""
     resting_buy_base: float = 0.0
     """Remaining amount of our open buys in this asset that stay when the order is sent."""
     resting_sell_base: float = 0.0
@@ -68,10 +79,28 @@ class QuoteContext:
     """Resting orders' notional + ``|position| x mid`` on this market."""
     total_committed_quote: float = 0.0
     """The same over every market (this one included)."""
+    rules: MarketRules = field(default_factory=MarketRules)
+    """What an amount is worth (contract size, linear or inverse); spot by default."""
+    leverage: float | None = None
+    """A contract market's leverage: its caps compare collateral. None: spot."""
+    perp: PerpLimits | None = None
+    """A contract market's position limits."""
+
+    def notional(self, quote: Quote) -> float:
+        return self.rules.notional(quote.price, quote.amount)
+
+    def collateral(self, quote: Quote) -> float:
+        """What sending ``quote`` commits: its notional, or on a contract market its
+        initial margin (none if it only closes the position)."""
+        if self.leverage is None:
+            return self.notional(quote)
+        if reduces_position(quote, self):
+            return 0.0
+        return self.notional(quote) / self.leverage
 
     def with_sent(self, quote: Quote) -> QuoteContext:
         """The context after ``quote`` is sent: for checking a set of orders one by one."""
-        notional = quote.price * quote.amount
+        notional = self.collateral(quote)
         return replace(
             self,
             resting_buy_base=self.resting_buy_base + (quote.amount if quote.side == "buy" else 0),
@@ -86,7 +115,7 @@ class QuoteContext:
     def build(
         cls,
         book: OrderBook | None,
-        inventory: Inventory,
+        inventory: AnyInventory,
         orders: Iterable[RestingOrder],
         *,
         other_markets_quote: float = 0.0,
@@ -101,16 +130,27 @@ class QuoteContext:
         valid = book is not None and book.state is BookState.VALID
         mid = book.mid() if valid and book is not None else None
         committed = inventory.committed_quote(resting, mid)
+        perp = isinstance(inventory, PerpInventory)
+        rules, leverage, limits = MarketRules(), None, None
+        if isinstance(inventory, PerpInventory):
+            spec = inventory.spec
+            rules = MarketRules(contract_size=float(spec.contract_size), inverse=spec.inverse)
+            leverage = float(inventory.position.leverage)
+            limits = inventory.limits
+        net = inventory.net_units if perp else inventory.net_base
         return cls(
             mid=mid,
             best_bid=book.best_bid() if valid and book is not None else None,
             best_ask=book.best_ask() if valid and book is not None else None,
-            position_base=inventory.net_base if position_base is None else position_base,
+            position_base=net if position_base is None else position_base,
             resting_buy_base=sum(max(0.0, o.remaining) for o in resting if o.side == "buy"),
             resting_sell_base=sum(max(0.0, o.remaining) for o in resting if o.side == "sell"),
             open_orders=len(resting),
             market_committed_quote=committed,
             total_committed_quote=committed + other_markets_quote,
+            rules=rules,
+            leverage=leverage,
+            perp=limits,
         )
 
 
@@ -163,7 +203,7 @@ def check_fat_finger(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> s
             f"FAT_FINGER_PRICE: price={_n(quote.price)} mid={_n(ctx.mid)} "
             f"distance_bps={distance:.1f} max_bps={limits.fat_finger_bps_limit:g}"
         )
-    notional = quote.price * quote.amount
+    notional = ctx.notional(quote)
     if notional > limits.fat_finger_quote_limit:
         return f"FAT_FINGER_NOTIONAL: notional={_n(notional)} max={limits.fat_finger_quote_limit:g}"
     return None
@@ -191,7 +231,7 @@ def check_cross(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str | 
 
 
 def check_order_size(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str | None:
-    notional = quote.price * quote.amount
+    notional = ctx.notional(quote)
     if notional > limits.max_order_quote:
         return (
             f"NOTIONAL_EXCEEDS_MAX_PER_ORDER: notional={_n(notional)} "
@@ -199,9 +239,10 @@ def check_order_size(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> s
         )
     asset = currencies(quote.symbol)[0]
     max_base = limits.max_order_base.get(asset)
-    if max_base is not None and quote.amount > max_base:
+    amount = ctx.rules.base_amount(quote.price, quote.amount)
+    if max_base is not None and amount > max_base:
         return (
-            f"AMOUNT_EXCEEDS_MAX_PER_ORDER: asset={asset} amount={_n(quote.amount)} "
+            f"AMOUNT_EXCEEDS_MAX_PER_ORDER: asset={asset} amount={_n(amount)} "
             f"max={max_base:g}"
         )
     return None
@@ -217,7 +258,7 @@ def check_open_orders(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> 
 
 
 def check_notional(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str | None:
-    notional = quote.price * quote.amount
+    notional = ctx.collateral(quote)
     market = ctx.market_committed_quote + notional
     if market > limits.max_notional_per_market_quote:
         return (
@@ -239,16 +280,49 @@ def check_position(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str
     max_base = limits.max_position_base.get(asset)
     if max_base is None:
         return None
-    if quote.side == "buy":
-        before = ctx.position_base + ctx.resting_buy_base
-        after = before + quote.amount
-    else:
-        before = ctx.position_base - ctx.resting_sell_base
-        after = before - quote.amount
+    before, after = _position_after(quote, ctx)
+    if not ctx.rules.is_unit:  # contracts: compare their base-asset equivalent
+        before = ctx.rules.base_amount(quote.price, before)
+        after = ctx.rules.base_amount(quote.price, after)
     if abs(after) > max_base + _EPS and abs(after) > abs(before):
         return (
             f"POSITION_EXCEEDS_MAX: asset={asset} side={quote.side} "
             f"position={_n(ctx.position_base)} position_after={_n(after)} max={max_base:g}"
+        )
+    return None
+
+
+def _position_after(quote: Quote, ctx: QuoteContext) -> tuple[float, float]:
+    """The position (order units) if our other orders that side filled, before and with
+    ``quote``."""
+    if quote.side == "buy":
+        before = ctx.position_base + ctx.resting_buy_base
+        return before, before + quote.amount
+    before = ctx.position_base - ctx.resting_sell_base
+    return before, before - quote.amount
+
+
+def check_contract_position(
+    quote: Quote, ctx: QuoteContext, limits: RiskSettings
+) -> str | None:
+    perp = ctx.perp
+    if perp is None:
+        return None
+    before, after = _position_after(quote, ctx)
+    if abs(after) <= abs(before):
+        return None  # shrinking the position is never refused
+    cap = perp.max_position_contracts
+    if cap is not None and abs(after) > cap + _EPS:
+        return (
+            f"CONTRACTS_EXCEED_MAX: symbol={quote.symbol} side={quote.side} "
+            f"contracts={_n(ctx.position_base)} contracts_after={_n(after)} max={cap:g}"
+        )
+    cap = perp.max_position_notional_quote
+    notional = ctx.rules.notional(quote.price, abs(after))
+    if cap is not None and notional > cap + _EPS:
+        return (
+            f"POSITION_NOTIONAL_EXCEEDS_MAX: symbol={quote.symbol} side={quote.side} "
+            f"notional_after={_n(notional)} max={cap:g}"
         )
     return None
 
@@ -263,6 +337,7 @@ CHECKS: tuple[Check, ...] = (
     check_open_orders,
     check_notional,
     check_position,
+    check_contract_position,
 )
 
 

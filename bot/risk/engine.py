@@ -20,7 +20,22 @@ pause, other    event; market (or every market, for     condition false *and*
 kill            event; trading state HALTED             only when trading resumes
                                                         (``set_trading_state``): then it
                                                         fires again if still true
+reduce          event; the market is REDUCING: quotes   condition false *and*
+                pulled, only orders that shrink the     ``pause_cooldown_s`` since it
+                position pass                           fired (always automatic)
+pause_side      event; one side may not grow the        as soon as the condition is false
+                position (funding)
 ==============  ======================================  ==================================
+
+Perpetual futures guards (fed :meth:`RiskEngine.on_position` with a
+:class:`~bot.positions.PositionReading` on every book update) have fixed levels
+(:data:`~bot.risk.events.PERP_LEVELS`): ``liquidation_distance`` (mark within
+``min_liquidation_distance_bps`` of the liquidation price), ``max_leverage``
+(effective leverage over ``max_leverage``) and ``position_limit`` (position over its
+contract or notional cap, e.g. after the price moved) REDUCE; ``funding_cost``
+(``|funding rate| > max_funding_rate``) pauses the paying side (buys when the rate is
+positive); ``mark_price_band`` (mark and last trade price further apart than
+``mark_last_band_bps``) pauses the market like a data guard.
 
 A guard fires once per episode (on the rising edge), not on every evaluation. An
 operator's ``unpause`` lifts every pause reason of that market except data guards
@@ -46,10 +61,12 @@ from bot.clock import NS_PER_SECOND, Clock
 from bot.feeds.events import FeedState, FeedStatus
 from bot.logs import Logger
 from bot.orders.events import OrderActionFailed, OrderNotice
+from bot.positions import PositionReading
 from bot.risk.bucket import TokenBucket
 from bot.risk.checks import QuoteContext, check_order, check_valid, reduces_position
 from bot.risk.events import (
     OPERATOR,
+    PERP_LEVELS,
     Guard,
     GuardEvent,
     GuardLevel,
@@ -148,6 +165,8 @@ class RiskEngine:
         )
         self._markets: dict[str, _MarketData] = {}
         self._pauses: dict[str, dict[str, str]] = {}
+        self._reducing: dict[str, dict[str, str]] = {}
+        self._paying_side: dict[str, str] = {}
         self._paused_since: dict[str, int] = {}
         self._latches: dict[tuple[Guard, Scope], _Latch] = {}
         self._rejects: dict[str, deque[int]] = {}
@@ -176,9 +195,15 @@ class RiskEngine:
 
     def market_state(self, symbol: str) -> MarketRisk:
         reasons = self._pauses.get(symbol, {})
+        reducing = self._reducing.get(symbol, {})
+        state = MarketState.ACTIVE
+        if reasons:
+            state = MarketState.PAUSED
+        elif reducing:
+            state, reasons = MarketState.REDUCING, reducing
         return MarketRisk(
             symbol=symbol,
-            state=MarketState.PAUSED if reasons else MarketState.ACTIVE,
+            state=state,
             reasons=MappingProxyType(dict(reasons)),
             since_ns=self._paused_since.get(symbol, 0),
         )
@@ -186,9 +211,23 @@ class RiskEngine:
     def is_paused(self, symbol: str) -> bool:
         return bool(self._pauses.get(symbol))
 
+    def is_reducing(self, symbol: str) -> bool:
+        """True while a position guard lets only position-reducing orders through."""
+        return bool(self._reducing.get(symbol))
+
+    def paused_sides(self, symbol: str) -> frozenset[str]:
+        """Sides that may not grow the position now (the side paying extreme funding)."""
+        latch = self._latches.get((Guard.FUNDING_COST, symbol))
+        side = self._paying_side.get(symbol)
+        if latch is None or not latch.active or side is None:
+            return frozenset()
+        return frozenset({side})
+
     def guard_status(self, symbol: str | None = None) -> dict[str, str]:
         """Guard name -> ``ok`` or ``<level>: <reason>``; a market's guards, or the account's."""
-        guards = MARKET_GUARDS if symbol is not None else ACCOUNT_GUARDS
+        guards: tuple[Guard, ...] = MARKET_GUARDS if symbol is not None else ACCOUNT_GUARDS
+        if symbol is not None:  # a perpetual's guards, once it has been read
+            guards += tuple(g for g in PERP_LEVELS if (g, symbol) in self._latches)
         out: dict[str, str] = {}
         for guard in guards:
             latch = self._latches.get((guard, symbol))
@@ -216,6 +255,7 @@ class RiskEngine:
                 s: {
                     "state": self.market_state(s).state.value,
                     "reasons": dict(self._pauses.get(s, {})),
+                    "reducing": dict(self._reducing.get(s, {})),
                     "guards": self.guard_status(s),
                 }
                 for s in self._markets
@@ -309,6 +349,18 @@ class RiskEngine:
             return (
                 f"TRADING_REDUCING: side={quote.side} amount={_n(quote.amount)} "
                 f"position={_n(ctx.position_base)}"
+            )
+        reducing = self._reducing.get(quote.symbol)
+        if reducing and not reduces_position(quote, ctx):
+            return (
+                f"MARKET_REDUCING: symbol={quote.symbol} side={quote.side} "
+                f"amount={_n(quote.amount)} position={_n(ctx.position_base)} "
+                f"reasons={','.join(sorted(reducing))}"
+            )
+        if quote.side in self.paused_sides(quote.symbol) and not reduces_position(quote, ctx):
+            return (
+                f"SIDE_PAUSED: symbol={quote.symbol} side={quote.side} "
+                f"guard={Guard.FUNDING_COST.value} position={_n(ctx.position_base)}"
             )
         denial = check_order(quote, ctx, self.config)
         if denial is not None and denial.startswith("FAT_FINGER"):
@@ -478,6 +530,72 @@ class RiskEngine:
                 worst, worst_excess = (ccy, have, want), diff - allowed
         return worst
 
+    def on_position(self, reading: PositionReading, now_ns: int | None = None) -> None:
+        """A perpetual's position at its mark (every book update): the position guards."""
+        now = self._now(now_ns if now_ns is not None else reading.ts_ns)
+        symbol = reading.symbol
+        self._market(symbol)
+        lim = reading.limits
+        distance = reading.liquidation_distance_bps
+        self._observe(
+            Guard.LIQUIDATION_DISTANCE,
+            symbol,
+            distance is not None and distance < lim.min_liquidation_distance_bps,
+            now,
+            f"LIQUIDATION_DISTANCE: symbol={symbol} mark={_n(reading.mark)} "
+            f"liquidation={_n(reading.liquidation_price or 0.0)} distance_bps={distance or 0:.1f} "
+            f"min_bps={lim.min_liquidation_distance_bps:g} contracts={_n(reading.contracts)}",
+            {"distance_bps": distance or 0.0, "min_bps": lim.min_liquidation_distance_bps},
+        )
+        leverage = reading.leverage
+        self._observe(
+            Guard.MAX_LEVERAGE,
+            symbol,
+            leverage is not None and leverage > lim.max_leverage,
+            now,
+            f"MAX_LEVERAGE: symbol={symbol} leverage={_n(leverage or 0.0)} "
+            f"max={lim.max_leverage:g} contracts={_n(reading.contracts)}",
+            {"leverage": leverage or 0.0, "max": lim.max_leverage},
+        )
+        over = []
+        cap = lim.max_position_contracts
+        if cap is not None and abs(reading.contracts) > cap * (1 + 1e-9):
+            over.append(f"contracts={_n(abs(reading.contracts))} max_contracts={cap:g}")
+        cap = lim.max_position_notional_quote
+        if cap is not None and reading.notional_quote > cap * (1 + 1e-9):
+            over.append(f"notional={_n(reading.notional_quote)} max_notional={cap:g}")
+        self._observe(
+            Guard.POSITION_LIMIT,
+            symbol,
+            bool(over),
+            now,
+            f"POSITION_LIMIT: symbol={symbol} " + " ".join(over),
+        )
+        rate = reading.funding_rate
+        if abs(rate) > lim.max_funding_rate:
+            self._paying_side[symbol] = "buy" if rate > 0 else "sell"
+        self._observe(
+            Guard.FUNDING_COST,
+            symbol,
+            abs(rate) > lim.max_funding_rate,
+            now,
+            f"FUNDING_COST: symbol={symbol} rate={rate:g} max={lim.max_funding_rate:g} "
+            f"paying_side={'long' if rate > 0 else 'short'}",
+            {"rate": rate, "max": lim.max_funding_rate},
+        )
+        band = reading.mark_last_bps
+        self._observe(
+            Guard.MARK_PRICE_BAND,
+            symbol,
+            band is not None and band > lim.mark_last_band_bps,
+            now,
+            f"MARK_PRICE_BAND: symbol={symbol} mark={_n(reading.mark)} "
+            f"last={_n(reading.last or 0.0)} distance_bps={band or 0:.1f} "
+            f"max_bps={lim.mark_last_band_bps:g}",
+            {"distance_bps": band or 0.0, "max_bps": lim.mark_last_band_bps},
+        )
+        self._settle_all(now)
+
     def tick(self, now_ns: int | None = None) -> None:
         """Timer: staleness without updates, sliding windows, cool-downs."""
         now = self._now(now_ns)
@@ -582,6 +700,9 @@ class RiskEngine:
         )
 
     def _level(self, guard: Guard) -> GuardLevel:
+        fixed = PERP_LEVELS.get(guard)
+        if fixed is not None:
+            return fixed
         return GuardLevel(getattr(self._guards, guard.value))
 
     def _latch(self, guard: Guard, scope: Scope) -> _Latch:
@@ -642,6 +763,8 @@ class RiskEngine:
             self._set_pauses(symbols, guard.value, reason, cause=f"GUARD: guard={guard.value}")
         elif level is GuardLevel.KILL:
             self.set_trading_state(TradingState.HALTED, reason=reason, who=f"guard:{guard.value}")
+        elif level is GuardLevel.REDUCE and scope is not None:
+            self._set_reducing([scope], guard.value, reason, cause=f"GUARD: guard={guard.value}")
 
     def _settle_all(self, now: int) -> None:
         for (guard, scope), latch in list(self._latches.items()):
@@ -654,6 +777,17 @@ class RiskEngine:
         cause = f"RECOVERED: guard={guard.value}"
         if latch.level is GuardLevel.KILL:
             return  # only a resume of trading lets go (set_trading_state)
+        if latch.level is GuardLevel.REDUCE:
+            cooldown = self._guards.pause_cooldown_s
+            if (now - latch.fired_ns) / NS_PER_SECOND < cooldown:
+                return
+            latch.active = False
+            latch.clear_since_ns = None
+            if scope is not None:
+                self._clear_reducing(
+                    [scope], guard.value, cause=f"{cause} cooldown_s={cooldown:g}"
+                )
+            return
         if latch.level is GuardLevel.PAUSE:
             if guard.is_data:
                 healthy_s = (now - clear_since) / NS_PER_SECOND
@@ -683,6 +817,7 @@ class RiskEngine:
         if data is None:
             data = self._markets[symbol] = _MarketData()
             self._pauses[symbol] = {}
+            self._reducing[symbol] = {}
             # A new market joins the account-wide pauses in force.
             for (guard, scope), latch in list(self._latches.items()):
                 if scope is None and latch.active and latch.level is GuardLevel.PAUSE:
@@ -695,6 +830,20 @@ class RiskEngine:
         def apply() -> None:
             for s in symbols:
                 self._pauses[s][key] = reason
+
+        self._change(symbols, apply, cause=cause)
+
+    def _set_reducing(self, symbols: list[str], key: str, reason: str, *, cause: str) -> None:
+        def apply() -> None:
+            for s in symbols:
+                self._reducing[s][key] = reason
+
+        self._change(symbols, apply, cause=cause)
+
+    def _clear_reducing(self, symbols: list[str], key: str, *, cause: str) -> None:
+        def apply() -> None:
+            for s in symbols:
+                self._reducing[s].pop(key, None)
 
         self._change(symbols, apply, cause=cause)
 
@@ -713,11 +862,11 @@ class RiskEngine:
             state = self.market_state(s).state
             if state is before[s]:
                 continue
-            if state is MarketState.PAUSED:
-                self._paused_since[s] = now
-            else:
+            if state is MarketState.ACTIVE:
                 self._paused_since.pop(s, None)
-            reasons = MappingProxyType(dict(self._pauses[s]))
+            else:
+                self._paused_since[s] = now
+            reasons = self.market_state(s).reasons
             self._log.info("market_state", symbol=s, state=state.value, cause=cause)
             self._emit(MarketStateChanged(now, s, before[s], state, reasons, cause))
 

@@ -27,12 +27,20 @@ class MarketState(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     """At least one reason holds the market: its quotes are pulled, new ones refused."""
+    REDUCING = "reducing"
+    """A position guard holds the market (a perpetual near liquidation, over its leverage
+    or position limit): its quotes are pulled, and only orders that shrink the position
+    are allowed."""
 
 
 class GuardLevel(StrEnum):
     WARN = "warn"
     PAUSE = "pause"
     KILL = "kill"
+    REDUCE = "reduce"
+    """The market's quotes are pulled and only position-reducing orders allowed."""
+    PAUSE_SIDE = "pause_side"
+    """One side of the market may not grow the position (the other side is untouched)."""
 
 
 class Guard(StrEnum):
@@ -47,6 +55,12 @@ class Guard(StrEnum):
     DAILY_LOSS = "daily_loss"
     DRAWDOWN = "drawdown"
     FAT_FINGER = "fat_finger"
+    # Perpetual futures (bot.positions.PositionReading): fixed levels, see PERP_LEVELS.
+    LIQUIDATION_DISTANCE = "liquidation_distance"
+    MAX_LEVERAGE = "max_leverage"
+    POSITION_LIMIT = "position_limit"
+    FUNDING_COST = "funding_cost"
+    MARK_PRICE_BAND = "mark_price_band"
 
     @property
     def is_data(self) -> bool:
@@ -54,7 +68,21 @@ class Guard(StrEnum):
         return self in _DATA_GUARDS
 
 
-_DATA_GUARDS = frozenset({Guard.STALE_BOOK, Guard.INVALID_BOOK, Guard.FEED_DISCONNECTED})
+_DATA_GUARDS = frozenset(
+    {Guard.STALE_BOOK, Guard.INVALID_BOOK, Guard.FEED_DISCONNECTED, Guard.MARK_PRICE_BAND}
+)
+
+PERP_LEVELS: Mapping[Guard, GuardLevel] = MappingProxyType(
+    {
+        Guard.LIQUIDATION_DISTANCE: GuardLevel.REDUCE,
+        Guard.MAX_LEVERAGE: GuardLevel.REDUCE,
+        Guard.POSITION_LIMIT: GuardLevel.REDUCE,
+        Guard.FUNDING_COST: GuardLevel.PAUSE_SIDE,
+        Guard.MARK_PRICE_BAND: GuardLevel.PAUSE,
+    }
+)
+"""The perpetual guards' levels. Fixed: pulling quotes and reducing is the only sane
+answer near liquidation, and a mark that disagrees with the tape is bad data."""
 
 OPERATOR = "operator"
 """The pause reason key of an operator's pause (beside guard names)."""

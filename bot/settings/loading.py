@@ -252,6 +252,12 @@ def _credential_keys(data: Mapping[str, Any]) -> list[str]:
 
 
 def _where_credentials_go(path: str = "exchange") -> str:
+    if path.startswith("control.tokens"):
+        return (
+            f"set the environment variable {env_name(('control', 'tokens'))} (JSON: "
+            '{"admin.alice": "..."}), or point control.tokens_dir at a directory of '
+            "token files named ROLE.NAME"
+        )
     if path.startswith("control."):
         return (
             f"set the environment variable {env_name(('control', 'token'))} or a file of that "
@@ -405,7 +411,30 @@ def load_settings(
     except SettingsError as e:
         raise ConfigError(f"settings: {_scrub(str(e))}") from None
     _record_origins(settings, sources)
+    if settings.governance.policy_file is not None:
+        settings = _apply_policy(settings, sources)
     return settings
+
+
+def _apply_policy(settings: Settings, sources: Sequence[_Source]) -> Settings:
+    """The policy file owns some settings: fill them in, refuse contradicting values."""
+    from bot.governance.policy import apply_policy, conflicts, load_policy_file
+
+    path = settings.governance.policy_file
+    assert path is not None
+    policy = load_policy_file(path)
+    found = conflicts(settings, policy.policy)
+    if found:
+        first = found[0]
+        owner = _owner(sources, first.loc)
+        where = owner.describe(first.loc) if owner is not None else "settings"
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(
+            f"{where}: {first.path} = {first.have!r}, but the policy {path} (version "
+            f"{policy.short}) owns it and says {first.want!r}{more}: remove it from the "
+            "operational settings, or change the policy"
+        )
+    return apply_policy(settings, policy)
 
 
 def validate_symbols(settings: Settings, markets: Mapping[str, Any], *, source: str) -> None:

@@ -56,6 +56,7 @@ CREDENTIAL_KEYS = frozenset(
         "privatekey",
         "uid",
         "token",
+        "tokens",
         "walletaddress",
         "twofa",
         "login",
@@ -69,6 +70,8 @@ _CODE = r"[A-Za-z0-9][A-Za-z0-9._]*"
 _SYMBOL_RE = re.compile(rf"^{_CODE}/{_CODE}(:{_CODE}(-[A-Za-z0-9.]+)*)?$")
 # Shortest control API bearer token accepted (a guessable token on TCP is no lock).
 MIN_TOKEN_CHARS = 16
+# A role token's name: ROLE.NAME (see bot.governance.roles).
+_TOKEN_NAME_RE = re.compile(r"^(viewer|operator|admin)\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _COMMON_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "TRY", "BTC", "ETH", "BNB")
 
 
@@ -187,6 +190,50 @@ class ReserveSettings(BaseModel):
     ``base x floor_fraction`` (enforced by :mod:`bot.budget`)."""
 
 
+class PerpSettings(BaseModel):
+    """A perpetual futures market (ccxt ``swap``, linear or inverse): ``[markets.perp]``.
+
+    Ignored for spot markets. Margin is isolated; the reserve is the margin, in the
+    settle currency (``reserve.quote`` USDT for ``BTC/USDT:USDT``, ``reserve.base`` BTC
+    for ``BTC/USD:BTC``). See docs/derivatives.md.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    leverage: float = Field(default=5.0, gt=0.0, le=125.0)
+    """Isolated-margin leverage set on the market: initial margin = notional / leverage."""
+    max_leverage: float = Field(default=10.0, gt=0.0, le=125.0)
+    """The position's effective leverage (notional at mark / (margin + unrealised PnL))
+    above this: quotes pulled, only reducing orders until it is back under."""
+    maintenance_margin_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """None = the market's own (Binance ``maintMarginPercent``, 2.5% for the bundled BTC perps)."""
+    funding_rate: float = Field(default=0.0001, ge=-0.05, le=0.05)
+    """Paper venue funding rate per interval (positive: longs pay shorts). The bundled
+    recordings carry no funding stream, so paper runs take it from here."""
+    funding_interval_h: float = Field(default=8.0, gt=0.0, le=24.0)
+    """Funding is paid at every multiple of this many hours since 00:00 UTC."""
+    max_funding_rate: float = Field(default=0.001, gt=0.0)
+    """|funding rate| above this: the side that pays it (buys when positive) is not
+    quoted, except orders that reduce the position."""
+    max_position_contracts: PositiveFloat | None = None
+    """Largest |position| in contracts (None = no contract cap)."""
+    max_position_notional_quote: PositiveFloat | None = None
+    """Largest |position| notional at mark, in quote (None = no notional cap)."""
+    min_liquidation_distance_bps: NonNegativeFloat = 500.0
+    """Mark closer than this to the liquidation price: quotes pulled, only reducing orders."""
+    mark_last_band_bps: PositiveFloat = 50.0
+    """Mark price and last trade price further apart than this: the market is paused."""
+
+    @model_validator(mode="after")
+    def _leverage_within_cap(self) -> PerpSettings:
+        if self.leverage > self.max_leverage:
+            raise _bad(
+                f"must be at most max_leverage ({self.max_leverage:g}), got {self.leverage:g}",
+                subloc=("leverage",),
+            )
+        return self
+
+
 class MarketSettings(BaseModel):
     """One market to watch and, when its depth fractures, to backstop."""
 
@@ -213,6 +260,8 @@ class MarketSettings(BaseModel):
     reference_notional_quote: PositiveFloat = 50_000.0
     """Notional whose fill cost (slippage) is tracked as a depth measure."""
     reserve: ReserveSettings = Field(default_factory=ReserveSettings)
+    perp: PerpSettings = Field(default_factory=PerpSettings)
+    """Perpetual futures terms and limits (contract markets only)."""
 
     @field_validator("symbol")
     @classmethod
@@ -538,7 +587,31 @@ class ControlSettings(BaseModel):
     """Bearer token for TCP: from ``BACKSTOP_CONTROL__TOKEN`` or a secrets-dir file
     (``control__token``), never from the config file or the command line."""
     token_file: Path | None = None
-    """Or a file holding the token (e.g. a systemd credential); read when the server starts."""
+    """Or a file holding the token (e.g. a systemd credential); read when the server starts.
+    This single token (``token`` or ``token_file``) has the admin role."""
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    """Role tokens, ``{"ROLE.NAME": token}`` with ROLE ``viewer``, ``operator`` or ``admin``
+    (``admin.alice``): from ``BACKSTOP_CONTROL__TOKENS`` (JSON) or a secrets-dir file,
+    never from the config file. See docs/governance.md."""
+    tokens_dir: Path | None = None
+    """Or a directory of token files named ``ROLE.NAME`` (one token each); read when the
+    server starts."""
+    socket_role: Literal["viewer", "operator", "admin"] = "admin"
+    """The role of a request on the Unix socket (mode 0600) that shows no token. A request
+    that shows one gets that token's role."""
+
+    @field_validator("tokens")
+    @classmethod
+    def _role_tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in value.items():
+            if not _TOKEN_NAME_RE.match(name):
+                raise _bad(
+                    f"token name {name!r} must be ROLE.NAME with ROLE viewer, operator or "
+                    "admin (e.g. admin.alice)"
+                )
+            if len(token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+                raise _bad(f"token {name}: too short: use at least {MIN_TOKEN_CHARS} characters")
+        return value
 
     @field_validator("token")
     @classmethod
@@ -553,7 +626,13 @@ class ControlSettings(BaseModel):
 
     @model_validator(mode="after")
     def _tcp_needs_a_token(self) -> ControlSettings:
-        if self.tcp_enabled and self.token is None and self.token_file is None:
+        if (
+            self.tcp_enabled
+            and self.token is None
+            and self.token_file is None
+            and not self.tokens
+            and self.tokens_dir is None
+        ):
             raise _bad(
                 f"the TCP control API needs a bearer token: set {ENV_PREFIX}CONTROL__TOKEN "
                 "(or a control__token file in the secrets directory) or control.token_file",
@@ -566,6 +645,30 @@ class ControlSettings(BaseModel):
                 subloc=("token_file",),
             )
         return self
+
+
+class GovernanceSettings(BaseModel):
+    """The intervention policy and the controls around it (docs/governance.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy_file: Path | None = None
+    """The policy file (TOML): activation criteria, scope, quoting limits, replenishment.
+    It owns those settings (a config value that contradicts it is refused at load), is
+    journaled with its hash at start and at every change (``backstop policy set``).
+    None: the bot runs under the implicit policy its settings amount to."""
+    two_person_resume: bool = False
+    """Resuming after a kill tripped by a loss guard (daily_loss, drawdown) needs two
+    different admins' approvals."""
+    approval_ttl_s: PositiveFloat = 3600.0
+    """A first approval not completed within this long lapses."""
+    evidence: bool = True
+    """Journal the market data behind each decision of an episode (``audit replay``)."""
+    evidence_top_levels: int = Field(default=5, ge=1, le=50)
+    """Book levels per side kept with each journaled decision."""
+    checkpoint_s: PositiveFloat = 1.0
+    """While calm, the detector's state is kept (in memory) this often: an episode's
+    evidence starts from the last such checkpoint before it."""
 
 
 class FleetSettings(BaseModel):
@@ -741,6 +844,26 @@ class LoggingSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class WarningSettings(BaseModel):
+    """The early warning (:mod:`bot.warning`, docs/early-warning.md): a model reads the
+    book on every update and gives the probability that a depth fracture starts within
+    a few seconds. Shown in status, metrics and the journal; it acts only with
+    ``pre_arm``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    """Compute the warning (about 30 us per book update)."""
+    model: Path | None = None
+    """Model file from ``backstop model train``; None = the one shipped with the package."""
+    pre_arm: bool = False
+    """While the warning is up, the detector engages after ``pre_arm_engage_dwell_s``
+    instead of the market's ``engage_dwell_s``. It never places an order by itself: a
+    fracture rule must still hold, and every quote passes the same budget and risk."""
+    pre_arm_engage_dwell_s: NonNegativeFloat = 0.25
+    """The engage dwell while pre-armed (never longer than the market's own)."""
+
+
 class Settings(BaseSettings):
     """Everything the bot is told. Build it with :func:`load_settings`."""
 
@@ -772,10 +895,14 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     deadman: DeadManSettings = Field(default_factory=DeadManSettings)
+    governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
+    warning: WarningSettings = Field(default_factory=WarningSettings)
 
     # Field path -> where its value came from, filled by load_settings, so that errors
     # found later (a symbol missing on the venue) can still name the file or variable.
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    # The policy file's LoadedPolicy (bot.governance.policy) once load_settings applied it.
+    _policy: Any = PrivateAttr(default=None)
 
     @field_validator("markets")
     @classmethod

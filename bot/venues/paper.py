@@ -24,7 +24,9 @@ Self-trade prevention follows Binance's default ``EXPIRE_MAKER``: a taking order
 would trade with one of our own resting orders cancels that resting order first. ccxt
 reports such orders (and the unfilled rest of IOC/FOK/market orders) as ``expired`` on
 Binance; here they are ``canceled`` (``info.status`` keeps Binance's word), so statuses
-stay within open/closed/canceled. Spot markets only.
+stay within open/closed/canceled. Spot markets only here; contract markets (positions,
+isolated margin, funding, liquidation) are :class:`bot.venues.perp.PerpPaperVenue`, which
+overrides the market-type hooks below and shares everything else.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class _Order:
     lock_per_unit: Decimal
     """Reserved per unit of amount (quote per base for a limit buy, base for a sell)."""
     locked: Decimal
+    reduce_only: bool = False
     status: str = "open"
     native_status: str = "NEW"
     filled: Decimal = ZERO
@@ -126,6 +129,7 @@ class _CreateRequest:
     time_in_force: str
     post_only: bool
     client_id: str | None
+    reduce_only: bool = False
 
 
 @dataclass(slots=True)
@@ -245,10 +249,12 @@ class PaperVenue:
         """A book update: handle due requests, then what the new book does to our orders."""
         self._books[symbol] = book
         ts = sample.ts_ns
+        self._before_sample(symbol, book, sample)
         self._run_due(symbol, ts)
         matcher = self._matchers.get(symbol)
         if matcher is not None:
             self._apply_fills(symbol, matcher.on_book(book), ts)
+        self._after_sample(symbol, book, sample)
         self._flush()
 
     def on_trade(self, trade: PublicTrade) -> None:
@@ -330,10 +336,7 @@ class PaperVenue:
         self._check_open()
         params = dict(params or {})
         market = self.market(symbol)
-        if not market.get("spot"):
-            raise ccxt.NotSupported(f"{self.id} trades spot markets only, not {symbol}")
-        if params.get("reduceOnly"):
-            raise ccxt.InvalidOrder(f"{self.id} reduceOnly is not valid for spot market {symbol}")
+        reduce_only = self._check_market(symbol, market, params)
         for key in ("triggerPrice", "stopPrice", "stopLossPrice", "takeProfitPrice"):
             if params.get(key) is not None:
                 raise ccxt.NotSupported(f"{self.id} {key} orders are not supported")
@@ -352,6 +355,7 @@ class PaperVenue:
             time_in_force=tif,
             post_only=post_only,
             client_id=None if client_id is None else str(client_id),
+            reduce_only=reduce_only,
         )
         result: Order = await self._submit(symbol, lambda ts: self._do_create(request, ts))
         return result
@@ -443,7 +447,7 @@ class PaperVenue:
             "datetime": self._ex.iso8601(ts_ms),
         }
         for ccy in sorted(self._total):
-            total, used = self._total[ccy], self._used[ccy]
+            total, used = self._total[ccy], self._used_of(ccy)
             raw[ccy] = {"free": _s(total - used), "used": _s(used), "total": _s(total)}
             raw["info"][ccy] = dict(raw[ccy])
         balance: Balance = self._ex.safe_balance(raw)
@@ -580,8 +584,9 @@ class PaperVenue:
         crosses = matcher.would_take(req.side, req.price, book)
         if req.post_only and (crosses or own_cross):
             raise ccxt.OrderImmediatelyFillable(f"{self.id} {_MSG_POST_ONLY}")
+        self._admit(market, req, book, matcher)
         lock_ccy, per_unit, need = self._funding(market, req, book, matcher)
-        free = self._total.get(lock_ccy, ZERO) - self._used.get(lock_ccy, ZERO)
+        free = self._total.get(lock_ccy, ZERO) - self._used_of(lock_ccy)
         if need > free:
             raise ccxt.InsufficientFunds(
                 f"{self.id} {_MSG_FUNDS} (needs {_s(need)} {lock_ccy}, free {_s(free)})"
@@ -605,6 +610,7 @@ class PaperVenue:
             lock_per_unit=per_unit,
             locked=per_unit * req.amount,
             last_update_ms=ts_ms,
+            reduce_only=req.reduce_only,
         )
         self._orders[oid] = order
         self._open_by_client[order.client_id] = oid
@@ -661,21 +667,9 @@ class PaperVenue:
         self, order: _Order, price: Decimal, amount: Decimal, *, taker: bool, ts_ms: int
     ) -> None:
         market = self.market(order.symbol)
-        base, quote = str(market["base"]), str(market["quote"])
         rate = to_decimal(float(market["taker" if taker else "maker"]))
         cost = price * amount
-        fee = amount * rate if order.fee_currency == base else cost * rate
-        total = self._total
-        for ccy in (base, quote):
-            total.setdefault(ccy, ZERO)
-            self._used.setdefault(ccy, ZERO)
-        if order.side == "buy":
-            total[quote] -= cost
-            total[base] += amount
-        else:
-            total[base] -= amount
-            total[quote] += cost
-        total[order.fee_currency] -= fee
+        fee = self._settle_fill(market, order, price, amount, rate)
         release = min(order.locked, order.lock_per_unit * amount)
         order.locked -= release
         self._used[order.lock_currency] -= release
@@ -709,6 +703,27 @@ class PaperVenue:
         if order.remaining <= 0:
             self._end(order, "closed", "FILLED", ts_ms)
         self._touch_order(order)
+        self._after_fill(order, ts_ms)
+
+    def _settle_fill(
+        self, market: MarketDict, order: _Order, price: Decimal, amount: Decimal, rate: Decimal
+    ) -> Decimal:
+        """Move the balances for one fill of ``order``; returns the fee charged."""
+        base, quote = str(market["base"]), str(market["quote"])
+        cost = price * amount
+        fee = amount * rate if order.fee_currency == base else cost * rate
+        total = self._total
+        for ccy in (base, quote):
+            total.setdefault(ccy, ZERO)
+            self._used.setdefault(ccy, ZERO)
+        if order.side == "buy":
+            total[quote] -= cost
+            total[base] += amount
+        else:
+            total[base] -= amount
+            total[quote] += cost
+        total[order.fee_currency] -= fee
+        return fee
 
     def _end(self, order: _Order, status: str, native: str, ts_ms: int) -> None:
         """Close an order: out of the matching engine, its reservation released."""
@@ -778,7 +793,7 @@ class PaperVenue:
             "takerOrMaker": "taker" if t.taker else "maker",
             "price": _s(t.price),
             "amount": _s(t.amount),
-            "cost": _s(t.price * t.amount),
+            "cost": _s(self._trade_cost(t.symbol, t.price, t.amount)),
             "fee": {"cost": _s(t.fee_cost), "currency": t.fee_currency, "rate": _s(t.fee_rate)},
         }
         trade: Trade = self._ex.safe_trade(raw, self.market(t.symbol))
@@ -818,7 +833,7 @@ class PaperVenue:
             "type": o.type,
             "timeInForce": o.time_in_force,
             "postOnly": o.post_only,
-            "reduceOnly": None,
+            "reduceOnly": self._reduce_only_field(o),
             "side": o.side,
             "price": None if o.price is None else _s(o.price),
             "triggerPrice": None,
@@ -827,7 +842,7 @@ class PaperVenue:
             "amount": _s(o.amount),
             "filled": _s(o.filled),
             "remaining": _s(o.remaining),
-            "cost": _s(o.cost),
+            "cost": _s(self._order_cost(o)),
             "average": None if average is None else _s(average),
             "status": o.status,
             "fee": fee,
@@ -835,6 +850,44 @@ class PaperVenue:
         }
         order: Order = self._ex.safe_order(raw, self.market(o.symbol))
         return order
+
+    # ================================================================ market-type hooks
+    # Spot behaviour here; bot.venues.perp.PerpPaperVenue overrides them for contracts.
+
+    def _check_market(self, symbol: str, market: MarketDict, params: dict[str, Any]) -> bool:
+        """Refuse what this venue cannot trade; returns whether the order is reduce-only."""
+        if not market.get("spot"):
+            raise ccxt.NotSupported(f"{self.id} trades spot markets only, not {symbol}")
+        if params.get("reduceOnly"):
+            raise ccxt.InvalidOrder(f"{self.id} reduceOnly is not valid for spot market {symbol}")
+        return False
+
+    def _admit(
+        self, market: MarketDict, req: _CreateRequest, book: OrderBook, matcher: Matcher
+    ) -> None:
+        """Checks made when an order reaches the matching engine, before funds."""
+
+    def _used_of(self, ccy: str) -> Decimal:
+        """What open orders (and, on contract markets, positions) hold of ``ccy``."""
+        return self._used.get(ccy, ZERO)
+
+    def _before_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        """Before a book update is matched against."""
+
+    def _after_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        """After a book update's fills."""
+
+    def _after_fill(self, order: _Order, ts_ms: int) -> None:
+        """After one fill has been booked."""
+
+    def _trade_cost(self, symbol: str, price: Decimal, amount: Decimal) -> Decimal:
+        return price * amount
+
+    def _order_cost(self, order: _Order) -> Decimal:
+        return order.cost
+
+    def _reduce_only_field(self, order: _Order) -> bool | None:
+        return None
 
     # ================================================================ helpers
 
