@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import tempfile
 import time
 from collections import deque
@@ -257,7 +258,14 @@ async def one_run(start_s: float) -> Probe:
         run = await assemble(settings, log=devnull_logger(settings), stress=spec)
         probe = Probe()
         instrument(run, probe)
-        await run.execute()
+        # As 'backstop run' does after start-up (bot/cli.py): long-lived objects frozen
+        # out of the collector's reach.
+        gc.collect()
+        gc.freeze()
+        try:
+            await run.execute()
+        finally:
+            gc.unfreeze()
     return probe
 
 

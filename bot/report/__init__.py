@@ -6,7 +6,23 @@ order-notice and inventory hooks) and keeps bounded time series per market;
 self-contained HTML report with an overview and one chart and table per episode.
 """
 
-from bot.report.html import render_report
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from bot.report.recorder import MarketTrace, ReportRecorder
 
+if TYPE_CHECKING:
+    from bot.report.html import render_report
+
 __all__ = ["MarketTrace", "ReportRecorder", "render_report"]
+
+
+def __getattr__(name: str) -> Any:
+    # Drawing needs matplotlib (~40 MB resident): only a run that writes a report, or
+    # 'backstop report', pays for it; a daemon that only records does not.
+    if name == "render_report":
+        from bot.report.html import render_report
+
+        return render_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

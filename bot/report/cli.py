@@ -30,7 +30,6 @@ from bot.journal import records as rk
 from bot.journal.audit import add_journal_flags, journal_path_from_args, parse_since, verify
 from bot.journal.reader import JournalReader
 from bot.report.from_journal import JournalWindow, episode_window, recorder_from_journal
-from bot.report.html import render_report
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -153,6 +152,8 @@ def draw(
         recorder = recorder_from_journal(reader, window, detectors=detectors)
     if not recorder.markets:
         raise UserError(f"{journal} has nothing to draw in that period")
+    from bot.report.html import render_report  # matplotlib: only when drawing
+
     return render_report(recorder, episodes, out, title=title)
 
 
