@@ -38,6 +38,13 @@ Modes, by the detector's state:
   fills (:class:`bot.episodes.EpisodeTracker`).
 - **ARMING**, or CALM with nothing to rebalance -- no quotes. An empty decision is how the
   strategy steps back: the order manager cancels whatever rests.
+- **Reduce only** (``ctx.reduce_only``: the risk engine holds a perpetual near its
+  liquidation price, over its leverage or position limit), whatever the detector says:
+  one post-only quote at the touch that shrinks the position (tag ``reduce:``), and
+  nothing else. A side in ``ctx.paused_sides`` (paying extreme funding) is not quoted.
+
+Amounts are the market's order units (contracts on a contract market: see
+:class:`~strategies.base.MarketRules`); sizing is in quote notional and base, as for spot.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ if TYPE_CHECKING:
 
 BID_TAG = "backstop:bid:"
 ASK_TAG = "backstop:ask:"
+REDUCE_TAG = "reduce:"
 
 _INF = float("inf")
 
@@ -89,6 +97,10 @@ class BackstopStrategy:
 
     def decide(self, ctx: MarketContext) -> Decision:
         update = ctx.detector
+        if ctx.reduce_only:
+            self._ladders.forget(ctx.symbol)
+            reduce = self._flatten(ctx, "passive", REDUCE_TAG)
+            return reduce or Decision((), "reduce only: nothing to reduce")
         if update is not None and update.active:
             return self._ladder(ctx, update)
         self._ladders.forget(ctx.symbol)  # stepped back: the next episode starts afresh
@@ -135,6 +147,11 @@ class BackstopStrategy:
         deficit_bid, deficit_ask = self.deficits(update)
         want_bid = min(max(deficit_bid, floor) * (1.0 - q), use.buy_quote, use.buy_base * fair)
         want_ask = min(max(deficit_ask, floor) * (1.0 + q), use.sell_quote, use.sell_base * fair)
+        # A side the risk engine will not let grow the position is not asked for.
+        if "buy" in ctx.paused_sides:
+            want_bid = 0.0
+        if "sell" in ctx.paused_sides:
+            want_ask = 0.0
         size_bid, size_ask = share_room(
             want_bid, want_ask, room, floor * (1.0 - q), floor * (1.0 + q)
         )
@@ -165,6 +182,7 @@ class BackstopStrategy:
             room=budget.quote_room,
             limits=hard,
             max_order_quote=budget.max_order_quote,
+            rules=rules,
         )
         reason = (
             f"{update.state.value}: {len(bids)} bids {size_bid:.2f} / {len(asks)} asks "
@@ -176,6 +194,10 @@ class BackstopStrategy:
     # ------------------------------------------------------------------ replenish
 
     def _replenish(self, ctx: MarketContext) -> Decision | None:
+        return self._flatten(ctx, self.params.replenish, REPLENISH_TAG)
+
+    def _flatten(self, ctx: MarketContext, mode: str, tag_prefix: str) -> Decision | None:
+        """One quote toward the reserve's starting base (flat, on a perpetual)."""
         p = self.params
         inv, budget, rules, sample = ctx.inventory, ctx.budget, ctx.rules, ctx.sample
         net = inv.net_base
@@ -183,7 +205,8 @@ class BackstopStrategy:
             return None
         side: Literal["buy", "sell"] = "sell" if net > 0 else "buy"
         mid = sample.mid
-        if p.replenish == "passive":
+        what = "replenish" if tag_prefix == REPLENISH_TAG else "reduce"
+        if mode == "passive":
             price = sample.best_bid if side == "buy" else sample.best_ask
             post_only = True
         else:
@@ -193,7 +216,8 @@ class BackstopStrategy:
         if not price > 0:
             return None
         fee = 1.0 + budget.fee_rate
-        amount = min(abs(net), budget.max_order_quote / price, max(0.0, budget.quote_room) / price)
+        room = _INF if budget.closing_is_free else max(0.0, budget.quote_room) / price
+        amount = min(abs(net), budget.max_order_quote / price, room)
         if side == "buy":
             amount = min(amount, max(0.0, budget.quote_available) / fee / price)
         else:
@@ -201,14 +225,13 @@ class BackstopStrategy:
         if amount * price < rules.min_notional(price):
             if abs(net) * price < rules.min_notional(price):
                 return None  # within tolerance: nothing worth an order
-            return Decision(
-                (), f"replenish {p.replenish}: {side} {abs(net):.8g} blocked by the budget"
-            )
-        tag = REPLENISH_TAG + side
-        quote = Quote(ctx.symbol, side, price, amount, post_only=post_only, tag=tag)
+            return Decision((), f"{what} {mode}: {side} {abs(net):.8g} blocked by the budget")
+        tag = tag_prefix + side
+        units = rules.amount_for_base(amount, price)
+        quote = Quote(ctx.symbol, side, price, units, post_only=post_only, tag=tag)
         return Decision(
             (quote,),
-            f"replenish {p.replenish}: {side} {amount:.8g} of {abs(net):.8g} at {price:.8g}",
+            f"{what} {mode}: {side} {amount:.8g} of {abs(net):.8g} at {price:.8g}",
             "replenish",
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.book import OrderBook
@@ -84,12 +84,22 @@ def _limit(limits: Mapping[str, Any], name: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class MarketRules:
-    """The parts of a ccxt market dict that sizing needs (0 = unknown / no limit)."""
+    """The parts of a ccxt market dict that sizing needs (0 = unknown / no limit).
+
+    Amounts are in the market's order units: base for spot, contracts for contract
+    markets (ccxt's ``contract``), whose value follows ccxt's ``contractSize`` and
+    ``linear``/``inverse``: a linear contract is ``contract_size`` base (its notional
+    ``amount x contract_size x price`` in quote), an inverse one is ``contract_size``
+    quote (notional ``amount x contract_size``, worth ``/ price`` in base). For spot
+    (``contract_size`` 1, linear) every conversion below is the identity on amounts.
+    """
 
     price_tick: float = 0.0
     amount_step: float = 0.0
     amount_min: float = 0.0
     cost_min: float = 0.0
+    contract_size: float = 1.0
+    inverse: bool = False
 
     @classmethod
     def from_market(cls, market: Mapping[str, Any] | None) -> MarketRules:
@@ -97,12 +107,45 @@ class MarketRules:
             return cls()
         precision = market.get("precision") or {}
         limits = market.get("limits") or {}
+        contract = bool(market.get("contract"))
+        size = float(market.get("contractSize") or 1.0) if contract else 1.0
         return cls(
             price_tick=_step(precision.get("price")),
             amount_step=_step(precision.get("amount")),
             amount_min=_limit(limits, "amount"),
             cost_min=_limit(limits, "cost"),
+            contract_size=size if math.isfinite(size) and size > 0 else 1.0,
+            inverse=contract and bool(market.get("inverse")),
         )
+
+    @property
+    def is_unit(self) -> bool:
+        """True when an amount is one base unit (spot, or linear contracts of 1 base)."""
+        return self.contract_size == 1.0 and not self.inverse
+
+    def notional(self, price: float, amount: float) -> float:
+        """Quote notional of ``amount`` (order units) at ``price``."""
+        if self.inverse:
+            return amount * self.contract_size
+        return amount * self.contract_size * price
+
+    def base_amount(self, price: float, amount: float) -> float:
+        """Base-asset equivalent of ``amount`` (order units) at ``price``."""
+        if self.inverse:
+            return amount * self.contract_size / price if price > 0 else 0.0
+        return amount * self.contract_size
+
+    def amount_for_notional(self, notional: float, price: float) -> float:
+        """Order units worth ``notional`` (quote) at ``price``."""
+        if self.inverse:
+            return notional / self.contract_size
+        return notional / (self.contract_size * price) if price > 0 else 0.0
+
+    def amount_for_base(self, base: float, price: float) -> float:
+        """Order units worth ``base`` (base asset) at ``price``."""
+        if self.inverse:
+            return base * price / self.contract_size
+        return base / self.contract_size
 
     def min_notional(self, price: float) -> float:
         """The smallest notional worth asking for at ``price``.
@@ -111,7 +154,30 @@ class MarketRules:
         step off, so a quote needs that much headroom above the venue's cost and amount
         minimums to still pass them once rounded.
         """
-        return max(self.cost_min, self.amount_min * price) + self.amount_step * price
+        return max(self.cost_min, self.notional(price, self.amount_min)) + self.notional(
+            price, self.amount_step
+        )
+
+    def quote_sample(self, sample: DepthSample) -> DepthSample:
+        """``sample`` with its band depth in true base and quote units.
+
+        The book's sizes are order units, so the monitor's ``quote`` column is
+        ``size x price``: quote notional only when a unit is one base. For contracts it
+        is rescaled (inverse: ``contracts x contract_size`` at each level, taken at the
+        mid), so depth, deficits and floors read in quote on every market. The same
+        object for spot and unit linear contracts.
+        """
+        if self.is_unit:
+            return sample
+        depth = sample.depth.copy()
+        units = depth[..., 0].copy()
+        if self.inverse:
+            depth[..., 1] = units * self.contract_size
+            depth[..., 0] = depth[..., 1] / sample.mid if sample.mid > 0 else 0.0
+        else:
+            depth[..., 0] = units * self.contract_size
+            depth[..., 1] = depth[..., 1] * self.contract_size
+        return replace(sample, depth=depth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +253,9 @@ class BudgetView:
     """Fee rate the balances must also cover (the larger of maker and taker)."""
     max_position_base: float | None = None
     """Configured cap on ``|net position|`` in base (risk.max_position_base), if any."""
+    closing_is_free: bool = False
+    """True on contract markets: the part of an order that only closes the position
+    needs no margin, so the room does not limit it (balances still do)."""
 
     def position_limit_base(self, fraction: float, price: float) -> float:
         """The net position a strategy should stay within: ``fraction`` of the cap."""
@@ -209,6 +278,12 @@ class MarketContext:
     inventory: InventoryView
     budget: BudgetView
     rules: MarketRules = MarketRules()
+    reduce_only: bool = False
+    """The risk engine lets only orders that shrink the position through (a perpetual
+    near liquidation or over its leverage): ask for nothing else."""
+    paused_sides: frozenset[str] = frozenset()
+    """Sides (``buy``/``sell``) the risk engine does not let grow the position now (the
+    side that pays extreme funding)."""
 
 
 DecisionMode = Literal["idle", "backstop", "replenish", "market-make"]

@@ -149,7 +149,14 @@ def build_ladder(
             per = max_base / inverse * (1.0 - 1e-12)
         if per >= max(rules.min_notional(p) for p in prices[:k]):
             return [
-                Quote(symbol, side, prices[i], per / prices[i], post_only=True, tag=f"{tag}{i}")
+                Quote(
+                    symbol,
+                    side,
+                    prices[i],
+                    rules.amount_for_notional(per, prices[i]),
+                    post_only=True,
+                    tag=f"{tag}{i}",
+                )
                 for i in range(k)
             ]
     return []
@@ -211,6 +218,7 @@ def hold_quotes(
     room: float,
     limits: SideLimits,
     max_order_quote: float,
+    rules: MarketRules | None = None,
 ) -> tuple[Quote, ...]:
     """``previous`` if it may stay as it is, else ``fresh``.
 
@@ -221,9 +229,11 @@ def hold_quotes(
     fair) of its fresh price and sized within ``size_tolerance`` of its fresh size, none
     crossing the book now, and all of it still within the limits a fresh ladder must
     meet (``room`` for both sides, ``limits`` per side, ``max_order_quote`` each).
+    Sizes are compared as notional and base with ``rules`` (contract markets).
     """
     if not previous or tolerance_bps <= 0 or len(previous) != len(fresh):
         return fresh
+    r = rules if rules is not None else MarketRules()
     tolerance = tolerance_bps / BPS * fair
     notional = {"buy": 0.0, "sell": 0.0}
     amount = {"buy": 0.0, "sell": 0.0}
@@ -236,16 +246,18 @@ def hold_quotes(
         )
         if not same_rung or abs(old.price - new.price) > tolerance:
             return fresh
-        if abs(old.notional - new.notional) > size_tolerance * new.notional:
+        old_notional = r.notional(old.price, old.amount)
+        new_notional = r.notional(new.price, new.amount)
+        if abs(old_notional - new_notional) > size_tolerance * new_notional:
             return fresh
-        if old.notional > max_order_quote:
+        if old_notional > max_order_quote:
             return fresh
         if old.side == "buy" and bid_max is not None and old.price > bid_max:
             return fresh
         if old.side == "sell" and ask_min is not None and old.price < ask_min:
             return fresh
-        notional[old.side] += old.notional
-        amount[old.side] += old.amount
+        notional[old.side] += old_notional
+        amount[old.side] += r.base_amount(old.price, old.amount)
     within = (
         notional["buy"] + notional["sell"] <= room
         and notional["buy"] <= limits.buy_quote
@@ -276,6 +288,7 @@ class HeldLadders:
         room: float,
         limits: SideLimits,
         max_order_quote: float,
+        rules: MarketRules | None = None,
     ) -> tuple[Quote, ...]:
         quotes = hold_quotes(
             self._resting.get(symbol, ()),
@@ -288,6 +301,7 @@ class HeldLadders:
             room=room,
             limits=limits,
             max_order_quote=max_order_quote,
+            rules=rules,
         )
         self._resting[symbol] = quotes
         return quotes

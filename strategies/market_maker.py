@@ -64,6 +64,11 @@ class MarketMakerStrategy:
         per_side = p.size_quote * p.levels
         want_bid = min(per_side * (1.0 - q), use.buy_quote, use.buy_base * fair)
         want_ask = min(per_side * (1.0 + q), use.sell_quote, use.sell_base * fair)
+        # A side the risk engine will not let grow the position is not asked for.
+        if "buy" in ctx.paused_sides:
+            want_bid = 0.0
+        if "sell" in ctx.paused_sides:
+            want_ask = 0.0
         size_bid, size_ask = share_room(want_bid, want_ask, budget.quote_room * h)
         sides = build_two_sided(
             ctx.symbol,
@@ -95,5 +100,6 @@ class MarketMakerStrategy:
             room=budget.quote_room,
             limits=hard,
             max_order_quote=budget.max_order_quote,
+            rules=rules,
         )
         return Decision(quotes, reason, "market-make")
