@@ -32,10 +32,7 @@ import argparse
 import asyncio
 import gc
 import math
-import os
-import platform
 import statistics
-import sys
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
@@ -47,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._common import header as bench_header
 from bot.book import OrderBook, Side
 from bot.clock import ManualClock
 from bot.feeds.events import BookDelta, BookSnapshot, Levels
@@ -469,25 +467,7 @@ def check_agreement(stream: Stream) -> None:
 
 
 def header() -> str:
-    import ccxt
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "\n".join(
-        [
-            "order book benchmark (bench/book.py)",
-            f"machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}",
-            f"python {platform.python_version()} ({sys.implementation.name}), "
-            f"numpy {np.__version__}, ccxt {ccxt.__version__}",
-        ]
-    )
+    return bench_header("order book benchmark (bench/book.py)")
 
 
 ResultRow = tuple[str, str, float, float, float]

@@ -117,7 +117,31 @@ def own_band_depth(
     return bid, ask
 
 
-class Inventory:
+class _FillLedger:
+    """What both inventories do first with a fill: this market's, new, and sane."""
+
+    symbol: str
+    duplicates: int
+    _seen: set[tuple[str, str]]
+
+    def _admit(self, fill: OrderFilled) -> tuple[Decimal, Decimal] | None:
+        """``(price, amount)`` of a fill to book; None for another market's or a repeat."""
+        if fill.symbol != self.symbol:
+            return None
+        key = (fill.client_id, fill.trade_id)
+        if key in self._seen:
+            self.duplicates += 1
+            return None
+        if fill.side not in ("buy", "sell"):
+            raise ValueError(f"fill side must be buy or sell, got {fill.side!r}")
+        price, amount = dec(fill.price), dec(fill.amount)
+        if not (price > 0 and amount > 0):
+            raise ValueError(f"fill needs price > 0 and amount > 0, got {price} x {amount}")
+        self._seen.add(key)
+        return price, amount
+
+
+class Inventory(_FillLedger):
     """One spot market's balances, position, PnL, fees and volume. Not thread-safe."""
 
     def __init__(
@@ -153,18 +177,10 @@ class Inventory:
 
     def apply(self, fill: OrderFilled) -> bool:
         """Book one fill; False (and no change) if it is another market's or already seen."""
-        if fill.symbol != self.symbol:
+        admitted = self._admit(fill)
+        if admitted is None:
             return False
-        key = (fill.client_id, fill.trade_id)
-        if key in self._seen:
-            self.duplicates += 1
-            return False
-        if fill.side not in ("buy", "sell"):
-            raise ValueError(f"fill side must be buy or sell, got {fill.side!r}")
-        price, amount = dec(fill.price), dec(fill.amount)
-        if not (price > 0 and amount > 0):
-            raise ValueError(f"fill needs price > 0 and amount > 0, got {price} x {amount}")
-        self._seen.add(key)
+        price, amount = admitted
         cost = price * amount
         d_base, d_quote = (amount, -cost) if fill.side == "buy" else (-amount, cost)
         if fill.fee_cost:
@@ -331,7 +347,7 @@ class Inventory:
         }
 
 
-class PerpInventory:
+class PerpInventory(_FillLedger):
     """One perpetual futures market's account: margin wallet, isolated position, PnL.
 
     The reserve is margin, in the settle currency (USDT for a linear ``BTC/USDT:USDT``,
@@ -433,18 +449,10 @@ class PerpInventory:
 
     def apply(self, fill: OrderFilled) -> bool:
         """Book one fill; False (and no change) if it is another market's or already seen."""
-        if fill.symbol != self.symbol:
+        admitted = self._admit(fill)
+        if admitted is None:
             return False
-        key = (fill.client_id, fill.trade_id)
-        if key in self._seen:
-            self.duplicates += 1
-            return False
-        if fill.side not in ("buy", "sell"):
-            raise ValueError(f"fill side must be buy or sell, got {fill.side!r}")
-        price, amount = dec(fill.price), dec(fill.amount)
-        if not (price > 0 and amount > 0):
-            raise ValueError(f"fill needs price > 0 and amount > 0, got {price} x {amount}")
-        self._seen.add(key)
+        price, amount = admitted
         fee = ZERO
         if fill.fee_cost:
             cost = dec(fill.fee_cost)
