@@ -30,7 +30,13 @@ class TemporaryError(BackstopError):
 
 
 class RateLimited(TemporaryError):
-    """The venue asked us to slow down. Back off longer than for a plain temporary error."""
+    """The venue asked us to slow down. Back off longer than for a plain temporary error,
+    and at least ``retry_after_s`` when the venue said how long (``Retry-After``):
+    calling again sooner is what gets an IP banned (Binance's 418)."""
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class OperationalError(BackstopError):

@@ -210,6 +210,34 @@ def map_ccxt_error(e: BaseException) -> BackstopError:
         if isinstance(e, source):
             target = mapped
             break
-    err = target(f"{type(e).__name__}: {e}")
+    message = f"{type(e).__name__}: {e}"
+    err = (
+        RateLimited(message, retry_after_s=retry_after_of(e))
+        if target is RateLimited
+        else target(message)
+    )
     err.__cause__ = e
     return err
+
+
+RETRY_AFTER_ATTR = "retry_after_s"
+"""Set on a ccxt rate-limit exception by whoever saw the reply's ``Retry-After``
+(:class:`bot.venues.ccxt_venue.CcxtVenue`); ccxt itself drops the header."""
+
+
+def retry_after_of(e: BaseException) -> float | None:
+    value = getattr(e, RETRY_AFTER_ATTR, None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def note_retry_after(e: BaseException, headers: Mapping[str, Any] | None) -> None:
+    """Copy ``Retry-After`` (seconds) from the reply's ``headers`` onto ``e``."""
+    if not headers:
+        return
+    raw = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    try:
+        seconds = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return  # an HTTP date: rare from exchanges, and the backoff still applies
+    if seconds is not None and seconds > 0:
+        setattr(e, RETRY_AFTER_ATTR, seconds)

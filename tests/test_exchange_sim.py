@@ -416,3 +416,18 @@ def test_engine_fok_and_book_versions(spot_entry: dict[str, Any]) -> None:
             **{**kwargs, "order_type": "LIMIT_MAKER", "side": "SELL", "price": Decimal("60000")},
             qty=Decimal("0.1"),
         )
+
+
+async def test_the_venue_keeps_retry_after_that_ccxt_drops(emu: BinanceSpotEmulator) -> None:
+    from bot.exchanges import map_ccxt_error
+    from bot.logs import null_logger
+    from bot.venues.ccxt_venue import CcxtVenue
+
+    async with exchange(emu) as ex:
+        venue = CcxtVenue(ex, log=null_logger())
+        await venue.load_markets()
+        emu.faults.rate_limit_next("GET /api/v3/openOrders", retry_after_s=7)
+        with pytest.raises(ccxt.DDoSProtection) as refused:
+            await venue.fetch_open_orders(BTC)
+    mapped = map_ccxt_error(refused.value)
+    assert mapped.retry_after_s == 7.0  # type: ignore[attr-defined]

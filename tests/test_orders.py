@@ -644,6 +644,21 @@ async def test_a_rate_limit_pauses_the_next_calls_too(venue: FakeVenue, clock: M
     assert h.om.get(cid).state is S.CANCELED  # type: ignore[union-attr]
 
 
+async def test_a_rate_limit_waits_at_least_the_venues_retry_after(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    h = Harness(venue, clock)
+    refused = ccxt.DDoSProtection("binance 429 Too Many Requests")
+    refused.retry_after_s = 7.0  # type: ignore[attr-defined]  # as CcxtVenue notes it
+    h.venue.fail("create_order", refused)
+    h.om.place(bid(60_000.0))
+    await h.om.drain()
+    # The jittered backoff alone would retry within a second; Binance said 7 s, and
+    # calling sooner is what gets an IP banned.
+    assert h.sleep.delays == [pytest.approx(7.0)]
+    assert h.venue.count("create_order") == 2
+
+
 async def test_rate_limited_beyond_the_retry_budget_is_reported_as_not_placed(
     venue: FakeVenue, clock: ManualClock
 ) -> None:

@@ -344,12 +344,22 @@ def order_posts(net: LocalTestnet) -> list[int]:
     return [status for method, path, status in net.emu.requests if (method, path) == ORDER_POST]
 
 
+async def wanted_again(net: LocalTestnet) -> None:
+    """Make the bot want to place an order now, whatever the market does: the venue
+    cancels one of its resting quotes (as an exchange may), and the strategy, whose
+    desired quotes have not changed, puts it back."""
+    await net.until(lambda: bool(net.ours_open()), within_s=30, what="a resting quote")
+    order = net.ours_open()[0]
+    net.emu.engine.cancel(RAW, order.order_id, None)
+
+
 async def test_rest_faults_cost_no_order_its_identity_and_bring_no_ban(tmp_path: Path) -> None:
     async with local_testnet(tmp_path, strategy="market-maker", unpaced_s=SKIP_S) as net:
         daemon = await quoting(net)
         try:
             # A burst of 429s on order entry: the bot backs off and comes back.
             net.emu.faults.rate_limit_next(ORDER_KEY, n=3, retry_after_s=1)
+            await wanted_again(net)
             await net.until(
                 lambda: order_posts(net).count(429) == 3 and order_posts(net)[-1] == 200,
                 within_s=30,
@@ -361,10 +371,12 @@ async def test_rest_faults_cost_no_order_its_identity_and_bring_no_ban(tmp_path:
             # times out after exchange.timeout_s = 2 s) ...
             placed_before = len(net.ours())
             net.emu.faults.delay_next(ORDER_KEY, n=1, seconds=3.0)
+            await wanted_again(net)
             await net.until(lambda: len(net.ours()) > placed_before, within_s=30, what="a create")
             timed_out = net.ours()[placed_before]
             # ... and one that a gateway refuses with a 503 before the venue sees it.
             net.emu.faults.fail_next(ORDER_KEY, n=1, status=503)
+            await wanted_again(net)
             await net.until(
                 lambda: 503 in order_posts(net) and order_posts(net)[-1] == 200,
                 within_s=30,

@@ -84,7 +84,7 @@ class VenueCalls:
             except Exception as e:
                 err = e if isinstance(e, BackstopError) else map_ccxt_error(e)
                 if isinstance(err, RateLimited):
-                    delay = backoff.next_delay(rate_limited=True)
+                    delay = max(backoff.next_delay(rate_limited=True), err.retry_after_s or 0.0)
                     until = self._clock.now_ns() + int(delay * NS_PER_SECOND)
                     self._pause_until_ns = max(self._pause_until_ns, until)
                     self._log.warning("venue_rate_limited", delay_s=round(delay, 3), error=str(err))

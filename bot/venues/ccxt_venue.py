@@ -18,12 +18,14 @@ through as is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ccxt
 
+from bot.exchanges import note_retry_after
 from bot.logs import Logger
 from bot.venues.base import Balance, MarketDict, Order, OrderBookDict, Trade
 
@@ -99,7 +101,8 @@ class CcxtVenue:
     async def fetch_order_book(
         self, symbol: str, limit: int | None = None, params: dict[str, Any] | None = None
     ) -> OrderBookDict:
-        book: OrderBookDict = await self._ex.fetch_order_book(symbol, limit, params or {})
+        with self._retry_after_noted():
+            book: OrderBookDict = await self._ex.fetch_order_book(symbol, limit, params or {})
         return book
 
     async def watch_order_book(
@@ -115,7 +118,8 @@ class CcxtVenue:
         limit: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> list[Trade]:
-        trades: list[Trade] = await self._ex.fetch_my_trades(symbol, since, limit, params or {})
+        with self._retry_after_noted():
+            trades: list[Trade] = await self._ex.fetch_my_trades(symbol, since, limit, params or {})
         return trades
 
     async def watch_my_trades(
@@ -129,7 +133,8 @@ class CcxtVenue:
         return trades
 
     async def fetch_balance(self, params: dict[str, Any] | None = None) -> Balance:
-        balance: Balance = await self._ex.fetch_balance(params or {})
+        with self._retry_after_noted():
+            balance: Balance = await self._ex.fetch_balance(params or {})
         return balance
 
     def amount_to_precision(self, symbol: str, amount: float) -> str:
@@ -152,15 +157,17 @@ class CcxtVenue:
         price: float | None = None,
         params: dict[str, Any] | None = None,
     ) -> Order:
-        order: Order = await self._ex.create_order(
-            symbol, type, side, amount, price, self._outgoing(params)
-        )
+        with self._retry_after_noted():
+            order: Order = await self._ex.create_order(
+                symbol, type, side, amount, price, self._outgoing(params)
+            )
         return self._incoming(order)
 
     async def cancel_order(
         self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None
     ) -> Order:
-        order: Order = await self._ex.cancel_order(id, symbol, self._outgoing(params))
+        with self._retry_after_noted():
+            order: Order = await self._ex.cancel_order(id, symbol, self._outgoing(params))
         return self._incoming(order)
 
     async def cancel_all_orders(
@@ -172,7 +179,8 @@ class CcxtVenue:
         manager never calls it (it cancels its own orders by id).
         """
         if self._ex.has.get("cancelAllOrders"):
-            orders: list[Order] = await self._ex.cancel_all_orders(symbol, params or {})
+            with self._retry_after_noted():
+                orders: list[Order] = await self._ex.cancel_all_orders(symbol, params or {})
             return [self._incoming(o) for o in orders]
         canceled: list[Order] = []
         for order in await self.fetch_open_orders(symbol, params=params):
@@ -192,7 +200,10 @@ class CcxtVenue:
         limit: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> list[Order]:
-        orders: list[Order] = await self._ex.fetch_open_orders(symbol, since, limit, params or {})
+        with self._retry_after_noted():
+            orders: list[Order] = await self._ex.fetch_open_orders(
+                symbol, since, limit, params or {}
+            )
         return [self._incoming(o) for o in orders]
 
     async def fetch_order(
@@ -201,7 +212,8 @@ class CcxtVenue:
         client_id = (params or {}).get("clientOrderId")
         if client_id is not None and not self._style.by_client_id_lookup:
             return await self._find_by_client_id(str(client_id), symbol, params or {})
-        order: Order = await self._ex.fetch_order(id, symbol, self._outgoing(params))
+        with self._retry_after_noted():
+            order: Order = await self._ex.fetch_order(id, symbol, self._outgoing(params))
         return self._incoming(order)
 
     async def watch_orders(
@@ -213,6 +225,20 @@ class CcxtVenue:
     ) -> list[Order]:
         orders: list[Order] = await self._ex.watch_orders(symbol, since, limit, params or {})
         return [self._incoming(o) for o in orders]
+
+    # ------------------------------------------------------------------ rate limits
+
+    @contextlib.contextmanager
+    def _retry_after_noted(self) -> Iterator[None]:
+        """Keep the venue's ``Retry-After`` on a rate-limit error (ccxt drops it), so
+        the caller waits at least that long: sooner is what gets an IP banned."""
+        try:
+            yield
+        except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
+            # ccxt stored this reply's headers just before raising, with no await in
+            # between, so they are this request's even with other calls in flight.
+            note_retry_after(e, getattr(self._ex, "last_response_headers", None))
+            raise
 
     # ------------------------------------------------------------------ client ids
 
