@@ -8,9 +8,11 @@ exactly a guard's kill with a different ``source``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bot.app import Run
@@ -18,6 +20,7 @@ from bot.book import BookState, OrderBook
 from bot.clock import NS_PER_SECOND
 from bot.control.api import CommandConflict, CommandRefused, Health, current_principal
 from bot.control.metrics import Metrics
+from bot.engine import Listener
 from bot.feeds.events import Trade
 from bot.killswitch import KillSwitch, TripSource
 from bot.logs import Logger
@@ -115,6 +118,31 @@ class Daemon:
             },
         }
 
+    # ------------------------------------------------------------ for the dashboard
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` about every book sample and trade from now on."""
+        self._run.engine.add_listener(listener)
+
+    def fracture_thresholds(self, symbol: str) -> tuple[float | None, float | None]:
+        return fracture_thresholds(self._trader, symbol)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every kill-switch record and risk event (pause, guard),
+        so a live view can show them at once rather than at its next refresh."""
+        self._killswitch.subscribe(lambda _record: callback())
+        self._trader.risk.subscribe(lambda _event: callback())
+
+    async def journal_path(self) -> Path | None:
+        """The journal's file, with every record appended so far committed (readers
+        open it read-only)."""
+        journal = self._trader.journal
+        if journal is None:
+            return None
+        async with asyncio.timeout(5.0):
+            await journal.flush()
+        return journal.path
+
     # ------------------------------------------------------------ commands
 
     async def kill(self, reason: str, source: str) -> dict[str, Any]:
@@ -200,6 +228,18 @@ class Daemon:
         return {"message": f"cancelling {len(asked)} of our orders", "orders": asked}
 
 
+def fracture_thresholds(trader: Trader, symbol: str) -> tuple[float | None, float | None]:
+    """(bid, ask) quote depth below which the watched (first) band is fractured:
+    baseline x ``baseline_fraction``; None while the baseline warms up."""
+    desk = trader.desks.get(symbol)
+    update = desk.last_update if desk is not None else None
+    if desk is None or update is None or not update.baseline_ready:
+        return (None, None)
+    fraction = desk.settings.baseline_fraction
+    bid, ask = (b * fraction if b is not None else None for b in update.baseline)
+    return (bid, ask)
+
+
 def _depth_bands(sample: DepthSample | None, update: Any) -> list[dict[str, Any]]:
     if sample is None:
         return []
@@ -246,11 +286,7 @@ class MetricsListener:
         m = self._metrics
         desk = self._trader.desks.get(symbol)
         update = desk.last_update if desk is not None else None
-        thresholds: tuple[float | None, float | None] = (None, None)
-        if desk is not None and update is not None and update.baseline_ready:
-            fraction = desk.settings.baseline_fraction
-            bid, ask = (b * fraction if b is not None else None for b in update.baseline)
-            thresholds = (bid, ask)
+        thresholds = fracture_thresholds(self._trader, symbol)
         for i, band in enumerate(sample.bands_bps):
             m.set_depth(
                 symbol,

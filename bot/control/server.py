@@ -12,6 +12,8 @@ Endpoints (JSON in, JSON out; every refusal is a 4xx with ``{"error": "..."}``):
     GET  /metrics                      Prometheus text format
     GET  /policy                       the intervention policy in force
     POST /policy    {"policy": TOML, "reason": ...}   put a new policy in force
+    GET  /dashboard...                 the operator dashboard (TCP only, when enabled:
+                                       bot.dashboard.routes)
 
 Who may do what (:mod:`bot.governance.roles`): every endpoint needs a role (viewer,
 operator, admin), which a request gets from its bearer token, or on the Unix socket
@@ -48,6 +50,7 @@ from bot.control.api import (
     current_principal,
 )
 from bot.control.metrics import Metrics
+from bot.dashboard import Dashboard
 from bot.errors import BackstopError, ConfigError, OperationalError, TemporaryError, UserError
 from bot.governance.roles import Principal, Role, TokenRegistry, required_role
 from bot.logs import Logger
@@ -147,6 +150,7 @@ class ControlServer:
         tokens: TokenRegistry | None = None,
         socket_role: Role = Role.ADMIN,
         health_timeout_s: float = 2.0,
+        dashboard: Dashboard | None = None,
     ) -> None:
         if tokens is None:
             usable = token is not None and len(token.get_secret_value()) >= MIN_TOKEN_CHARS
@@ -156,6 +160,8 @@ class ControlServer:
                 "the TCP control API needs a bearer token of at least "
                 f"{MIN_TOKEN_CHARS} characters (BACKSTOP_CONTROL__TOKEN or control.token_file)"
             )
+        if dashboard is not None and tcp_port is None:
+            raise ConfigError("the dashboard is served on the TCP listener: enable it too")
         self._handler = handler
         self.socket_path = socket_path
         self._log = log
@@ -164,6 +170,7 @@ class ControlServer:
         self._tokens = tokens
         self._socket_role = socket_role
         self._health_timeout_s = health_timeout_s
+        self._dashboard = dashboard
         self.auth_failures = 0
         self.tcp_port: int | None = None
         """The bound TCP port once started (useful with port 0), else None."""
@@ -190,6 +197,7 @@ class ControlServer:
             tcp_port=control.tcp_port if control.tcp_enabled else None,
             tokens=TokenRegistry.from_settings(control),
             socket_role=Role.parse(control.socket_role),
+            dashboard=Dashboard.from_settings(settings, handler, log=log),
         )
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -356,6 +364,8 @@ class ControlServer:
         app.router.add_get("/metrics", self._metrics, allow_head=False)
         app.router.add_get("/policy", self._policy, allow_head=False)
         app.router.add_post("/policy", self._set_policy)
+        if transport == "tcp" and self._dashboard is not None:
+            self._dashboard.mount(app)
         return app
 
     def _errors_middleware(self, transport: str) -> Middleware:
@@ -412,6 +422,12 @@ class ControlServer:
 
         @web.middleware
         async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            if (
+                transport == "tcp"
+                and self._dashboard is not None
+                and self._dashboard.is_public(request)
+            ):
+                return await handler(request)  # the pages hold no data; their API does
             via, uid = _peer(request, transport)
             header = request.headers.get("Authorization")
             if header is None and transport == "unix":

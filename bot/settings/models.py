@@ -599,6 +599,12 @@ class ControlSettings(BaseModel):
     socket_role: Literal["viewer", "operator", "admin"] = "admin"
     """The role of a request on the Unix socket (mode 0600) that shows no token. A request
     that shows one gets that token's role."""
+    dashboard: bool = False
+    """Serve the operator dashboard (``/dashboard``) on the TCP listener: needs
+    ``tcp_enabled``; the page asks for a role token (docs/runbook.md)."""
+    dashboard_refresh_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    """How often the dashboard's live stream sends an update (a kill or pause is sent at
+    once)."""
 
     @field_validator("tokens")
     @classmethod
@@ -643,6 +649,13 @@ class ControlSettings(BaseModel):
                 "both a token and control.token_file are set; keep one so it is clear "
                 "which token the server accepts",
                 subloc=("token_file",),
+            )
+        if self.dashboard and not self.tcp_enabled:
+            # A browser cannot reach the Unix socket: the page lives on the TCP listener.
+            raise _bad(
+                "the dashboard is served on the TCP listener (127.0.0.1): set "
+                "control.tcp_enabled = true (and a token) as well",
+                subloc=("dashboard",),
             )
         return self
 

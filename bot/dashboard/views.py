@@ -1,0 +1,280 @@
+"""The dashboard's HTML: the page shells and the overview's live fragments.
+
+Everything here is rendered on the server with every value escaped, because the page
+puts fragments in place with ``innerHTML``: a reason typed into a kill (or a symbol) is
+text, never markup. No inline script or style either: the pages' Content-Security-Policy
+allows neither (``bot.dashboard.routes``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+from typing import Any
+
+from bot.settings.models import Settings
+
+PAGES = {
+    "overview": ("Overview", "/dashboard"),
+    "episodes": ("Episodes", "/dashboard/episodes"),
+    "audit": ("Audit", "/dashboard/audit"),
+}
+
+_KILL_TEXT = {
+    "armed": "armed",
+    "tripped_cancelling": "TRIPPED: cancelling our orders",
+    "tripped_flat": "TRIPPED: flat, no open orders of ours",
+}
+
+
+def esc(value: Any) -> str:
+    return html.escape("-" if value is None else str(value))
+
+
+def num(value: Any, digits: int = 2) -> str:
+    """A number for a table cell; ``-`` for missing or not finite."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if math.isfinite(value) else "-"
+    return esc(value)
+
+
+def _table(rows: Sequence[tuple[str, str]], css: str, attrs: str = "") -> str:
+    body = "".join(f"<tr><th>{esc(k)}</th><td{a}>{v}</td></tr>" for k, v, a in _split(rows))
+    return f'<table class="{css}"{attrs}>{body}</table>'
+
+
+def _split(rows: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    # A label "name|field" puts data-field="field" on the value cell (for tests and JS).
+    out: list[tuple[str, str, str]] = []
+    for label, value in rows:
+        name, _, field = label.partition("|")
+        out.append((name, value, f' data-field="{esc(field)}"' if field else ""))
+    return out
+
+
+# ---- the page shells -------------------------------------------------------------------
+
+
+def page(name: str) -> str:
+    """A page's HTML. It holds no data: the token is in the browser, not here."""
+    title, _ = PAGES[name]
+    nav = " ".join(
+        f'<a href="{href}"{" aria-current=page" if key == name else ""}>{label}</a>'
+        for key, (label, href) in PAGES.items()
+    )
+    main = resources.files("bot.dashboard").joinpath(f"templates/{name}.html").read_text("utf-8")
+    shell = resources.files("bot.dashboard").joinpath("templates/page.html").read_text("utf-8")
+    return Template(shell).substitute(title=title, page=name, nav=nav, main=main)
+
+
+# ---- the overview ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MarketLimits:
+    """What a market's inventory and commitments are held against (from the settings)."""
+
+    base: str
+    quote: str
+    reserve_base: float
+    reserve_quote: float
+    floor_fraction: float
+    max_position_base: float | None
+    max_notional_quote: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> dict[str, MarketLimits]:
+        out: dict[str, MarketLimits] = {}
+        for m in settings.markets:
+            base, _, quote = m.symbol.split(":")[0].partition("/")
+            out[m.symbol] = cls(
+                base=base,
+                quote=quote,
+                reserve_base=m.reserve.base,
+                reserve_quote=m.reserve.quote,
+                floor_fraction=m.reserve.floor_fraction,
+                max_position_base=settings.risk.max_position_base.get(base),
+                max_notional_quote=settings.risk.max_notional_per_market_quote,
+            )
+        return out
+
+
+def summary_html(status: Mapping[str, Any]) -> str:
+    """Kill switch, mode, trading state, PnL and the account's guards."""
+    ks = status.get("kill_switch") or {}
+    state = str(ks.get("state") or "unknown")
+    parts = [
+        f'<div class="kill kill-{esc(state)}" id="kill-switch">',
+        '<h2>Kill switch: <span data-testid="kill-state" data-state="'
+        f'{esc(state)}">{esc(_KILL_TEXT.get(state, state))}</span></h2>',
+    ]
+    if state != "armed":
+        parts.append(
+            _table(
+                [
+                    ("reason", esc(ks.get("reason"))),
+                    ("source", esc(ks.get("source"))),
+                    ("who", esc(ks.get("who"))),
+                    ("since", esc(ks.get("since"))),
+                    ("kill to flat", f"{num(ks.get('last_kill_to_flat_s'), 3)} s"),
+                ],
+                "kv",
+            )
+        )
+    parts.append("</div>")
+    pnl = status.get("pnl") or {}
+    policy = status.get("policy") or {}
+    pending = policy.get("pending_approval")
+    rows = [
+        ("mode|mode", esc(status.get("mode"))),
+        ("strategy", esc(status.get("strategy"))),
+        ("data", esc(status.get("source"))),
+        ("trading state|trading-state", esc(status.get("trading_state"))),
+        (
+            "PnL (realised / unrealised / total)",
+            f"{num(pnl.get('realised_quote'))} / {num(pnl.get('unrealised_quote'))} / "
+            f"{num(pnl.get('total_quote'))}",
+        ),
+        (
+            "policy",
+            f"{esc(str(policy.get('hash') or '-')[:12])} ({esc(policy.get('source'))})"
+            if policy
+            else "-",
+        ),
+        ("account guards", _guards(status.get("guards") or {})),
+    ]
+    if pending:
+        rows.append(("resume approval pending", esc(pending)))
+    parts.append(_table(rows, "kv"))
+    return "\n".join(parts)
+
+
+def _guards(guards: Mapping[str, Any]) -> str:
+    tripped = [(k, str(v)) for k, v in guards.items() if str(v) != "ok"]
+    if not tripped:
+        return f'<span class="ok">all {len(guards)} ok</span>'
+    items = "".join(
+        f'<li class="guard-{esc(v.split(":", 1)[0])}"><b>{esc(k)}</b> {esc(v)}</li>'
+        for k, v in tripped
+    )
+    return f'<ul class="guards">{items}</ul>'
+
+
+def _meter(value: float | None, high: float | None) -> str:
+    if value is None or high is None or not high > 0 or not math.isfinite(value):
+        return ""
+    shown = min(max(value, 0.0), high)
+    return (
+        f'<meter min="0" max="{high:.6g}" high="{0.9 * high:.6g}" value="{shown:.6g}">'
+        f"{100 * value / high:.0f}%</meter>"
+    )
+
+
+def market_html(market: Mapping[str, Any], limits: MarketLimits | None) -> str:
+    """One market's live numbers (its charts are separate: the page keeps them)."""
+    book = market.get("book") or {}
+    engaged = bool(market.get("engaged"))
+    detector = market.get("detector")
+    pnl = market.get("pnl") or {}
+    warning = market.get("warning")
+    paused = bool(market.get("paused"))
+    committed = market.get("committed_quote")
+    cap = limits.max_notional_quote if limits else None
+    head = (
+        f'<span class="badge {"engaged" if engaged else "calm"}" data-testid="engaged" '
+        f'data-engaged="{"true" if engaged else "false"}">'
+        f"{'ENGAGED' if engaged else 'not engaged'}</span> "
+        f'<span class="detector">detector: {esc(detector)}</span>'
+        + (' <span class="badge paused">PAUSED</span>' if paused else "")
+    )
+    rows = [
+        ("book|book", f"{esc(book.get('health'))}, {num(book.get('age_s'), 1)} s old"),
+        ("mid|mid", num(book.get("mid"))),
+        ("spread (bps)|spread", num(book.get("spread_bps"), 2)),
+        ("open orders (ours)|open-orders", num(market.get("open_orders"))),
+        (
+            "committed collateral|committed",
+            f"{num(committed)} of {num(cap)} {esc(limits.quote if limits else '')} "
+            f"{_meter(committed, cap)}",
+        ),
+        (
+            "PnL (realised / unrealised / total)|pnl",
+            f"{num(pnl.get('realised_quote'))} / {num(pnl.get('unrealised_quote'))} / "
+            f"{num(pnl.get('total_quote'))}",
+        ),
+        ("paused|paused", esc(market.get("pause_reason")) if paused else "no"),
+        ("episodes|episodes", num(market.get("episodes"))),
+        ("early warning|warning", _warning(warning)),
+        ("guards|guards", _guards(market.get("guards") or {})),
+    ]
+    return "\n".join(
+        [
+            f"<h2>{esc(market.get('symbol'))} {head}</h2>",
+            '<div class="columns">',
+            _table(rows, "kv"),
+            _depth_table(market.get("depth") or []),
+            _inventory_table(market.get("inventory") or {}, limits),
+            "</div>",
+        ]
+    )
+
+
+def _warning(warning: Mapping[str, Any] | None) -> str:
+    if not warning:
+        return "no model"
+    level = str(warning.get("level") or "-")
+    alarm = " ALARM" if warning.get("alarm") else ""
+    return (
+        f'<span class="warning warning-{esc(level)}">{esc(level)}{alarm}</span> '
+        f"p={num(warning.get('probability'), 3)} (threshold {num(warning.get('threshold'), 3)},"
+        f" {num(warning.get('horizon_s'), 0)} s ahead)"
+    )
+
+
+def _depth_table(depth: Sequence[Mapping[str, Any]]) -> str:
+    if not depth:
+        return '<p class="muted">No depth yet.</p>'
+    rows = "".join(
+        f"<tr><td>{num(b.get('band_bps'), 0)}</td><td>{num(b.get('bid_quote'), 0)}</td>"
+        f"<td>{num(b.get('ask_quote'), 0)}</td>"
+        f"<td>{num(b.get('baseline_quote'), 0)}</td></tr>"
+        for b in depth
+    )
+    return (
+        '<table class="grid depth"><caption>Depth within each band (quote)</caption>'
+        "<tr><th>band (bps)</th><th>bid</th><th>ask</th><th>baseline</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _inventory_table(inventory: Mapping[str, Any], limits: MarketLimits | None) -> str:
+    rows: list[str] = []
+    for asset, held in inventory.items():
+        reserve = floor = cap = None
+        if limits is not None and asset == limits.base:
+            reserve, cap = limits.reserve_base, limits.max_position_base
+        elif limits is not None and asset == limits.quote:
+            reserve = limits.reserve_quote
+        if reserve is not None and limits is not None:
+            floor = reserve * limits.floor_fraction
+        position = None
+        if cap is not None and reserve is not None and isinstance(held, int | float):
+            position = abs(float(held) - reserve)
+        capped = f"{num(position, 6)} of {num(cap, 6)} {_meter(position, cap)}" if cap else "-"
+        rows.append(
+            f"<tr><td>{esc(asset)}</td><td>{num(held, 6)}</td><td>{num(reserve, 6)}</td>"
+            f"<td>{num(floor, 6)}</td><td>{capped}</td></tr>"
+        )
+    return (
+        '<table class="grid inventory"><caption>Inventory against the reserve</caption>'
+        "<tr><th>asset</th><th>held</th><th>reserve</th><th>never below</th>"
+        "<th>position / cap</th></tr>" + "".join(rows) + "</table>"
+    )
