@@ -33,7 +33,7 @@ from bot.journal import Journal
 from bot.journal import records as rk
 from bot.logs import Logger
 from bot.orders import OrderFilled
-from bot.trader import Trader
+from bot.trader import Trader, balance_totals
 from bot.venues.base import Balance, Venue
 
 START_SNAPSHOT = "start"
@@ -126,7 +126,7 @@ async def recover(
     first = _first_start_totals(journal)
     result.first_start = first is None
     journal.record_balance(balance, source=START_SNAPSHOT)
-    baseline = first if first is not None else _totals(balance)
+    baseline = first if first is not None else balance_totals(balance)
     reserve = _reserve_totals(trader)
     result.unmanaged = {ccy: baseline.get(ccy, 0.0) - amount for ccy, amount in reserve.items()}
     trader.unmanaged = dict(result.unmanaged)
@@ -164,11 +164,6 @@ def _first_start_totals(journal: Journal) -> dict[str, float] | None:
                 if isinstance(entry, Mapping)
             }
     return None
-
-
-def _totals(balance: Mapping[str, Any]) -> dict[str, float]:
-    totals = balance.get("total") or {}
-    return {str(k): float(v or 0.0) for k, v in totals.items()}
 
 
 def _reserve_totals(trader: Trader) -> dict[str, float]:

@@ -317,8 +317,7 @@ class Trader:
 
     @staticmethod
     async def _venue_totals(venue: Venue) -> dict[str, float]:
-        balance = await venue.fetch_balance()
-        return {str(k): float(v or 0.0) for k, v in (balance.get("total") or {}).items()}
+        return balance_totals(await venue.fetch_balance())
 
     # ------------------------------------------------------------ notices
 
@@ -386,3 +385,9 @@ def desks_for(
     markets: Sequence[MarketSettings], ccxt_markets: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Desk]:
     return {m.symbol: Desk.build(m, ccxt_markets.get(m.symbol) or {}) for m in markets}
+
+
+def balance_totals(balance: Mapping[str, Any]) -> dict[str, float]:
+    """Currency -> total from a ccxt balance structure (missing or None counts as 0)."""
+    totals = balance.get("total") or {}
+    return {str(k): float(v or 0.0) for k, v in totals.items()}
