@@ -20,29 +20,63 @@ gives the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from bot.detector import Cause, DetectorUpdate, Recovery, Trigger
 from bot.inventory import currencies
 from bot.orders.events import OrderFilled, OrderNotice, OrderStateChanged
+from bot.positions import is_contract
 from strategies.base import REPLENISH_TAG, InventoryView
 
 _INF = float("inf")
 
 
+@dataclass(frozen=True, slots=True)
+class Units:
+    """How a fill's amount turns into base and quote volume.
+
+    Spot amounts are base units. Contract markets count contracts: a linear contract is
+    ``contract_size`` base, an inverse one ``contract_size`` quote (so its base worth
+    depends on the price). Floats, not :class:`~bot.positions.ContractSpec`'s Decimals:
+    these are report totals, and the exact books live in the inventory.
+    """
+
+    contract_size: float = 1.0
+    inverse: bool = False
+
+    @classmethod
+    def of(cls, market: Mapping[str, Any] | None) -> Units:
+        if not is_contract(market):
+            return SPOT_UNITS
+        assert market is not None
+        return cls(float(market.get("contractSize") or 1.0), bool(market.get("inverse")))
+
+    def base(self, amount: float, price: float) -> float:
+        size = amount * self.contract_size
+        return size / price if self.inverse else size
+
+    def quote(self, amount: float, price: float) -> float:
+        size = amount * self.contract_size
+        return size if self.inverse else size * price
+
+
+SPOT_UNITS: Final = Units()
+
+
 @dataclass(slots=True)
 class Flow:
-    """Fills in one direction and their totals."""
+    """Fills in one direction and their totals, in base and quote units."""
 
     fills: int = 0
     base: float = 0.0
     quote: float = 0.0
 
-    def add(self, amount: float, price: float) -> None:
+    def add(self, amount: float, price: float, units: Units = SPOT_UNITS) -> None:
         self.fills += 1
-        self.base += amount
-        self.quote += amount * price
+        self.base += units.base(amount, price)
+        self.quote += units.quote(amount, price)
 
     def to_dict(self) -> dict[str, Any]:
         avg = self.quote / self.base if self.base else None
@@ -180,8 +214,10 @@ class Episode:
 class EpisodeTracker:
     """Episodes of one market. Not thread-safe; fed in event order."""
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, market: Mapping[str, Any] | None = None) -> None:
         self.symbol = symbol
+        self.units = Units.of(market)
+        """Contract sizes of ``market`` (ccxt unified); spot when it is None."""
         self.base_currency, self.quote_currency = currencies(symbol)
         self.current: Episode | None = None
         self.finished: list[Episode] = []
@@ -274,19 +310,19 @@ class EpisodeTracker:
         fee_q = self._fee_quote(fill, None if replenish else ep.fees)
         if replenish:
             r = ep.replenishment
-            (r.bought if fill.side == "buy" else r.sold).add(fill.amount, fill.price)
+            (r.bought if fill.side == "buy" else r.sold).add(fill.amount, fill.price, self.units)
             r.fees_quote += fee_q
             r.cost_quote += fee_q
             if mid is None:
                 r.unpriced_fills += 1
             else:
                 gap = fill.price - mid if fill.side == "buy" else mid - fill.price
-                r.cost_quote += gap * fill.amount
+                r.cost_quote += gap * self.units.base(fill.amount, fill.price)
             if r.first_ts_ns is None:
                 r.first_ts_ns = fill.ts_ns
             r.last_ts_ns = fill.ts_ns
             return
-        (ep.bought if fill.side == "buy" else ep.sold).add(fill.amount, fill.price)
+        (ep.bought if fill.side == "buy" else ep.sold).add(fill.amount, fill.price, self.units)
         ep.fees_quote += fee_q
         if not ep.active:
             ep.late_fills += 1

@@ -150,6 +150,18 @@ def check_run(o: Outcome) -> None:
     assert episode["fills"] > 0
     assert len(o.trades) == o.inventory.fills > 0
 
+    # The episode's volume is in base and quote units, not contracts: each fill's base
+    # worth (linear: contracts x size; inverse: contracts x size / price) and quote worth.
+    spec = o.inventory.spec
+    size = float(spec.contract_size)
+    base = sum(t["amount"] * size / (t["price"] if spec.inverse else 1.0) for t in o.trades)
+    quote = sum(t["amount"] * size * (1.0 if spec.inverse else t["price"]) for t in o.trades)
+    flows = [episode["volume"]["bought"], episode["volume"]["sold"]]
+    flows += [episode["replenishment"][k] for k in ("bought", "sold")]
+    assert sum(f["fills"] for f in flows) == len(o.trades)
+    assert sum(f["base"] for f in flows) == pytest.approx(base, rel=1e-9)
+    assert sum(f["quote"] for f in flows) == pytest.approx(quote, rel=1e-9)
+
     # Within its caps: committed collateral (orders' initial margin + the position's
     # maintenance margin) never above the per-market cap; the position within its limits.
     assert 0 < o.max_committed_quote <= o.settings.risk.max_notional_per_market_quote
