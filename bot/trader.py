@@ -79,7 +79,7 @@ class Desk:
             market=market,
             detector=FractureDetector.from_market(settings),
             inventory=inventory_for(settings, market),
-            episodes=EpisodeTracker(settings.symbol),
+            episodes=EpisodeTracker(settings.symbol, market),
             rules=MarketRules.from_market(market),
             fee_rate=max(fees),
         )
