@@ -795,3 +795,27 @@ async def test_pid_file_from_another_process_blocks_then_a_killed_ones_is_taken_
     with PidFile(path) as taken:
         assert taken.previous_pid == child.pid
         assert path.read_text() == f"{os.getpid()}\n"
+
+
+def test_human_status_shows_the_early_warning_level_and_its_main_driver() -> None:
+    market = {
+        "symbol": "BTC/USDT",
+        "engaged": False,
+        "detector": "calm",
+        "warning": {
+            "probability": 0.81,
+            "level": "high",
+            "alarm": True,
+            "pre_armed": True,
+            "top": [{"feature": "depth_ratio_10", "value": 0.3, "contribution": 2.1}],
+        },
+    }
+    out = io.StringIO()
+    commands.print_status({"mode": "paper", "markets": [market]}, out)
+    assert "warning high 81% (depth_ratio_10), pre-armed" in out.getvalue()
+
+    market["warning"] = {"probability": 0.2, "level": "low", "alarm": False, "top": []}
+    out = io.StringIO()
+    commands.print_status({"mode": "paper", "markets": [market]}, out)
+    assert "warning low 20%" in out.getvalue()
+    assert "depth_ratio_10" not in out.getvalue()

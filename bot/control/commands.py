@@ -509,11 +509,31 @@ def _engaged(market: Mapping[str, Any]) -> Text:
     )
     if detector:
         text.append(f" ({detector})", style="dim")
+    warning = market.get("warning")
+    if isinstance(warning, Mapping):
+        text.append(_warning(warning))
     if market.get("paused"):
         text.append("\nPAUSED", style="bold yellow")
         if market.get("pause_reason"):
             text.append(f": {market['pause_reason']}", style="yellow")
     return text
+
+
+_WARNING_STYLE = {"high": "bold red", "elevated": "yellow", "low": "dim", "unknown": "dim"}
+
+
+def _warning(warning: Mapping[str, Any]) -> Text:
+    """The early warning under the detector state: its level and probability, and while
+    the alarm is up the feature that pushes it most (docs/early-warning.md)."""
+    level = str(warning.get("level", "unknown"))
+    p = warning.get("probability")
+    line = f"\nwarning {level}" + (f" {p:.0%}" if isinstance(p, int | float) else "")
+    top = warning.get("top")
+    if warning.get("alarm") and isinstance(top, list) and top and isinstance(top[0], Mapping):
+        line += f" ({top[0].get('feature', '?')})"
+    if warning.get("pre_armed"):
+        line += ", pre-armed"
+    return Text(line, style=_WARNING_STYLE.get(level, ""))
 
 
 def _pnl(pnl: Any) -> str:
