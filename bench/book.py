@@ -1,11 +1,16 @@
-"""Order book benchmark: ``bot.book.OrderBook`` against two other designs, same run.
+"""Order book benchmark: ``bot.book.OrderBook`` (both kernels) against other books, same run.
 
     .venv/bin/python -m bench.book [--quick] [--reps N] [--rows N] [--seed N]
 
 Contenders (each fed the input its own pipeline would produce, prepared before timing):
 
-* ``numpy``  -- :class:`bot.book.OrderBook`: per side sorted float64 arrays, one batch
-  merge per message, copy-on-write, full validation. Gets ``(n, 2)`` arrays.
+* ``compiled`` -- :class:`bot.book.OrderBook` on its compiled level store
+  (``bot/_bookc.c``: sorted C arrays per side, best level last, merged in place; one C
+  call per update or query). Full validation, all-or-nothing deltas. Gets ``(n, 2)``
+  arrays. Skipped if the extension is not built.
+* ``numpy``  -- the same class on its pure-numpy store (``bot/_book_numpy.py``, the
+  fallback, forced with ``BACKSTOP_PURE_BOOK=1``): per side sorted float64 arrays, one
+  batch merge per message, copy-on-write.
 * ``lists``  -- :class:`ListBook` below, the obvious alternative design: per side sorted
   Python lists updated row by row with ``bisect`` (ccxt's approach) plus the same
   validation and crossed-delta revert (undo log); band sums over list slices. Gets
@@ -14,16 +19,22 @@ Contenders (each fed the input its own pipeline would produce, prepared before t
   ``storeArray`` exactly as ccxt's ``handle_delta`` does (a fresh ``[price, size]`` list
   per row, as its parser makes); no validation, no revert. Band depth by walking its
   sides in Python, one pass per side for all bands.
+* ``order-book`` -- the C ``order-book`` package cryptofeed uses (``pip install
+  '.[bench]'``), fed row by row as cryptofeed does (``del`` for size 0, else set); no
+  validation. Best bid/ask with ``index(0)``, band depth by iterating its sorted
+  sides. Skipped when not installed.
 
 Workloads, over a seeded synthetic stream (about 2,000 levels per side) and the bundled
 real recording (Binance spot BTCUSDT, 10m50s, ~6,500 diff messages):
 
 (a) apply only: rows (price-level updates) and messages per second;
 (b) mixed, per message: apply + best bid/ask + depth within 10/50/200 bps on both sides;
-(c) depth query latency: the 3-band, 2-side query alone, p50/p99 in microseconds.
+(c) depth query latency: the 3-band, 2-side query alone, p50/p99 in microseconds; and,
+    for ``bot.book``, one band on one side (``depth_within``), per band.
 
 Throughputs are medians over ``--reps`` repetitions; the garbage collector is paused
-while timing. The ratio column is numpy / other (>1 means bot.book is faster).
+while timing. Ratio columns: the first contender (``compiled`` when built) over each
+other one, and ``numpy`` over ``ccxt``; > 1 means the first is faster.
 """
 
 from __future__ import annotations
@@ -31,7 +42,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
+import importlib.util
 import math
+import os
 import statistics
 import time
 from bisect import bisect_left, bisect_right
@@ -45,6 +59,8 @@ from typing import Any
 import numpy as np
 
 from bench._common import header as bench_header
+from bot import _book_kernel
+from bot._book_kernel import Kernel
 from bot.book import OrderBook, Side
 from bot.clock import ManualClock
 from bot.feeds.events import BookDelta, BookSnapshot, Levels
@@ -339,6 +355,68 @@ def ccxt_depth_bands(ob: Any, bands: Sequence[float]) -> list[list[tuple[float, 
     return out
 
 
+# ----------------------------------------------------------------------------- order-book
+
+
+def order_book_available() -> bool:
+    return importlib.util.find_spec("order_book") is not None
+
+
+def ob_book(bids: Rows, asks: Rows) -> Any:
+    ob = importlib.import_module("order_book").OrderBook()
+    for p, s in bids:
+        ob.bids[p] = s
+    for p, s in asks:
+        ob.asks[p] = s
+    return ob
+
+
+def ob_apply(ob: Any, bids: Rows, asks: Rows) -> None:
+    """As cryptofeed's ``_l2_book`` handlers do: delete on size 0, else set."""
+    for side, rows in ((ob.bids, bids), (ob.asks, asks)):
+        for p, s in rows:
+            if s == 0:
+                if p in side:
+                    del side[p]
+            else:
+                side[p] = s
+
+
+def ob_best(ob: Any) -> tuple[float | None, float | None]:
+    bb = ob.bids.index(0)[0] if len(ob.bids) else None
+    ba = ob.asks.index(0)[0] if len(ob.asks) else None
+    return bb, ba
+
+
+def ob_depth_bands(ob: Any, bands: Sequence[float]) -> list[list[tuple[float, float]]]:
+    """Iterate each side once in its sorted order, summing into every band still open."""
+    bb, ba = ob_best(ob)
+    if bb is None or ba is None:
+        return [[(0.0, 0.0)] * len(bands)] * 2
+    mid = (bb + ba) / 2.0
+    out = []
+    for side, levels in ((0, ob.bids), (1, ob.asks)):
+        edges = sorted(mid * (1.0 - b / 1e4) if side == 0 else mid * (1.0 + b / 1e4) for b in bands)
+        if side == 0:
+            edges.reverse()
+        res = []
+        base = quote = 0.0
+        e = 0
+        for p in levels:
+            while e < len(edges) and (p < edges[e] if side == 0 else p > edges[e]):
+                res.append((base, quote))
+                e += 1
+            if e == len(edges):
+                break
+            s = levels[p]
+            base += s
+            quote += p * s
+        while len(res) < len(edges):
+            res.append((base, quote))
+        out.append(res)
+    return out
+
+
 # ----------------------------------------------------------------------------- runners
 
 Runner = Callable[[Stream, bool], float]
@@ -356,26 +434,36 @@ def _timed(fn: Callable[[], None]) -> float:
         gc.enable()
 
 
-def run_numpy(stream: Stream, mixed: bool) -> float:
-    book = OrderBook("X", clock=ManualClock())
+def new_book(stream: Stream, kernel: Kernel) -> OrderBook:
+    with _book_kernel.using(kernel):
+        book = OrderBook("X", clock=ManualClock())
+    assert book.kernel == kernel
     assert book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id) is None
-    apply, bb, ba, bands = book.apply_delta, book.best_bid, book.best_ask, book.depth_bands
+    return book
 
-    def go() -> None:
-        if mixed:
-            for m in stream.msgs:
-                apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
-                bb()
-                ba()
-                bands(BANDS)
-        else:
-            for m in stream.msgs:
-                apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
 
-    elapsed = _timed(go)
-    if sum(book.drops.values()):
-        raise SystemExit(f"bot.book dropped input in the benchmark: {dict(book.drops)}")
-    return elapsed
+def book_runner(kernel: Kernel) -> Runner:
+    def run(stream: Stream, mixed: bool) -> float:
+        book = new_book(stream, kernel)
+        apply, bb, ba, bands = book.apply_delta, book.best_bid, book.best_ask, book.depth_bands
+
+        def go() -> None:
+            if mixed:
+                for m in stream.msgs:
+                    apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+                    bb()
+                    ba()
+                    bands(BANDS)
+            else:
+                for m in stream.msgs:
+                    apply(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+
+        elapsed = _timed(go)
+        if sum(book.drops.values()):
+            raise SystemExit(f"bot.book ({kernel}) dropped input: {dict(book.drops)}")
+        return elapsed
+
+    return run
 
 
 def run_lists(stream: Stream, mixed: bool) -> float:
@@ -414,13 +502,41 @@ def run_ccxt(stream: Stream, mixed: bool) -> float:
     return _timed(go)
 
 
+def run_order_book(stream: Stream, mixed: bool) -> float:
+    ob = ob_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+
+    def go() -> None:
+        if mixed:
+            for m in stream.msgs:
+                ob_apply(ob, m.bid_rows, m.ask_rows)
+                ob_best(ob)
+                ob_depth_bands(ob, BANDS)
+        else:
+            for m in stream.msgs:
+                ob_apply(ob, m.bid_rows, m.ask_rows)
+
+    return _timed(go)
+
+
+def contenders() -> dict[str, Runner]:
+    """Every contender available here, ours first (the ratio columns divide by them)."""
+    out: dict[str, Runner] = {}
+    if _book_kernel.COMPILED_AVAILABLE:
+        out["compiled"] = book_runner("compiled")
+    out["numpy"] = book_runner("pure")
+    out["lists"] = run_lists
+    out["ccxt"] = run_ccxt
+    if order_book_available():
+        out["order-book"] = run_order_book
+    return out
+
+
 def latencies(stream: Stream, name: str) -> list[int]:
     """ns per 3-band, 2-side depth query, one per message (updates applied untimed)."""
     clock = time.perf_counter_ns
     out: list[int] = []
-    if name == "numpy":
-        book = OrderBook("X", clock=ManualClock())
-        book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+    if name in ("compiled", "numpy"):
+        book = new_book(stream, "compiled" if name == "compiled" else "pure")
         for m in stream.msgs:
             book.apply_delta(
                 m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id
@@ -435,48 +551,106 @@ def latencies(stream: Stream, name: str) -> list[int]:
             t0 = clock()
             lb.depth_bands(BANDS)
             out.append(clock() - t0)
-    else:
+    elif name == "ccxt":
         ob = ccxt_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
         for m in stream.msgs:
             ccxt_apply(ob, m.bid_rows, m.ask_rows)
             t0 = clock()
             ccxt_depth_bands(ob, BANDS)
             out.append(clock() - t0)
+    else:
+        cb = ob_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+        for m in stream.msgs:
+            ob_apply(cb, m.bid_rows, m.ask_rows)
+            t0 = clock()
+            ob_depth_bands(cb, BANDS)
+            out.append(clock() - t0)
+    return out
+
+
+def band_latencies(stream: Stream, kernel: Kernel) -> dict[float, list[int]]:
+    """ns per one-band, one-side ``depth_within`` call, per band (bid and ask calls)."""
+    clock = time.perf_counter_ns
+    book = new_book(stream, kernel)
+    depth = book.depth_within
+    out: dict[float, list[int]] = {b: [] for b in BANDS}
+    for m in stream.msgs:
+        book.apply_delta(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+        for b in BANDS:
+            for side in (Side.BID, Side.ASK):
+                t0 = clock()
+                depth(b, side)
+                out[b].append(clock() - t0)
     return out
 
 
 def check_agreement(stream: Stream) -> None:
-    """All three end in the same book and report the same band depths."""
-    book = OrderBook("X", clock=ManualClock())
-    book.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+    """Every contender ends in the same book and reports the same band depths."""
+    books = [new_book(stream, k) for k in ("compiled", "pure") if k in _kernels()]
     lb = ListBook(_rows(stream.snap_bids), _rows(stream.snap_asks))
     ob = ccxt_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+    cb = (
+        ob_book(_rows(stream.snap_bids), _rows(stream.snap_asks))
+        if order_book_available()
+        else None
+    )
     for m in stream.msgs:
-        book.apply_delta(m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id)
+        for book in books:
+            book.apply_delta(
+                m.bids, m.asks, first_id=m.first_id, last_id=m.last_id, prev_id=m.prev_id
+            )
         lb.apply_delta(m.bid_rows, m.ask_rows)
         ccxt_apply(ob, m.bid_rows, m.ask_rows)
-    ours = book.depth_bands(BANDS)
-    for other in (np.array(lb.depth_bands(BANDS)), np.array(ccxt_depth_bands(ob, BANDS))):
+        if cb is not None:
+            ob_apply(cb, m.bid_rows, m.ask_rows)
+    ours = books[0].depth_bands(BANDS)
+    others = [b.depth_bands(BANDS) for b in books[1:]]
+    others += [np.array(lb.depth_bands(BANDS)), np.array(ccxt_depth_bands(ob, BANDS))]
+    if cb is not None:
+        others.append(np.array(ob_depth_bands(cb, BANDS)))
+    for other in others:
         if not np.allclose(ours, other, rtol=1e-9):
-            raise SystemExit(f"designs disagree on {stream.name}:\n{ours}\n{other}")
-    if book.top(10**9, Side.ASK).tolist() != [list(r) for r in ob["asks"]]:
-        raise SystemExit(f"bot.book and ccxt disagree on the ask levels of {stream.name}")
+            raise SystemExit(f"books disagree on {stream.name}:\n{ours}\n{other}")
+    asks = [list(r) for r in ob["asks"]]
+    for book in books:
+        if book.top(10**9, Side.ASK).tolist() != asks:
+            raise SystemExit(f"bot.book ({book.kernel}) and ccxt disagree on {stream.name}")
+    if cb is not None and [list(r) for r in cb.asks.to_list()] != asks:
+        raise SystemExit(f"order-book and ccxt disagree on the ask levels of {stream.name}")
+
+
+def _kernels() -> tuple[Kernel, ...]:
+    return ("compiled", "pure") if _book_kernel.COMPILED_AVAILABLE else ("pure",)
 
 
 # ----------------------------------------------------------------------------- report
 
 
 def header() -> str:
-    return bench_header("order book benchmark (bench/book.py)")
+    from importlib.metadata import PackageNotFoundError, version
+
+    default = _book_kernel.kernel()
+    built = "built" if _book_kernel.COMPILED_AVAILABLE else "NOT built"
+    try:
+        ob = f"order-book {version('order-book')}"
+    except PackageNotFoundError:
+        ob = "order-book not installed (pip install '.[bench]')"
+    return "\n".join(
+        [
+            bench_header("order book benchmark (bench/book.py)"),
+            f"bot.book kernel in use: {default} (bot._bookc {built}; "
+            f"{_book_kernel.PURE_ENV}={os.environ.get(_book_kernel.PURE_ENV, '')!r}); {ob}",
+        ]
+    )
 
 
-ResultRow = tuple[str, str, float, float, float]
+ResultRow = tuple[Any, ...]
+"""(workload, unit, one value per contender in :func:`contenders` order)."""
 
 
 def bench_stream(stream: Stream, reps: int) -> list[ResultRow]:
-    """Rows of (workload, unit, numpy, lists, ccxt)."""
     n_msgs, n_rows = len(stream.msgs), stream.rows
-    runners: dict[str, Runner] = {"numpy": run_numpy, "lists": run_lists, "ccxt": run_ccxt}
+    runners = contenders()
     apply_s: dict[str, list[float]] = {k: [] for k in runners}
     mixed_s: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(reps):  # interleaved, so drifting machine load hits everyone alike
@@ -488,7 +662,7 @@ def bench_stream(stream: Stream, reps: int) -> list[ResultRow]:
     lat = {k: np.array(latencies(stream, k)) / 1e3 for k in runners}
 
     def row(label: str, unit: str, f: Callable[[str], float]) -> ResultRow:
-        return (label, unit, f("numpy"), f("lists"), f("ccxt"))
+        return (label, unit, *(f(k) for k in runners))
 
     return [
         row("(a) apply: rows/s", "/s", lambda k: n_rows / med_apply[k]),
@@ -501,6 +675,45 @@ def bench_stream(stream: Stream, reps: int) -> list[ResultRow]:
 
 def fmt(v: float, unit: str) -> str:
     return f"{v:,.0f}" if unit == "/s" else f"{v:,.1f}"
+
+
+def ratio(a: float, b: float, unit: str) -> float:
+    """How many times better ``a`` is than ``b`` (throughput up, latency down)."""
+    return a / b if unit == "/s" else b / a
+
+
+def print_stream(stream: Stream, reps: int) -> None:
+    names = list(contenders())
+    first = names[0]
+    vs = names[1:]
+    rows = bench_stream(stream, reps)
+    print(
+        "".join(
+            [f"{'workload':24s}", *(f"{n:>12s}" for n in names)]
+            + [f"{first[:4] + '/' + n[:5]:>12s}" for n in vs]
+            + [f"{'numpy/ccxt':>11s}"]
+        )
+    )
+    for label, unit, *vals in rows:
+        by = dict(zip(names, vals, strict=True))
+        print(
+            "".join(
+                [f"{label:24s}", *(f"{fmt(v, unit):>12s}" for v in vals)]
+                + [f"{ratio(by[first], by[n], unit):>11.2f}x" for n in vs]
+                + [f"{ratio(by['numpy'], by['ccxt'], unit):>10.2f}x"]
+            )
+        )
+    print(f"one band, one side (depth_within), {len(stream.msgs):,} calls per band and side:")
+    for kernel in _kernels():
+        lat = band_latencies(stream, kernel)
+        cells = []
+        for b in BANDS:
+            us = np.array(lat[b]) / 1e3
+            cells.append(
+                f"{b:g} bps p50/p99 {np.percentile(us, 50):.1f}/{np.percentile(us, 99):.1f}"
+            )
+        name = "compiled" if kernel == "compiled" else "numpy"
+        print(f"  {name:9s} " + ", ".join(cells) + " us")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -517,29 +730,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     streams = [synthetic(rows, args.seed), recording()]
     for stream in streams:
         check_agreement(stream)
-        lv = OrderBook("X", clock=ManualClock())
-        lv.apply_snapshot(stream.snap_bids, stream.snap_asks, update_id=stream.snap_id)
+        lv = new_book(stream, "pure")
         print(
             f"\n{stream.name}: {len(stream.msgs):,} messages, {stream.rows:,} rows "
             f"({stream.rows / len(stream.msgs):.1f} rows/message), snapshot "
             f"{lv.level_count(Side.BID):,}/{lv.level_count(Side.ASK):,} levels; "
             f"median of {reps} reps"
         )
-        print(
-            f"{'workload':28s} {'bot.book':>12s} {'lists':>12s} {'ccxt':>12s} "
-            f"{'vs lists':>9s} {'vs ccxt':>9s}"
-        )
-        for label, unit, ours, lists, ccxt_v in bench_stream(stream, reps):
-            # Ratio: how many times better bot.book is (throughput up, latency down).
-            r_l = ours / lists if unit == "/s" else lists / ours
-            r_c = ours / ccxt_v if unit == "/s" else ccxt_v / ours
-            print(
-                f"{label:28s} {fmt(ours, unit):>12s} {fmt(lists, unit):>12s} "
-                f"{fmt(ccxt_v, unit):>12s} {r_l:>8.2f}x {r_c:>8.2f}x"
-            )
+        print_stream(stream, reps)
     print(
-        "\nratios > 1: bot.book is faster. lists = design B (Python lists + bisect, same "
-        "rules); ccxt = no validation, no revert."
+        "\nratios > 1: the first column is faster. lists = design B (Python lists + bisect, "
+        "same rules); ccxt and order-book = no validation, no revert."
     )
     return 0
 

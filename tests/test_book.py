@@ -4,6 +4,9 @@ The property tests replay random streams of snapshots and deltas (zero sizes, re
 prices, ids in and out of order, occasional NaN/negative/crossing rows) into both
 :class:`OrderBook` and :class:`RefBook`, a deliberately naive dict-based model of the
 same rules, and compare everything a user can observe after every step.
+
+Every test here runs twice: on the compiled level store (``bot/_bookc.c``, which the
+package install builds) and on the pure-numpy one (``bot/_book_numpy.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import gzip
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot import _book_kernel
+from bot._book_kernel import Kernel
 from bot.book import BookState, Depth, Drop, FillEstimate, OrderBook, Side
 from bot.clock import ManualClock
 from bot.feeds.events import BookDelta, BookSnapshot, Levels, levels
@@ -36,9 +42,19 @@ def lv(*rows: tuple[float, float]) -> Levels:
 NONE = lv()
 
 
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "pure"])
+def kernel(request: pytest.FixtureRequest) -> Iterator[Kernel]:
+    """Books created by the tests use this store (module scope: hypothesis-safe)."""
+    name: Kernel = request.param
+    with _book_kernel.using(name):  # raises if the extension was not built
+        yield name
+
+
 @pytest.fixture
-def book(clock: ManualClock) -> OrderBook:
-    return OrderBook("BTC/USDT", clock=clock)
+def book(clock: ManualClock, kernel: Kernel) -> OrderBook:
+    b = OrderBook("BTC/USDT", clock=clock)
+    assert b.kernel == kernel
+    return b
 
 
 def simple(book: OrderBook, update_id: int | None = None) -> OrderBook:

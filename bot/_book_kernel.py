@@ -1,0 +1,138 @@
+"""Which level store backs :class:`bot.book.OrderBook`: compiled, or pure numpy.
+
+``bot._bookc`` (``bot/_bookc.c``, built by ``pip install``) keeps both sides of the
+book in C arrays and answers the hot queries in one C call each; ``bot._book_numpy``
+is the pure-numpy implementation of the same interface, kept as the fallback and as
+the reference the compiled one is tested against (``tests/test_book_kernel.py``).
+
+The compiled store is used when it imports, unless ``BACKSTOP_PURE_BOOK=1``. Each
+book picks its store when it is created, so :func:`using` switches the books created
+inside it (the benchmark and the tests run both side by side).
+
+Stores speak in small integer result codes instead of :class:`bot.book.Drop`, so the
+compiled store needs no Python objects to say why it refused an input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "COMPILED_AVAILABLE",
+    "PURE_ENV",
+    "Kernel",
+    "LevelStore",
+    "kernel",
+    "new_store",
+    "use",
+    "using",
+]
+
+FloatArray = npt.NDArray[np.float64]
+Kernel = Literal["compiled", "pure"]
+
+PURE_ENV: Final = "BACKSTOP_PURE_BOOK"
+
+# Result codes of LevelStore.snapshot / delta (bot/_bookc.c uses the same numbers).
+OK: Final = 0
+NON_FINITE: Final = 1
+NEGATIVE: Final = 2
+CROSSED: Final = 3
+MALFORMED: Final = 4
+CONVERT: Final = 5
+"""The input is not a 2-D float64 buffer: convert it with ``_as_levels`` and retry."""
+
+
+class LevelStore(Protocol):
+    """Both sides of one book. ``side`` is 0 for bids, 1 for asks.
+
+    ``snapshot`` and ``delta`` are all or nothing: a non-zero code leaves the levels
+    as they were. Queries assume nothing about the book's state (the caller answers
+    "nothing" for books that are not VALID); an empty side has no mid, so band queries
+    answer zeros.
+    """
+
+    def snapshot(self, bids: FloatArray, asks: FloatArray, /) -> int: ...
+
+    def delta(self, bids: object, asks: object, /) -> int: ...
+
+    def best_bid(self) -> float | None: ...
+
+    def best_ask(self) -> float | None: ...
+
+    def mid(self) -> float | None: ...
+
+    def spread_bps(self) -> float | None: ...
+
+    def count(self, side: int, /) -> int: ...
+
+    def depth(self, side: int, bps: float, /) -> tuple[float, float, int]: ...
+
+    def bands(self, bands_bps: Sequence[float], out: FloatArray, /) -> None:
+        """Fill ``out`` (C-contiguous, ``(2, len(bands_bps), 2)``)."""
+
+    def top(self, side: int, out: FloatArray, /) -> None:
+        """Fill ``out`` (C-contiguous, ``(k <= count(side), 2)``) best first."""
+
+    def fill(self, side: int, notional: float, /) -> tuple[float, float, float, bool]:
+        """``(filled_quote, filled_base, worst_price, complete)`` for a non-empty side
+        and a notional > 0."""
+
+
+try:
+    from bot._bookc import Levels as _Compiled
+except ImportError:  # not built: a source tree used without `pip install`
+    _compiled: type[LevelStore] | None = None
+else:
+    _compiled = _Compiled
+
+COMPILED_AVAILABLE: Final = _compiled is not None
+
+
+def _default() -> Kernel:
+    if os.environ.get(PURE_ENV, "") not in ("", "0") or _compiled is None:
+        return "pure"
+    return "compiled"
+
+
+_kernel: Kernel = _default()
+
+
+def kernel() -> Kernel:
+    """The store that new books get."""
+    return _kernel
+
+
+def use(name: Kernel) -> Kernel:
+    """Make new books use ``name``; returns the previous choice."""
+    global _kernel
+    if name == "compiled" and _compiled is None:
+        raise RuntimeError("bot._bookc is not built: reinstall the package (pip install -e .)")
+    if name not in ("compiled", "pure"):
+        raise ValueError(f"unknown book kernel {name!r}")
+    previous, _kernel = _kernel, name
+    return previous
+
+
+@contextmanager
+def using(name: Kernel) -> Iterator[None]:
+    """Books created inside the block use ``name``."""
+    previous = use(name)
+    try:
+        yield
+    finally:
+        use(previous)
+
+
+def new_store() -> tuple[Kernel, LevelStore]:
+    if _kernel == "compiled" and _compiled is not None:
+        return "compiled", _compiled()
+    from bot._book_numpy import NumpyLevels  # imports this module: no cycle at load time
+
+    return "pure", NumpyLevels()

@@ -1,0 +1,884 @@
+/* The compiled level store behind bot.book.OrderBook (see bot/_book_kernel.py).
+ *
+ * Plain C against the CPython API and the buffer protocol: no numpy headers, so the
+ * build needs only a C compiler and Python's headers.
+ *
+ * Layout: each side is one array of (key, size) pairs sorted ascending by key, with
+ * the best level LAST. Bids are keyed by price, asks by -price, so "better" is
+ * "greater" on both sides and one set of code serves both. Keeping the best level at
+ * the end matters: feed activity is concentrated near the top of the book, and an
+ * insert or removal only moves the levels between it and the top.
+ *
+ * Atomicity ("a rejected input leaves the last good book"): a delta is validated
+ * (finite, price > 0, size >= 0) and checked for crossing against the book it WOULD
+ * produce before anything is written, and all memory it may need is reserved first,
+ * so once mutation starts it cannot fail. A snapshot is built in fresh arrays and only
+ * swapped in if it is good.
+ *
+ * Result codes (bot/_book_kernel.py mirrors them): 0 applied, 1 non-finite, 2 negative
+ * size or price <= 0, 3 crossed, 5 "not a 2-D float64 buffer: convert and retry".
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+enum { RC_OK = 0, RC_NON_FINITE = 1, RC_NEGATIVE = 2, RC_CROSSED = 3, RC_CONVERT = 5 };
+
+typedef struct {
+    double k; /* bid: price, ask: -price */
+    double s;
+} Level;
+
+typedef struct {
+    Level *lv;
+    Py_ssize_t n, cap;
+} Side;
+
+typedef struct {
+    Level l;
+    Py_ssize_t pos; /* where it goes in the side after the removals */
+} Insert;
+
+typedef struct {
+    PyObject_HEAD
+    Side side[2]; /* 0: bids, 1: asks */
+    Level *rows;  /* a message's rows, sorted per side */
+    Py_ssize_t rows_cap;
+    Level *tmp; /* merge-sort scratch */
+    Py_ssize_t tmp_cap;
+    Insert *ins;
+    Py_ssize_t ins_cap;
+} Book;
+
+/* ------------------------------------------------------------------ memory */
+
+static int
+reserve(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    Py_ssize_t n = *cap ? *cap : 64;
+    while (n < need) {
+        n *= 2;
+    }
+    void *q = PyMem_Realloc(*p, (size_t)n * item);
+    if (q == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+#define RESERVE(ptr, cap, need) reserve((void **)&(ptr), &(cap), (need), sizeof(*(ptr)))
+
+/* ------------------------------------------------------------------ input rows */
+
+typedef struct {
+    const char *buf;
+    Py_ssize_t n, s0, s1;
+} Rows;
+
+#define PRICE(r, i) (*(const double *)((r)->buf + (i) * (r)->s0))
+#define SIZE(r, i) (*(const double *)((r)->buf + (i) * (r)->s0 + (r)->s1))
+
+static int
+is_double_format(const char *f)
+{
+    if (f == NULL) {
+        return 0;
+    }
+    if (f[0] == '@' || f[0] == '=') {
+        f++;
+    }
+#if PY_LITTLE_ENDIAN
+    else if (f[0] == '<') {
+        f++;
+    }
+#else
+    else if (f[0] == '>' || f[0] == '!') {
+        f++;
+    }
+#endif
+    return f[0] == 'd' && f[1] == '\0';
+}
+
+/* A (n, >=2) float64 buffer, any strides: 0 with *view held, RC_CONVERT (nothing
+ * held) when obj is anything else, -1 on a real error. */
+static int
+get_rows(PyObject *obj, Py_buffer *view, Rows *r)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) ||
+            PyErr_ExceptionMatches(PyExc_BufferError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return RC_CONVERT;
+        }
+        return -1;
+    }
+    if (view->ndim != 2 || view->itemsize != 8 || view->shape[1] < 2 ||
+        !is_double_format(view->format)) {
+        PyBuffer_Release(view);
+        return RC_CONVERT;
+    }
+    r->buf = (const char *)view->buf;
+    r->n = view->shape[0];
+    r->s0 = view->strides[0];
+    r->s1 = view->strides[1];
+    return 0;
+}
+
+/* Non-finite anywhere outranks a negative size or a price <= 0 anywhere. */
+static int
+check_rows(const Rows *r, int *nonfinite, int *negative)
+{
+    for (Py_ssize_t i = 0; i < r->n; i++) {
+        double p = PRICE(r, i), s = SIZE(r, i);
+        if (!isfinite(p) || !isfinite(s)) {
+            *nonfinite = 1;
+            return 0;
+        }
+        if (p <= 0.0 || s < 0.0) {
+            *negative = 1;
+        }
+    }
+    return 0;
+}
+
+static void
+insertion_sort(Level *a, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 1; i < n; i++) {
+        Level x = a[i];
+        Py_ssize_t j = i;
+        while (j > 0 && a[j - 1].k > x.k) { /* strict: equal keys keep their order */
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+/* Stable sort by key: insertion-sorted runs, then bottom-up merges. */
+static void
+stable_sort(Level *a, Py_ssize_t n, Level *tmp)
+{
+    const Py_ssize_t run = 16;
+    for (Py_ssize_t i = 0; i < n; i += run) {
+        insertion_sort(a + i, (i + run <= n ? run : n - i));
+    }
+    Level *src = a, *dst = tmp;
+    for (Py_ssize_t width = run; width < n; width *= 2) {
+        for (Py_ssize_t lo = 0; lo < n; lo += 2 * width) {
+            Py_ssize_t mid = lo + width < n ? lo + width : n;
+            Py_ssize_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            Py_ssize_t i = lo, j = mid, o = lo;
+            while (i < mid && j < hi) {
+                dst[o++] = src[j].k < src[i].k ? src[j++] : src[i++];
+            }
+            while (i < mid) {
+                dst[o++] = src[i++];
+            }
+            while (j < hi) {
+                dst[o++] = src[j++];
+            }
+        }
+        Level *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) {
+        memcpy(a, src, (size_t)n * sizeof(Level));
+    }
+}
+
+/* One side's rows as ascending unique keys (the last row of a repeated price wins).
+ * Venues send each side sorted one way or the other: those need no sort. */
+static Py_ssize_t
+side_levels(const Rows *r, int ask, Level *out, Level *tmp)
+{
+    Py_ssize_t m = r->n;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double p = PRICE(r, i);
+        out[i].k = ask ? -p : p;
+        out[i].s = SIZE(r, i);
+    }
+    if (m < 2) {
+        return m;
+    }
+    Py_ssize_t i = 1;
+    while (i < m && out[i - 1].k < out[i].k) {
+        i++;
+    }
+    if (i == m) {
+        return m;
+    }
+    if (i == 1) {
+        while (i < m && out[i - 1].k > out[i].k) {
+            i++;
+        }
+        if (i == m) {
+            for (Py_ssize_t a = 0, b = m - 1; a < b; a++, b--) {
+                Level t = out[a];
+                out[a] = out[b];
+                out[b] = t;
+            }
+            return m;
+        }
+    }
+    stable_sort(out, m, tmp);
+    Py_ssize_t w = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (j + 1 < m && out[j + 1].k == out[j].k) {
+            continue;
+        }
+        out[w++] = out[j];
+    }
+    return w;
+}
+
+/* ------------------------------------------------------------------ book */
+
+/* First index in [lo, hi) whose key is >= key. */
+static inline Py_ssize_t
+lower_bound(const Level *a, Py_ssize_t lo, Py_ssize_t hi, double key)
+{
+    while (lo < hi) {
+        Py_ssize_t mid = lo + ((hi - lo) >> 1);
+        if (a[mid].k < key) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* The best key of side `sd` once the sorted unique rows d[0..m) are applied. */
+static int
+best_after(const Side *sd, const Level *d, Py_ssize_t m, double *best)
+{
+    int have = 0;
+    double b = 0.0;
+    for (Py_ssize_t j = m - 1; j >= 0; j--) {
+        if (d[j].s > 0.0) {
+            b = d[j].k;
+            have = 1;
+            break;
+        }
+    }
+    Py_ssize_t j = m - 1;
+    for (Py_ssize_t i = sd->n - 1; i >= 0; i--) {
+        double k = sd->lv[i].k;
+        while (j >= 0 && d[j].k > k) {
+            j--;
+        }
+        if (j >= 0 && d[j].k == k && !(d[j].s > 0.0)) {
+            continue; /* removed by the delta */
+        }
+        if (!have || k > b) {
+            b = k;
+            have = 1;
+        }
+        break;
+    }
+    *best = b;
+    return have;
+}
+
+/* Merge sorted unique rows into a side, in place. Capacity for sd->n + m levels and
+ * m inserts must already be reserved. Removals and updates go first, in one pass from
+ * the lowest row up (only levels above the first removal move, left); inserts then go
+ * from the top down (only levels above the lowest insert move, right). */
+static void
+apply_side(Side *sd, const Level *d, Py_ssize_t m, Insert *ins)
+{
+    Level *L = sd->lv;
+    Py_ssize_t n = sd->n, lo = 0, r = 0, w = 0, removed = 0, k_ins = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_ssize_t pos = lower_bound(L, lo, n, d[j].k);
+        if (pos < n && L[pos].k == d[j].k) {
+            if (d[j].s > 0.0) {
+                L[pos].s = d[j].s; /* not moved yet: moves only write below pos */
+            }
+            else {
+                if (removed && pos > r) {
+                    memmove(L + w, L + r, (size_t)(pos - r) * sizeof(Level));
+                }
+                w += pos - r;
+                r = pos + 1;
+                removed++;
+            }
+            lo = pos + 1;
+        }
+        else {
+            if (d[j].s > 0.0) {
+                ins[k_ins].l = d[j];
+                ins[k_ins].pos = pos - removed;
+                k_ins++;
+            }
+            lo = pos;
+        }
+    }
+    if (removed) {
+        if (n > r) {
+            memmove(L + w, L + r, (size_t)(n - r) * sizeof(Level));
+        }
+        n -= removed;
+    }
+    Py_ssize_t hi = n;
+    for (Py_ssize_t i = k_ins - 1; i >= 0; i--) {
+        Py_ssize_t pos = ins[i].pos;
+        if (hi > pos) {
+            memmove(L + pos + i + 1, L + pos, (size_t)(hi - pos) * sizeof(Level));
+        }
+        L[pos + i] = ins[i].l;
+        hi = pos;
+    }
+    sd->n = n + k_ins;
+}
+
+static PyObject *
+result(int code)
+{
+    return PyLong_FromLong(code);
+}
+
+/* Both sides' rows, validated and sorted into self->rows: bids at [0, *ub), asks at
+ * [*ub, *ub + *ua). Returns a result code, or -1 with an exception set. */
+static int
+load_rows(Book *self, PyObject *ob, PyObject *oa, Py_ssize_t *ub, Py_ssize_t *ua)
+{
+    Py_buffer vb, va;
+    Rows rb, ra;
+    int code = get_rows(ob, &vb, &rb);
+    if (code) {
+        return code;
+    }
+    code = get_rows(oa, &va, &ra);
+    if (code) {
+        PyBuffer_Release(&vb);
+        return code;
+    }
+    int nonfinite = 0, negative = 0;
+    check_rows(&rb, &nonfinite, &negative);
+    if (!nonfinite) {
+        check_rows(&ra, &nonfinite, &negative);
+    }
+    if (nonfinite || negative) {
+        code = nonfinite ? RC_NON_FINITE : RC_NEGATIVE;
+    }
+    else if (RESERVE(self->rows, self->rows_cap, rb.n + ra.n + 1) < 0 || /* never NULL */
+             RESERVE(self->tmp, self->tmp_cap, rb.n > ra.n ? rb.n : ra.n) < 0) {
+        code = -1;
+    }
+    else {
+        *ub = side_levels(&rb, 0, self->rows, self->tmp);
+        *ua = side_levels(&ra, 1, self->rows + *ub, self->tmp);
+    }
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&va);
+    return code;
+}
+
+static int
+crossed(int have_b, double kb, int have_a, double ka)
+{
+    return have_b && have_a && kb >= -ka; /* best bid >= best ask */
+}
+
+PyDoc_STRVAR(delta_doc,
+             "delta(bids, asks) -> int\n\n"
+             "Apply absolute sizes (0 removes) from two (n, 2) float64 buffers of\n"
+             "[price, size]; all or nothing. Returns a result code.");
+
+static PyObject *
+Book_delta(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "delta(bids, asks)");
+        return NULL;
+    }
+    Py_ssize_t ub = 0, ua = 0;
+    int code = load_rows(self, args[0], args[1], &ub, &ua);
+    if (code) {
+        return code < 0 ? NULL : result(code);
+    }
+    if (ub + ua == 0) {
+        return result(RC_OK);
+    }
+    const Level *db = self->rows, *da = self->rows + ub;
+    double kb, ka;
+    int hb = best_after(&self->side[0], db, ub, &kb);
+    int ha = best_after(&self->side[1], da, ua, &ka);
+    if (crossed(hb, kb, ha, ka)) {
+        return result(RC_CROSSED);
+    }
+    Side *sb = &self->side[0], *sa = &self->side[1];
+    if (RESERVE(sb->lv, sb->cap, sb->n + ub) < 0 || RESERVE(sa->lv, sa->cap, sa->n + ua) < 0 ||
+        RESERVE(self->ins, self->ins_cap, ub > ua ? ub : ua) < 0) {
+        return NULL;
+    }
+    apply_side(sb, db, ub, self->ins);
+    apply_side(sa, da, ua, self->ins);
+    return result(RC_OK);
+}
+
+/* Sorted unique rows -> a fresh level array without the zero sizes. */
+static Level *
+fresh_side(const Level *d, Py_ssize_t m, Py_ssize_t *n, Py_ssize_t *cap)
+{
+    Py_ssize_t c = m > 64 ? m : 64;
+    Level *out = PyMem_Malloc((size_t)c * sizeof(Level));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t w = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (d[i].s > 0.0) {
+            out[w++] = d[i];
+        }
+    }
+    *n = w;
+    *cap = c;
+    return out;
+}
+
+PyDoc_STRVAR(snapshot_doc,
+             "snapshot(bids, asks) -> int\n\n"
+             "Replace the book (size 0 rows skipped, last repeated price wins) unless the\n"
+             "rows are bad or the result is crossed. Returns a result code.");
+
+static PyObject *
+Book_snapshot(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "snapshot(bids, asks)");
+        return NULL;
+    }
+    Py_ssize_t ub = 0, ua = 0;
+    int code = load_rows(self, args[0], args[1], &ub, &ua);
+    if (code) {
+        return code < 0 ? NULL : result(code);
+    }
+    Side nb, na;
+    nb.lv = fresh_side(self->rows, ub, &nb.n, &nb.cap);
+    if (nb.lv == NULL) {
+        return NULL;
+    }
+    na.lv = fresh_side(self->rows + ub, ua, &na.n, &na.cap);
+    if (na.lv == NULL) {
+        PyMem_Free(nb.lv);
+        return NULL;
+    }
+    if (nb.n && na.n && crossed(1, nb.lv[nb.n - 1].k, 1, na.lv[na.n - 1].k)) {
+        PyMem_Free(nb.lv);
+        PyMem_Free(na.lv);
+        return result(RC_CROSSED);
+    }
+    PyMem_Free(self->side[0].lv);
+    PyMem_Free(self->side[1].lv);
+    self->side[0] = nb;
+    self->side[1] = na;
+    return result(RC_OK);
+}
+
+/* ------------------------------------------------------------------ queries */
+
+static int
+side_arg(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v != 0 && v != 1) {
+        PyErr_SetString(PyExc_ValueError, "side must be 0 (bid) or 1 (ask)");
+        return -1;
+    }
+    return (int)v;
+}
+
+static PyObject *
+Book_best_bid(Book *self, PyObject *Py_UNUSED(ignored))
+{
+    const Side *s = &self->side[0];
+    if (!s->n) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(s->lv[s->n - 1].k);
+}
+
+static PyObject *
+Book_best_ask(Book *self, PyObject *Py_UNUSED(ignored))
+{
+    const Side *s = &self->side[1];
+    if (!s->n) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(-s->lv[s->n - 1].k);
+}
+
+/* Mid as bot.book computes it: (ask + bid) / 2. */
+static int
+get_mid(const Book *self, double *mid)
+{
+    const Side *b = &self->side[0], *a = &self->side[1];
+    if (!b->n || !a->n) {
+        return 0;
+    }
+    *mid = (-a->lv[a->n - 1].k + b->lv[b->n - 1].k) / 2.0;
+    return 1;
+}
+
+static PyObject *
+Book_mid(Book *self, PyObject *Py_UNUSED(ignored))
+{
+    double mid;
+    if (!get_mid(self, &mid)) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(mid);
+}
+
+static PyObject *
+Book_spread_bps(Book *self, PyObject *Py_UNUSED(ignored))
+{
+    double mid;
+    if (!get_mid(self, &mid)) {
+        Py_RETURN_NONE;
+    }
+    const Side *b = &self->side[0], *a = &self->side[1];
+    double ask = -a->lv[a->n - 1].k, bid = b->lv[b->n - 1].k;
+    return PyFloat_FromDouble((ask - bid) / mid * 1e4);
+}
+
+static PyObject *
+Book_count(Book *self, PyObject *arg)
+{
+    int side = side_arg(arg);
+    if (side < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(self->side[side].n);
+}
+
+/* Sums of size and key x size over levels [lo, hi), best (hi - 1) first. Four
+ * accumulators: a single chain is bound by the add latency, not by the loads. */
+static void
+sum_range(const Level *L, Py_ssize_t lo, Py_ssize_t hi, double *base, double *kq)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    double q0 = 0.0, q1 = 0.0, q2 = 0.0, q3 = 0.0;
+    Py_ssize_t i = hi;
+    while (i - lo >= 4) {
+        i -= 4;
+        s0 += L[i + 3].s;
+        q0 += L[i + 3].k * L[i + 3].s;
+        s1 += L[i + 2].s;
+        q1 += L[i + 2].k * L[i + 2].s;
+        s2 += L[i + 1].s;
+        q2 += L[i + 1].k * L[i + 1].s;
+        s3 += L[i].s;
+        q3 += L[i].k * L[i].s;
+    }
+    while (i > lo) {
+        i--;
+        s0 += L[i].s;
+        q0 += L[i].k * L[i].s;
+    }
+    *base = (s0 + s1) + (s2 + s3);
+    *kq = (q0 + q1) + (q2 + q3);
+}
+
+/* First level inside `bps` of mid: bid price >= mid * (1 - bps/1e4), ask price <=
+ * mid * (1 + bps/1e4), the same floating-point operations as bot.book's numpy path. */
+static Py_ssize_t
+band_start(const Side *sd, int side, double mid, double bps)
+{
+    double key = side ? -(mid * (1.0 + bps / 1e4)) : mid * (1.0 - bps / 1e4);
+    return lower_bound(sd->lv, 0, sd->n, key);
+}
+
+PyDoc_STRVAR(depth_doc,
+             "depth(side, bps) -> (base, quote, levels)\n\n"
+             "Size and notional resting within bps of mid on one side (0 bid, 1 ask).");
+
+static PyObject *
+Book_depth(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "depth(side, bps)");
+        return NULL;
+    }
+    int side = side_arg(args[0]);
+    if (side < 0) {
+        return NULL;
+    }
+    double bps = PyFloat_AsDouble(args[1]);
+    if (bps == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double mid, base = 0.0, kq = 0.0;
+    Py_ssize_t cnt = 0;
+    if (get_mid(self, &mid)) {
+        const Side *sd = &self->side[side];
+        Py_ssize_t k0 = band_start(sd, side, mid, bps);
+        cnt = sd->n - k0;
+        sum_range(sd->lv, k0, sd->n, &base, &kq);
+    }
+    return Py_BuildValue("ddn", base, side ? -kq : kq, cnt);
+}
+
+static int
+get_out(PyObject *o, Py_buffer *view, Py_ssize_t items)
+{
+    if (PyObject_GetBuffer(o, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    if (!is_double_format(view->format) || view->len != items * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "out must be a C-contiguous float64 array of the right size");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(bands_doc,
+             "bands(bands_bps, out) -> None\n\n"
+             "Depth within each band on both sides into out, a C-contiguous float64\n"
+             "array of 4 * len(bands_bps) items laid out as (side, band, [base, quote]).");
+
+static PyObject *
+Book_bands(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bands(bands_bps, out)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "bands_bps must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    double small[16];
+    Py_ssize_t small_k[16];
+    double *bps = small;
+    Py_ssize_t *ks = small_k;
+    Py_buffer view;
+    PyObject *ret = NULL;
+    if (nb > 16) {
+        bps = PyMem_Malloc((size_t)nb * sizeof(double));
+        ks = PyMem_Malloc((size_t)nb * sizeof(Py_ssize_t));
+        if (bps == NULL || ks == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (Py_ssize_t j = 0; j < nb; j++) {
+        bps[j] = PyFloat_AsDouble(items[j]);
+        if (bps[j] == -1.0 && PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    if (get_out(args[1], &view, 4 * nb) < 0) {
+        goto done;
+    }
+    double *out = (double *)view.buf;
+    double mid;
+    if (!get_mid(self, &mid)) {
+        memset(out, 0, (size_t)(4 * nb) * sizeof(double));
+    }
+    else {
+        for (int side = 0; side < 2; side++) {
+            const Side *sd = &self->side[side];
+            for (Py_ssize_t j = 0; j < nb; j++) {
+                ks[j] = band_start(sd, side, mid, bps[j]);
+            }
+            /* Narrowest band first: each band adds the segment down to its edge to the
+             * running sums, so the levels are summed once for all bands. */
+            Py_ssize_t done_to = sd->n;
+            double base = 0.0, kq = 0.0;
+            for (Py_ssize_t left = nb; left > 0; left--) {
+                Py_ssize_t best = -1;
+                for (Py_ssize_t j = 0; j < nb; j++) { /* the unfilled band nearest the top */
+                    if (ks[j] >= 0 && (best < 0 || ks[j] > ks[best])) {
+                        best = j;
+                    }
+                }
+                Py_ssize_t k0 = ks[best];
+                if (k0 < done_to) {
+                    double b, q;
+                    sum_range(sd->lv, k0, done_to, &b, &q);
+                    base += b;
+                    kq += q;
+                    done_to = k0;
+                }
+                double *o = out + (side * nb + best) * 2;
+                o[0] = base;
+                o[1] = side ? -kq : kq;
+                ks[best] = -1;
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    if (bps != small) {
+        PyMem_Free(bps);
+        PyMem_Free(ks);
+    }
+    Py_DECREF(seq);
+    return ret;
+}
+
+PyDoc_STRVAR(top_doc,
+             "top(side, out) -> None\n\n"
+             "The best len(out) // 2 levels of a side, best first, into out: a C-contiguous\n"
+             "float64 array of [price, size] rows (at most count(side) rows).");
+
+static PyObject *
+Book_top(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "top(side, out)");
+        return NULL;
+    }
+    int side = side_arg(args[0]);
+    if (side < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    const Side *sd = &self->side[side];
+    Py_ssize_t k = view.len / (Py_ssize_t)(2 * sizeof(double));
+    if (!is_double_format(view.format) || k > sd->n) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "out must be a float64 (k <= count, 2) array");
+        return NULL;
+    }
+    double *out = (double *)view.buf;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const Level *l = &sd->lv[sd->n - 1 - i];
+        out[2 * i] = side ? -l->k : l->k;
+        out[2 * i + 1] = l->s;
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(fill_doc,
+             "fill(side, notional) -> (filled_quote, filled_base, worst_price, complete)\n\n"
+             "Walk a non-empty side best first until notional > 0 is filled.");
+
+static PyObject *
+Book_fill(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fill(side, notional)");
+        return NULL;
+    }
+    int side = side_arg(args[0]);
+    if (side < 0) {
+        return NULL;
+    }
+    double want = PyFloat_AsDouble(args[1]);
+    if (want == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    const Side *sd = &self->side[side];
+    if (!sd->n) {
+        PyErr_SetString(PyExc_ValueError, "fill on an empty side");
+        return NULL;
+    }
+    const Level *L = sd->lv;
+    /* Running notional summed best first, as numpy's cumsum does (same value). */
+    double cq = 0.0, base = 0.0;
+    for (Py_ssize_t i = sd->n - 1; i >= 0; i--) {
+        double price = side ? -L[i].k : L[i].k;
+        double before = cq;
+        cq += price * L[i].s;
+        if (cq >= want) {
+            return Py_BuildValue("dddO", want, base + (want - before) / price, price, Py_True);
+        }
+        base += L[i].s;
+    }
+    double worst = side ? -L[0].k : L[0].k;
+    return Py_BuildValue("dddO", cq, base, worst, Py_False);
+}
+
+/* ------------------------------------------------------------------ type */
+
+static void
+Book_dealloc(Book *self)
+{
+    PyMem_Free(self->side[0].lv);
+    PyMem_Free(self->side[1].lv);
+    PyMem_Free(self->rows);
+    PyMem_Free(self->tmp);
+    PyMem_Free(self->ins);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Book_methods[] = {
+    {"delta", (PyCFunction)(void (*)(void))Book_delta, METH_FASTCALL, delta_doc},
+    {"snapshot", (PyCFunction)(void (*)(void))Book_snapshot, METH_FASTCALL, snapshot_doc},
+    {"best_bid", (PyCFunction)Book_best_bid, METH_NOARGS, "Best bid price or None."},
+    {"best_ask", (PyCFunction)Book_best_ask, METH_NOARGS, "Best ask price or None."},
+    {"mid", (PyCFunction)Book_mid, METH_NOARGS, "(ask + bid) / 2, or None if a side is empty."},
+    {"spread_bps", (PyCFunction)Book_spread_bps, METH_NOARGS, "(ask - bid) / mid * 1e4 or None."},
+    {"count", (PyCFunction)Book_count, METH_O, "count(side) -> levels on a side."},
+    {"depth", (PyCFunction)(void (*)(void))Book_depth, METH_FASTCALL, depth_doc},
+    {"bands", (PyCFunction)(void (*)(void))Book_bands, METH_FASTCALL, bands_doc},
+    {"top", (PyCFunction)(void (*)(void))Book_top, METH_FASTCALL, top_doc},
+    {"fill", (PyCFunction)(void (*)(void))Book_fill, METH_FASTCALL, fill_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject BookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bot._bookc.Levels",
+    .tp_doc = PyDoc_STR("Both sides of an L2 book as sorted (key, size) arrays, best last."),
+    .tp_basicsize = sizeof(Book),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Book_dealloc,
+    .tp_methods = Book_methods,
+};
+
+static struct PyModuleDef bookc_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "bot._bookc",
+    .m_doc = "Compiled level store for bot.book.OrderBook.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__bookc(void)
+{
+    if (PyType_Ready(&BookType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&bookc_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&BookType);
+    if (PyModule_AddObject(m, "Levels", (PyObject *)&BookType) < 0) {
+        Py_DECREF(&BookType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,10 @@
+"""Only the compiled extension lives here; all other metadata is in pyproject.toml.
+
+bot/_bookc.c is plain C against the CPython API and the buffer protocol (no numpy
+headers): a C compiler and Python's headers build it. bot/_book_kernel.py falls back to
+the pure-numpy store when it is not built.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("bot._bookc", sources=["bot/_bookc.c"])])
