@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 
@@ -28,8 +28,6 @@ from bot.deadman import DeadManSwitch
 from bot.detect.config import DetectorConfig
 from bot.engine import Engine, Feed, Listener, Market
 from bot.errors import BackstopError, TemporaryError, UserError
-from bot.exchanges import make_exchange, map_ccxt_error
-from bot.feeds.live import LiveFeed
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, format_spec
 from bot.governance.runtime import Governance, make_strategy_for
@@ -40,18 +38,22 @@ from bot.killswitch import KillSwitch, link_risk
 from bot.logs import Logger
 from bot.markets import market_id_map, offline_markets
 from bot.monitor import DepthMonitor
+from bot.options.runner import OptionsPlan
 from bot.orders import OrderManager
 from bot.orders.calls import Throttle
-from bot.recovery import recover
 from bot.report import ReportRecorder
 from bot.risk import RiskEngine
 from bot.settings import MarketSettings, Settings, validate_symbols
 from bot.summary import RunSummary, summarize
 from bot.trader import Trader, desks_for
 from bot.venues.base import Venue
-from bot.venues.ccxt_venue import CcxtVenue
 from bot.venues.perp import PerpTerms, make_paper_venue
 from bot.warning.live import attach as attach_warnings
+
+# Live trading only (ccxt.pro, aiohttp: ~30 MB and ~0.3 s of imports): imported where a
+# live feed, an exchange account or recovery is set up, never by a paper replay.
+if TYPE_CHECKING:
+    from bot.feeds.live import LiveFeed
 
 
 def replay_symbol_map(settings: Settings) -> dict[str, str]:
@@ -85,6 +87,8 @@ class Run:
     venue: Venue | None = None
     governance: Governance | None = None
     """The policy in force and its changes, resume approvals (:mod:`bot.governance`)."""
+    options: OptionsPlan | None = None
+    """Option books, their desk and the delta hedge (``[options]``, :mod:`bot.options`)."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run before trading starts (recovery against an exchange account)."""
@@ -144,7 +148,7 @@ class Run:
             wall_s=wall,
             feed_stats=stats,
             feed_malformed=_malformed(stats),
-            trading=self.trader.summary() if self.trader is not None else None,
+            trading=self._trading(),
         )
         if self.source.startswith("replay") and summary.book_updates == 0:
             seen = ", ".join(sorted(self.engine.ignored_symbols)) or "no book data at all"
@@ -155,6 +159,12 @@ class Run:
             )
         return summary
 
+    def _trading(self) -> dict[str, Any] | None:
+        trading = self.trader.summary() if self.trader is not None else None
+        if self.options is not None:
+            trading = {**(trading or {}), "options": self.options.summary()}
+        return trading
+
 
 async def _every(period_s: float, check: Callable[[Venue], Awaitable[None]], venue: Venue) -> None:
     while True:
@@ -162,6 +172,8 @@ async def _every(period_s: float, check: Callable[[Venue], Awaitable[None]], ven
         try:
             await check(venue)
         except (ccxt.BaseError, OSError) as e:  # a failed check is retried next period
+            from bot.exchanges import map_ccxt_error
+
             raise_later = map_ccxt_error(e)
             if not isinstance(raise_later, TemporaryError):
                 raise raise_later from e
@@ -305,6 +317,7 @@ async def assemble(
     if stress is not None and settings.feed.source != "replay":
         raise UserError("--stress overlays a recording: it needs a replay (feed.source = replay)")
     exchange: Any = None
+    options = OptionsPlan.build(settings, log=log)
     if settings.feed.source == "replay":
         paths = list(settings.feed.replay_files) or bundled_sample_paths()
         replay_clock = ManualClock()
@@ -316,7 +329,9 @@ async def assemble(
             duration_s=settings.feed.duration_s,
             symbol_map=replay_symbol_map(settings),
         )
-        feed: Feed = replay if stress is None else StressedFeed(replay, stress)
+        # Synthetic option books are derived inside the overlay: a stress scales them too.
+        inner: Feed = replay if options is None else options.wrap_feed(replay, clock=clock)
+        feed: Feed = inner if stress is None else StressedFeed(inner, stress)
         names = ", ".join(Path(p).name for p in paths)
         source = f"replay:{names}" + (f" +stress:{format_spec(stress)}" if stress else "")
         ccxt_markets: Mapping[str, Mapping[str, Any]] = offline_markets(settings.exchange.id) or {}
@@ -330,14 +345,19 @@ async def assemble(
     else:
         clock = WallClock()
         exchange, ccxt_markets = await open_exchange(settings, log=log)
-        feed = _live_feed(settings, exchange, clock=clock, log=log)
+        live = _live_feed(settings, exchange, clock=clock, log=log)
+        # Live option books come from their own exchange, merged with this feed.
+        feed = live if options is None else options.wrap_feed(live, clock=clock)
         source = f"live:{settings.exchange.id}"
         # The feed owns the exchange object: closing it closes the exchange, last.
-        closers = [feed.aclose]
+        closers = [live.aclose]
         state_dir = settings.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
 
     markets = _markets(settings, clock)
+    if options is not None:
+        source += f" +options:{options.label.split(':')[0]}"
+        markets.update(options.engine_markets(clock))
     trader: Trader | None = None
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
@@ -358,7 +378,9 @@ async def assemble(
         throttler: Throttle | None
         if settings.mode == "paper":
             # Contract markets get the derivatives account (positions, margin, funding).
-            paper = make_paper_venue(
+            # With [options], the option markets are markets of the same paper venue.
+            make_venue = make_paper_venue if options is None else options.paper_venue
+            paper = make_venue(
                 markets={m.symbol: dict(ccxt_markets[m.symbol]) for m in tradeable},
                 balances=paper_balances(settings),
                 clock=clock,
@@ -371,6 +393,8 @@ async def assemble(
             # The venue sees each book state before the strategy reacts to it.
             all_listeners.insert(0, paper)
         else:
+            from bot.venues.ccxt_venue import CcxtVenue
+
             venue = CcxtVenue(exchange, log=log)
             throttler = None  # the order manager's own asyncio-throttle limiter
         trader, killswitch = build_trader(
@@ -406,6 +430,11 @@ async def assemble(
                 log=log,
                 healthy=lambda: all(m.book.state is BookState.VALID for m in markets.values()),
             )
+    if options is not None:
+        options.attach(
+            trader, all_listeners, paper=trade and settings.mode == "paper", killswitch=killswitch
+        )
+        closers.extend(options.closers)
     engine = Engine(
         feed=feed,
         markets=markets,
@@ -425,6 +454,7 @@ async def assemble(
         governance=governance,
         closers=closers,
         startup=startup,
+        options=options,
     )
 
 
@@ -438,6 +468,8 @@ def _recovery(
     log: Logger,
 ) -> Callable[[], Awaitable[object]]:
     async def run() -> None:
+        from bot.recovery import recover
+
         await recover(
             trader,
             venue,
@@ -472,6 +504,8 @@ async def open_exchange(
     settings: Settings, *, log: Logger
 ) -> tuple[Any, Mapping[str, Mapping[str, Any]]]:
     """The configured ccxt.pro exchange with its markets loaded and the symbols checked."""
+    from bot.exchanges import make_exchange, map_ccxt_error
+
     ex = settings.exchange
     exchange = make_exchange(
         ex.id,
@@ -499,6 +533,8 @@ async def open_exchange(
 
 
 def _live_feed(settings: Settings, exchange: Any, *, clock: Clock, log: Logger) -> LiveFeed:
+    from bot.feeds.live import LiveFeed
+
     return LiveFeed(
         exchange,
         [m.symbol for m in settings.markets],

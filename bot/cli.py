@@ -299,7 +299,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             stack.enter_context(PidFile(settings.state_dir / PID_FILE_NAME))
             daemon = Daemon(run, log=log)
             metrics = Metrics()
-            run.engine.add_listener(MetricsListener(metrics, run.trader, daemon.killswitch))
+            run.engine.add_listener(
+                MetricsListener(metrics, run.trader, daemon.killswitch, options=run.options)
+            )
             await stack.enter_async_context(
                 ControlServer.from_settings(settings, daemon, log=log, metrics=metrics)
             )

@@ -25,6 +25,7 @@ from bot.feeds.events import Trade
 from bot.killswitch import KillSwitch, TripSource
 from bot.logs import Logger
 from bot.monitor import DepthSample
+from bot.options.runner import OptionsPlan
 from bot.orders import OrderFilled, OrderNotice, OrderStateChanged
 from bot.risk import GuardEvent, RiskEvent
 from bot.trader import Trader
@@ -110,6 +111,7 @@ class Daemon:
             "kill_switch": self._killswitch.status(),
             "policy": self._run.governance.status() if self._run.governance else None,
             "markets": markets,
+            "options": self._run.options.status() if self._run.options is not None else None,
             "guards": risk.guard_status(None),
             "pnl": {
                 "realised_quote": total_real,
@@ -260,9 +262,16 @@ class MetricsListener:
     """Keeps the Prometheus metrics current: gauges from the engine's samples, counters
     from order notices, guard events and kill-switch records."""
 
-    def __init__(self, metrics: Metrics, trader: Trader, killswitch: KillSwitch) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        trader: Trader,
+        killswitch: KillSwitch,
+        options: OptionsPlan | None = None,
+    ) -> None:
         self._metrics = metrics
         self._trader = trader
+        self._options = options
         trader.manager.subscribe(self._on_notice)
         trader.risk.subscribe(self._on_risk)
         killswitch.subscribe(lambda _record: metrics.set_kill_switch(killswitch.state.value))
@@ -284,6 +293,9 @@ class MetricsListener:
 
     def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
         m = self._metrics
+        options = self._options.desk if self._options is not None else None
+        if options is not None and symbol == options.settings.underlying:
+            m.set_options(symbol, **options.gauges())
         desk = self._trader.desks.get(symbol)
         update = desk.last_update if desk is not None else None
         thresholds = fracture_thresholds(self._trader, symbol)

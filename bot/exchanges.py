@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import ccxt
-import ccxt.async_support
-import ccxt.pro
 
 from bot.errors import (
     BackstopError,
@@ -65,6 +63,11 @@ def make_exchange(
     Constructing an exchange makes no network calls; the caller owns it and must
     ``await exchange.close()``.
     """
+    # Imported here: ccxt.pro and aiohttp cost ~30 MB that a paper replay never uses
+    # (it needs only map_ccxt_error from this module).
+    import ccxt.async_support
+    import ccxt.pro
+
     module: Any = ccxt.pro if pro else ccxt.async_support
     available: list[str] = list(module.exchanges)
     if exchange_id not in available:
@@ -114,6 +117,9 @@ def unknown_url_paths(
     exchange_id: str, overrides: Mapping[str, str], *, sandbox: bool
 ) -> tuple[list[str], list[str]]:
     """``(override paths ccxt does not have, the paths it has)``, without a network call."""
+    import ccxt.async_support
+    import ccxt.pro
+
     exchange = getattr(ccxt.pro, exchange_id, None) or getattr(ccxt.async_support, exchange_id)
     instance = exchange()
     if sandbox:

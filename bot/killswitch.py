@@ -259,6 +259,11 @@ class KillSwitch:
         """The flag the trader checks: no new quotes while True."""
         return self._state is not KillState.ARMED
 
+    def add_symbols(self, symbols: Sequence[str]) -> None:
+        """Markets whose orders a trip cancels too (option books trading through the same
+        order manager and venue as the configured markets)."""
+        self._symbols += [s for s in symbols if s not in self._symbols]
+
     def status(self) -> dict[str, Any]:
         """For ``backstop status`` (the control API's ``KillSwitchStatus`` keys and more)."""
         tripped = self.is_tripped

@@ -70,6 +70,9 @@ class Desk:
     max_committed_quote: float = 0.0
     warning: MarketWarning | None = None
     """The early warning (:mod:`bot.warning.live`), when ``warning.enabled``."""
+    committed_cache: float | None = None
+    """``committed_quote`` of this market's open orders at ``last_mid``, as the other
+    markets' budgets read it; None once an order notice or a new mid made it stale."""
 
     @classmethod
     def build(cls, settings: MarketSettings, market: Mapping[str, Any]) -> Desk:
@@ -114,6 +117,12 @@ class Trader:
     held_back: int = 0
     """Creates the order manager held back this time (order-rate gate, busy side)."""
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
+    _later: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Info log lines of the current event, written once its orders have left."""
+    _warnings: list[tuple[MarketWarning, OrderBook, DepthSample, DetectorUpdate, Any]] = field(
+        default_factory=list
+    )
+    """Readings the early warning has yet to score (see :meth:`score_warnings`)."""
 
     def __post_init__(self) -> None:
         self.manager.subscribe(self._on_notice)
@@ -132,7 +141,13 @@ class Trader:
         desk = self.desks.get(symbol)
         if desk is None:
             return
+        if self.journal is not None:
+            # This event's records wait until its orders have left (after_event).
+            self.journal.hold()
+        if self._warnings:  # driven without after_event: the last reading's first
+            self.score_warnings()
         desk.last_mid = sample.mid
+        desk.committed_cache = None
         # Depth in quote on every market (a contract book's sizes are contracts).
         sample = desk.rules.quote_sample(sample)
         self.risk.on_book(symbol, book, sample.ts_ns)
@@ -148,7 +163,10 @@ class Trader:
         update = desk.detector.update(sample, own)
         desk.last_update = update
         if desk.warning is not None:
-            desk.warning.on_reading(book, sample, update)
+            # Scored once the orders have left (after_event): with pre-arm off it only
+            # reports, and pre-arm acts from the next reading on; the book levels it
+            # reads are taken now.
+            self._warnings.append((desk.warning, book, sample, update, desk.warning.levels(book)))
         view = desk.inventory.view(sample.mid, orders)
         committed = view.committed_quote
         desk.max_committed_quote = max(desk.max_committed_quote, committed)
@@ -166,14 +184,18 @@ class Trader:
         if self.trace is not None:
             self.trace.on_reading(symbol, sample, update, view, committed)
         if update.transition is not None:
-            self.log.info(
-                "detector_transition",
-                symbol=symbol,
-                state=update.state.value,
-                trigger=update.trigger.to_dict() if update.trigger else None,
+            self._later.append(
+                (
+                    "detector_transition",
+                    {
+                        "symbol": symbol,
+                        "state": update.state.value,
+                        "trigger": update.trigger.to_dict() if update.trigger else None,
+                    },
+                )
             )
         if ended is not None:
-            self.log.info("episode_end", symbol=symbol, episode=ended.id)
+            self._later.append(("episode_end", {"symbol": symbol, "episode": ended.id}))
         self.risk.on_equity(symbol, desk.inventory.equity_quote(sample.mid), sample.ts_ns)
         skipped = (
             "halted"
@@ -254,6 +276,8 @@ class Trader:
         self.risk.on_feed_status(status)
 
     def on_trade(self, trade: Trade) -> None:
+        if self._warnings:
+            self.score_warnings()
         desk = self.desks.get(trade.symbol)
         if desk is not None:
             desk.last_trade_price = trade.price
@@ -271,9 +295,27 @@ class Trader:
             self._watchers.append(asyncio.ensure_future(self.manager.watch(symbol)))
 
     async def after_event(self) -> None:
-        """Run once after every feed event: time-based guards, then :meth:`settle`."""
+        """Run once after every feed event: time-based guards, then :meth:`settle`, then
+        the event's journal records and log lines (building and rendering them is not
+        worth delaying an order for; see :meth:`bot.journal.Journal.hold`)."""
         self.risk.tick()
         await self.settle()
+        self.score_warnings()
+        if self.journal is not None:
+            self.journal.release()
+        self.flush_logs()
+
+    def score_warnings(self) -> None:
+        """Run the early warning on the readings since the last call, in order."""
+        pending, self._warnings = self._warnings, []
+        for warning, book, sample, update, top in pending:
+            warning.on_reading(book, sample, update, top)
+
+    def flush_logs(self) -> None:
+        """Write the log lines held back since the last call (see :meth:`after_event`)."""
+        later, self._later = self._later, []
+        for event, fields in later:
+            self.log.info(event, **fields)
 
     async def settle(self) -> None:
         """Give order actions started by this event a few loop turns to reach the venue.
@@ -287,6 +329,10 @@ class Trader:
                 await asyncio.sleep(0)
 
     async def stop(self) -> None:
+        self.score_warnings()
+        if self.journal is not None:
+            self.journal.release()
+        self.flush_logs()
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
@@ -325,6 +371,7 @@ class Trader:
         desk = self.desks.get(notice.symbol)
         if desk is None:
             return
+        desk.committed_cache = None  # its orders or its inventory changed
         order = self.manager.get(notice.client_id) if notice.client_id else None
         tag = order.tag if order is not None else ""
         if isinstance(notice, OrderFilled):
@@ -347,11 +394,19 @@ class Trader:
             )
 
     def _committed_elsewhere(self, symbol: str) -> float:
+        # Each market's figure changes only with its own orders, fills and mid, so it is
+        # computed once per change, not once per other market's update.
         total = 0.0
         for other, desk in self.desks.items():
             if other == symbol or desk.last_mid is None:
                 continue
-            total += desk.inventory.committed_quote(self.manager.open_orders(other), desk.last_mid)
+            committed = desk.committed_cache
+            if committed is None:
+                committed = desk.inventory.committed_quote(
+                    self.manager.open_orders(other), desk.last_mid
+                )
+                desk.committed_cache = committed
+            total += committed
         return total
 
     # ------------------------------------------------------------ reporting

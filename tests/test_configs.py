@@ -60,6 +60,26 @@ def test_binance_configs_name_markets_binance_lists() -> None:
         validate_symbols(settings, markets, source="binance (bundled offline markets)")
 
 
+def test_the_usdm_testnet_config_trades_the_futures_sandbox_in_isolated_margin() -> None:
+    settings = load_settings(CONFIG_DIR / "testnet-binance-usdm.toml", env=CREDS)
+    markets = offline_markets("binanceusdm")
+    assert markets is not None
+    validate_symbols(settings, markets, source="binanceusdm (bundled offline markets)")
+    exchange = ccxt.binanceusdm({"options": dict(settings.exchange.options)})
+    exchange.set_sandbox_mode(True)
+
+    assert settings.mode == "testnet"
+    assert settings.exchange.id == "binanceusdm"
+    assert settings.feed.source == "live"
+    assert "testnet.binancefuture.com/fapi" in str(exchange.urls["api"]["fapiPrivate"])
+    (market,) = settings.markets
+    assert markets[market.symbol]["linear"]
+    assert markets[market.symbol]["contract"]
+    # The reserve is margin in the settle currency; the leverage is what the start sets.
+    assert (market.reserve.base, market.reserve.quote) == (0, 1000.0)
+    assert market.perp.leverage <= market.perp.max_leverage
+
+
 def test_the_bybit_testnet_config_trades_the_sandbox_with_env_credentials() -> None:
     settings = load_settings(CONFIG_DIR / "testnet-bybit.toml", env=CREDS)
     exchange = ccxt.bybit({"options": dict(settings.exchange.options)})

@@ -575,6 +575,40 @@ def status_table(data: Mapping[str, Any]) -> Table:
     return table
 
 
+def _option_lines(options: object) -> list[Text]:
+    """The option book's greeks, then one line per engaged option (``status.options``)."""
+    if not isinstance(options, Mapping):
+        return []
+    raw = options.get("limits")
+    limits: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    head = Text(
+        f"options{' (SYNTHETIC)' if options.get('synthetic') else ''} "
+        f"on {options.get('underlying', '?')}: "
+        f"net delta {_num(options.get('net_delta'))} (cap {_num(limits.get('max_delta_total'))}), "
+        f"vega {_num(options.get('vega'))} (cap {_num(limits.get('max_vega_total'))}), "
+        f"engaged {options.get('engaged', 0)}, open orders {options.get('open_orders', 0)}"
+    )
+    lines = [head]
+    rows = options.get("options")
+    for o in rows if isinstance(rows, list) else []:
+        if not (isinstance(o, Mapping) and o.get("engaged")):
+            continue
+        lines.append(
+            Text(
+                f"  option {o.get('symbol', '?')} {o.get('detector', '?')}: "
+                f"iv {_num(o.get('iv_mid'))}, vega depth bid {_num(o.get('bid_vega'))} "
+                f"ask {_num(o.get('ask_vega'))}, position {_num(o.get('position'))}, "
+                f"open orders {o.get('open_orders', 0)}",
+                style="bold yellow",
+            )
+        )
+    return lines
+
+
+def _num(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
 def print_status(data: Mapping[str, Any], out: TextIO) -> None:
     # Not a terminal (a pipe, a file, a log): wide enough that no cell wraps.
     console = Console(file=out, width=None if out.isatty() else 200, highlight=False)
@@ -614,6 +648,8 @@ def print_status(data: Mapping[str, Any], out: TextIO) -> None:
         if isinstance(market, Mapping):
             lines += _guard_lines(f"guard {market.get('symbol', '?')} ", market.get("guards"))
     for line in lines:
+        console.print(line)
+    for line in _option_lines(data.get("options")):
         console.print(line)
     pnl = data.get("pnl")
     if isinstance(pnl, Mapping):

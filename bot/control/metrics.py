@@ -157,7 +157,54 @@ class Metrics:
         )
         self.set_kill_switch("armed")
 
+        self.options_delta = Gauge(
+            "options_delta",
+            "Option book: delta of the option positions (base units, e.g. BTC); "
+            "kind=options, or kind=net with the underlying's position (the hedge)",
+            ["underlying", "kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.options_vega = Gauge(
+            "options_vega",
+            "Option book: vega of the option positions, quote per vol point",
+            ["underlying"],
+            namespace=ns,
+            registry=r,
+        )
+        self.options_engaged = Gauge(
+            "options_engaged",
+            "Option books whose vega-depth detector is engaged (backstop quoting)",
+            ["underlying"],
+            namespace=ns,
+            registry=r,
+        )
+        self.options_episodes = Gauge(
+            "options_episodes",
+            "Option fracture episodes since start (all option books)",
+            ["underlying"],
+            namespace=ns,
+            registry=r,
+        )
+
     # ---- updates (the daemon calls these) ------------------------------------------
+
+    def set_options(
+        self,
+        underlying: str,
+        *,
+        delta: float,
+        net_delta: float,
+        vega: float,
+        engaged: int,
+        episodes: int,
+    ) -> None:
+        """The option book's greeks and detectors (``OptionDesk.gauges``)."""
+        self.options_delta.labels(underlying, "options").set(delta)
+        self.options_delta.labels(underlying, "net").set(net_delta)
+        self.options_vega.labels(underlying).set(vega)
+        self.options_engaged.labels(underlying).set(engaged)
+        self.options_episodes.labels(underlying).set(episodes)
 
     def set_depth(
         self,

@@ -44,6 +44,15 @@ def _strip_signature(raw: str) -> tuple[str, str | None]:
     return "&".join(kept), signature
 
 
+def verify_key(api_key: str | None, credentials: Mapping[str, str]) -> None:
+    """Binance's ``USER_STREAM`` security (listenKey endpoints): a known API key, no
+    signature."""
+    if not api_key:
+        raise api_key_format_invalid()
+    if api_key not in credentials:
+        raise invalid_api_key()
+
+
 def verify(
     *,
     api_key: str | None,

@@ -35,6 +35,7 @@ import aiohttp
 
 from bot.clock import Clock, ManualClock, WallClock
 from bot.errors import UserError
+from bot.exchange_sim.futures_server import BinanceFuturesEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
 from bot.exchange_sim.server import BinanceSpotEmulator
@@ -47,10 +48,15 @@ EXIT_USAGE = 2
 KEY_ENV = "BACKSTOP_SIM_API_KEY"
 SECRET_ENV = "BACKSTOP_SIM_SECRET"
 DEFAULT_BALANCES = {"USDT": Decimal(100_000), "BTC": Decimal(1)}
+MARKETS = ("spot", "usdm")
+"""``--market``: Binance spot, or Binance USDⓈ-M futures (``/fapi``)."""
+DEFAULT_FUTURES_BALANCES = {"USDT": Decimal(100_000)}
+USDM_SAMPLE = "usdm_btcusdt_20240808.gz"
 EXCHANGE_INFO_FILE = "binance_exchange_info_symbols.json"
 FAULT_FIELDS = ("endpoint", "n", "status", "seconds", "symbol", "ms")
 # config/ ships beside the package in a checkout and in the container image.
 PAPER_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paper.toml"
+PAPER_USDM_CONFIG = PAPER_CONFIG.with_name("paper-usdm.toml")
 
 Token = Callable[[int], str]
 
@@ -72,7 +78,11 @@ class SimOptions:
     write_config: Path | None = None
     """Where to write a testnet config for this emulator (``--write-config``)."""
     base_config: Path | None = None
-    """The config it is made from (``--config``; default config/paper.toml)."""
+    """The config it is made from (``--config``; default config/paper.toml, or
+    config/paper-usdm.toml for ``--market usdm``)."""
+    market: str = "spot"
+    funding_rate: Decimal = Decimal("0.0001")
+    funding_interval_s: float = 8 * 3600.0
 
 
 # ---------------------------------------------------------------------- arguments
@@ -86,6 +96,27 @@ def add_exchange_sim_command(sub: Any) -> None:
         description="Serve a local Binance Spot venue (REST + websockets) whose market is a "
         "recording (default: the bundled BTCUSDT sample), and whose fills follow the paper "
         "venue's model. Prints the URL and the [exchange] urls_override table for the bot.",
+    )
+    sim.add_argument(
+        "--market",
+        choices=MARKETS,
+        default="spot",
+        help="spot (default): Binance Spot /api/v3; usdm: Binance USDⓈ-M futures /fapi "
+        "(positions, isolated margin, funding; default data: the bundled USD-M recording)",
+    )
+    sim.add_argument(
+        "--funding-rate",
+        type=Decimal,
+        default=Decimal("0.0001"),
+        metavar="RATE",
+        help="usdm: funding rate paid per interval (default 0.0001)",
+    )
+    sim.add_argument(
+        "--funding-interval",
+        type=float,
+        default=8 * 3600.0,
+        metavar="SECONDS",
+        help="usdm: funding every SECONDS of the venue's clock (default 28800, as Binance)",
     )
     sim.add_argument(
         "--replay",
@@ -205,7 +236,19 @@ def options_from_args(
         raise UserError("--config is the base of --write-config: give --write-config too")
     if args.config is not None and not args.config.is_file():
         raise UserError(f"--config {args.config}: no such file")
-    replay = tuple(args.replay) if args.replay else tuple(bundled_sample_paths())
+    market = getattr(args, "market", "spot") or "spot"
+    funding_interval_s = float(getattr(args, "funding_interval", 8 * 3600.0))
+    if not (math.isfinite(funding_interval_s) and funding_interval_s > 0):
+        raise UserError(f"--funding-interval must be > 0 seconds, got {funding_interval_s}")
+    funding_rate = Decimal(getattr(args, "funding_rate", Decimal("0.0001")))
+    if not funding_rate.is_finite():
+        raise UserError(f"--funding-rate must be a number, got {funding_rate}")
+    if args.replay:
+        replay = tuple(args.replay)
+    elif market == "usdm":
+        replay = (Path(str(resources.files("bot").joinpath("data", USDM_SAMPLE))),)
+    else:
+        replay = tuple(bundled_sample_paths())
     for path in replay:
         sniff_recording(path)  # a missing or unknown file is a UserError naming it
     return SimOptions(
@@ -215,19 +258,26 @@ def options_from_args(
         duration_s=args.duration,
         host=args.host,
         port=args.port,
-        balances=parse_balances(args.balance),
+        balances=parse_balances(
+            args.balance, DEFAULT_FUTURES_BALANCES if market == "usdm" else DEFAULT_BALANCES
+        ),
         api_key=api_key,
         secret=secret,
         loop=args.loop,
         write_config=args.write_config,
         base_config=args.config,
+        market=market,
+        funding_rate=funding_rate,
+        funding_interval_s=funding_interval_s,
     )
 
 
-def parse_balances(items: Sequence[str] | None) -> dict[str, Decimal]:
+def parse_balances(
+    items: Sequence[str] | None, default: Mapping[str, Decimal] = DEFAULT_BALANCES
+) -> dict[str, Decimal]:
     """``["USDT=100000", "BTC=1.5"]`` -> ``{"USDT": 100000, "BTC": 1.5}`` (default if none)."""
     if not items:
-        return dict(DEFAULT_BALANCES)
+        return dict(default)
     out: dict[str, Decimal] = {}
     for item in items:
         asset, sep, amount = item.partition("=")
@@ -260,11 +310,12 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------- serving
 
 
-def _spot_symbols() -> list[dict[str, Any]]:
+def _spot_symbols(market: str = "spot") -> list[dict[str, Any]]:
+    """The bundled exchangeInfo entry the emulator lists (``spot`` or ``usdm``)."""
     raw = json.loads(
         resources.files("bot").joinpath("data", EXCHANGE_INFO_FILE).read_text(encoding="utf-8")
     )
-    return [raw["spot"]]
+    return [raw[market]]
 
 
 def _check_symbols(paths: Sequence[Path], listed: Sequence[str]) -> None:
@@ -306,18 +357,33 @@ async def serve(
     ``on_ready(emulator)`` is called once it listens (tests use it to connect).
     ``clock`` is the venue's (default: the wall clock, which ccxt signs requests with).
     """
-    symbols = _spot_symbols()
+    symbols = _spot_symbols(options.market)
     _check_symbols(options.replay, [s["symbol"] for s in symbols])
     stop = stop if stop is not None else asyncio.Event()
-    emu = BinanceSpotEmulator(
-        exchange_info=symbols,
-        api_key=options.api_key,
-        secret=options.secret,
-        clock=clock if clock is not None else WallClock(),
-        balances=options.balances,
-        host=options.host,
-        port=options.port,
-    )
+    venue_clock = clock if clock is not None else WallClock()
+    emu: BinanceSpotEmulator
+    if options.market == "usdm":
+        emu = BinanceFuturesEmulator(
+            exchange_info=symbols,
+            api_key=options.api_key,
+            secret=options.secret,
+            clock=venue_clock,
+            balances=options.balances,
+            host=options.host,
+            port=options.port,
+            funding_rate=options.funding_rate,
+            funding_interval_s=options.funding_interval_s,
+        )
+    else:
+        emu = BinanceSpotEmulator(
+            exchange_info=symbols,
+            api_key=options.api_key,
+            secret=options.secret,
+            clock=venue_clock,
+            balances=options.balances,
+            host=options.host,
+            port=options.port,
+        )
     try:
         await emu.start()
     except OSError as e:
@@ -397,7 +463,8 @@ def _announce(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> Non
 
 def _write_config(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> None:
     assert options.write_config is not None
-    base_path = options.base_config or PAPER_CONFIG
+    default_base = PAPER_USDM_CONFIG if options.market == "usdm" else PAPER_CONFIG
+    base_path = options.base_config or default_base
     try:
         base = load_toml(base_path)
     except (OSError, ValueError) as e:

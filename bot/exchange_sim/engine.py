@@ -82,6 +82,7 @@ class SimOrder:
     executed_qty: Decimal = ZERO
     cumm_quote: Decimal = ZERO
     status: str = "NEW"
+    reduce_only: bool = False
 
     @property
     def remaining(self) -> Decimal:
@@ -104,6 +105,8 @@ class SimTrade:
     time_ms: int
     is_buyer: bool
     is_maker: bool
+    realized_pnl: Decimal = ZERO
+    """Futures only: the PnL this fill closed (0 on spot)."""
 
     @property
     def quote_qty(self) -> Decimal:
@@ -241,7 +244,9 @@ class SpotEngine:
         if drop is not None:
             return drop
         book.dirty_all = True
+        self._before_match(symbol, book)
         self._matched(symbol, book, book.matcher.on_book(book.public))
+        self._after_match(symbol, book)
         self._commit()
         return None
 
@@ -260,7 +265,9 @@ class SpotEngine:
             for p, size in rows[:, :2].tolist():
                 shown.fresh[p] = size
             shown.dirty.update(shown.fresh)
+        self._before_match(symbol, book)
         self._matched(symbol, book, book.matcher.on_book(book.public))
+        self._after_match(symbol, book)
         self._commit()
         return None
 
@@ -332,18 +339,20 @@ class SpotEngine:
         price: Decimal,
         qty: Decimal,
         client_order_id: str,
+        reduce_only: bool = False,
     ) -> tuple[SimOrder, list[SimTrade]]:
         """Validate, lock funds, take what crosses, rest what is left (GTC)."""
         rules = self.symbol_rules(symbol)
         rules.check(price, qty)
         if any(o.client_order_id == client_order_id for o in self.open_orders(symbol)):
             raise errors.order_rejected(errors.DUPLICATE_ORDER)
+        self._admit(symbol, side, order_type, time_in_force, price, qty, reduce_only)
         book = self.books[symbol]
         public, matcher, oside = book.public, book.matcher, _order_side(side)
         own_cross = matcher.crossing_own(oside, price)
         crosses = matcher.would_take(oside, price, public)
-        if order_type == "LIMIT_MAKER" and (crosses or own_cross):
-            raise errors.order_rejected(errors.WOULD_TAKE)
+        if self._post_only(order_type, time_in_force) and (crosses or own_cross):
+            raise self._would_take_error()
         fok_expired = False
         if time_in_force == "FOK":
             # Fill-or-kill: all of it now, from the market, or nothing at all.
@@ -361,6 +370,7 @@ class SpotEngine:
             orig_qty=qty,
             time_ms=now,
             update_ms=now,
+            reduce_only=reduce_only,
         )
         # Lock the whole order first: a taker fill releases its share of the lock.
         self._lock(*self._lock_for(order, qty))
@@ -490,18 +500,7 @@ class SpotEngine:
     def _fill(self, order: SimOrder, price: Decimal, qty: Decimal, *, is_maker: bool) -> SimTrade:
         rules = self.rules[order.symbol]
         rate = rules.maker_fee if is_maker else rules.taker_fee
-        locked_asset, locked_amount = self._lock_for(order, qty)
-        self.balance(locked_asset).locked -= locked_amount
-        self._touched_assets[locked_asset] = None
-        if order.side == "BUY":
-            # Bought below the limit: the locked difference goes back to free.
-            self.balance(rules.quote).free += locked_amount - qty * price
-            received_asset, received = rules.base, qty
-        else:
-            received_asset, received = rules.quote, qty * price
-        commission = (received * rate).quantize(EIGHT_DP, rounding=ROUND_UP)
-        self.balance(received_asset).free += received - commission
-        self._touched_assets[received_asset] = None
+        commission, commission_asset, realized = self._settle(order, price, qty, rate)
         now = self.now_ms()
         order.executed_qty += qty
         order.cumm_quote += qty * price
@@ -516,10 +515,11 @@ class SpotEngine:
             price=price,
             qty=qty,
             commission=commission,
-            commission_asset=received_asset,
+            commission_asset=commission_asset,
             time_ms=now,
             is_buyer=order.side == "BUY",
             is_maker=is_maker,
+            realized_pnl=realized,
         )
         self.trades.append(trade)
         # The print as everyone sees it: the maker is the side that was resting.
@@ -528,8 +528,58 @@ class SpotEngine:
             PublicTrade(order.symbol, trade.trade_id, price, qty, buyer_is_maker, now)
         )
         self._order_event(order, "TRADE", trade)
+        self._after_fill(order)
         self._balances_event()
         return trade
+
+    # ----- hooks (the futures engine overrides these) ------------------------------
+    def _admit(
+        self,
+        symbol: str,
+        side: Side,
+        order_type: str,
+        time_in_force: str,
+        price: Decimal,
+        qty: Decimal,
+        reduce_only: bool,
+    ) -> None:
+        """Venue-specific checks before an order is accepted (spot: none beyond funds)."""
+
+    @staticmethod
+    def _post_only(order_type: str, time_in_force: str) -> bool:
+        return order_type == "LIMIT_MAKER"
+
+    @staticmethod
+    def _would_take_error() -> ApiError:
+        return errors.order_rejected(errors.WOULD_TAKE)
+
+    def _after_fill(self, order: SimOrder) -> None:
+        """Called after each fill of ``order`` has been booked."""
+
+    def _before_match(self, symbol: str, book: VenueBook) -> None:
+        """A book update was applied; our resting orders have not reacted to it yet."""
+
+    def _after_match(self, symbol: str, book: VenueBook) -> None:
+        """A book update was applied and our resting orders have reacted to it."""
+
+    def _settle(
+        self, order: SimOrder, price: Decimal, qty: Decimal, rate: Decimal
+    ) -> tuple[Decimal, str, Decimal]:
+        """Book one fill's funds; ``(commission, commission asset, realised PnL)``."""
+        rules = self.rules[order.symbol]
+        locked_asset, locked_amount = self._lock_for(order, qty)
+        self.balance(locked_asset).locked -= locked_amount
+        self._touched_assets[locked_asset] = None
+        if order.side == "BUY":
+            # Bought below the limit: the locked difference goes back to free.
+            self.balance(rules.quote).free += locked_amount - qty * price
+            received_asset, received = rules.base, qty
+        else:
+            received_asset, received = rules.quote, qty * price
+        commission = (received * rate).quantize(EIGHT_DP, rounding=ROUND_UP)
+        self.balance(received_asset).free += received - commission
+        self._touched_assets[received_asset] = None
+        return commission, received_asset, ZERO
 
     def _close(self, order: SimOrder, status: str) -> None:
         self._unlock(*self._lock_for(order, order.remaining))

@@ -78,5 +78,32 @@ class BalancesChanged:
     time_ms: int
 
 
-VenueEvent = DepthDiff | PublicTrade | OrderChanged | BalancesChanged
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """One futures position as an ``ACCOUNT_UPDATE`` reports it (one-way mode)."""
+
+    symbol: str
+    amount: Decimal
+    """Signed contracts: long > 0."""
+    entry: Decimal
+    unrealised: Decimal
+    isolated_wallet: Decimal
+    """The position's isolated margin."""
+    realised: Decimal
+    """Accumulated realised PnL (Binance's ``cr``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """One futures ``ACCOUNT_UPDATE``: wallets and positions after a fill, a funding
+    payment or a liquidation (``reason``: ``ORDER``, ``FUNDING_FEE``)."""
+
+    reason: str
+    balances: tuple[tuple[str, Decimal, Decimal], ...]
+    """``((asset, wallet balance, change by this event), ...)``."""
+    positions: tuple[PositionRow, ...]
+    time_ms: int
+
+
+VenueEvent = DepthDiff | PublicTrade | OrderChanged | BalancesChanged | AccountChanged
 Subscriber = Callable[[VenueEvent], None]

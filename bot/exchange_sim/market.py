@@ -25,6 +25,9 @@ from bot.engine import Feed
 from bot.exchange_sim.engine import SpotEngine
 from bot.feeds.events import BookDelta, BookSnapshot, FeedStatus, MarketEvent, Trade
 
+YIELD_EVERY = 64
+"""Events applied between two turns given to the event loop's other tasks."""
+
 _KIND: dict[type, str] = {
     BookSnapshot: "snapshot",
     BookDelta: "delta",
@@ -131,6 +134,10 @@ class MarketDriver:
         with self._driving() as events:
             async for event in events:
                 self.apply(event)
+                if self.stats.applied % YIELD_EVERY == 0:
+                    # A replay behind its schedule (a loaded machine) hands out events
+                    # without awaiting: the venue's requests and sockets must still run.
+                    await asyncio.sleep(0)
             self._finish()
 
     # ----- waiting ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """A bot config for rehearsing against the emulator: any config, switched to testnet
-mode with every ccxt URL pointed at a running :class:`BinanceSpotEmulator`.
+mode with every ccxt URL pointed at a running :class:`BinanceSpotEmulator` (or its
+USDⓈ-M futures sibling).
 
 Used by ``backstop exchange-sim --write-config`` (an operator rehearses a config or a
 kill-switch drill before the real testnet), by the end-to-end tests and by the kill
@@ -29,9 +30,10 @@ def rehearsal_config(
     config["mode"] = "testnet"
     config["state_dir"] = str(state_dir)
     config["exchange"] = {
-        "id": "binance",
-        # Spot only: ccxt's default also lists futures markets, which the emulator lacks.
-        "options": {"fetchMarkets": {"types": ["spot"]}},
+        # binance (spot) or binanceusdm (the futures emulator), with the options it
+        # needs there (spot: list spot markets only, as the venue has no others).
+        "id": emu.ccxt_id,
+        "options": json.loads(json.dumps(emu.ccxt_options)),
         "urls_override": emu.url_overrides(websockets=True),
         "timeout_s": REHEARSAL_TIMEOUT_S,
     }

@@ -54,6 +54,8 @@ class Endpoint:
     path: str
     signed: bool
     weight: Callable[[Params], int]
+    keyed: bool = False
+    """An API key but no signature (Binance's ``USER_STREAM`` endpoints)."""
 
     @property
     def key(self) -> str:
@@ -142,13 +144,11 @@ class BinanceSpotEmulator:
         self._clock = _SkewedClock(clock, self.faults)
         self._sleep = sleep
         self.credentials: dict[str, str] = {api_key: secret}
-        self.engine = SpotEngine(
-            [SymbolRules.from_entry(s) for s in self._symbols], self._clock, balances
-        )
+        self.engine = self._make_engine(balances)
         self.weights = RequestWeights(self._clock, weight_limit)
         # Ignoring a 429's Retry-After ends in a 418 ban, as on Binance.
         self.bans = BanPolicy(self._clock)
-        self.ws = WebsocketHub(
+        self.ws = self._hub_class(
             symbols=self.engine.rules,
             credentials=self.credentials,
             now_ms=self.now_ms,
@@ -167,15 +167,27 @@ class BinanceSpotEmulator:
         self._cancel_ids = itertools.count(1)
         self._client_ids = itertools.count(1)
 
+    _hub_class: type[WebsocketHub] = WebsocketHub
+    ccxt_id = "binance"
+    """The ccxt exchange a bot uses against this venue."""
+    ccxt_options: Mapping[str, Any] = {"fetchMarkets": {"types": ["spot"]}}
+    """ccxt options it needs here (spot only: ccxt's default also lists futures)."""
+
+    def _make_engine(self, balances: Mapping[str, Decimal | str | int] | None) -> SpotEngine:
+        return SpotEngine([SymbolRules.from_entry(s) for s in self._symbols], self._clock, balances)
+
+    def _add_websocket_routes(self, app: web.Application) -> None:
+        for base in (STREAM_PATH, "/ws"):
+            app.router.add_get(base, self.ws.market_handler)
+            app.router.add_get(base + "/{tail}", self.ws.market_handler)
+        app.router.add_get(WS_API_PATH, self.ws.api_handler)
+
     # ----- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application()
         for endpoint, handler in self._routes():
             app.router.add_route(endpoint.method, endpoint.path, self._gate(endpoint, handler))
-        for base in (STREAM_PATH, "/ws"):
-            app.router.add_get(base, self.ws.market_handler)
-            app.router.add_get(base + "/{tail}", self.ws.market_handler)
-        app.router.add_get(WS_API_PATH, self.ws.api_handler)
+        self._add_websocket_routes(app)
         app.router.add_post("/_sim/faults", self._admin_faults)
         app.router.add_get("/_sim/state", self._admin_state)
         self._runner = web.AppRunner(app, access_log=None)
@@ -276,6 +288,8 @@ class BinanceSpotEmulator:
                     raise fault
                 used = self.weights.charge(endpoint.weight(params))
                 headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+                if endpoint.keyed:
+                    auth.verify_key(request.headers.get("X-MBX-APIKEY"), self.credentials)
                 if endpoint.signed:
                     auth.verify(
                         api_key=request.headers.get("X-MBX-APIKEY"),

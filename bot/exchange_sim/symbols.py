@@ -46,7 +46,7 @@ class SymbolRules:
             step_size=Decimal(lot.get("stepSize", "0")),
             min_qty=Decimal(lot.get("minQty", "0")),
             max_qty=Decimal(lot.get("maxQty", "0")),
-            min_notional=Decimal(notional.get("minNotional", "0")),
+            min_notional=Decimal(notional.get("minNotional") or notional.get("notional") or "0"),
             order_types=frozenset(entry.get("orderTypes", [])),
             maker_fee=Decimal(str(fees.get("maker", DEFAULT_FEE))),
             taker_fee=Decimal(str(fees.get("taker", DEFAULT_FEE))),

@@ -187,12 +187,19 @@ class WebsocketHub:
     async def api_handler(self, request: web.Request) -> web.WebSocketResponse:
         return await self._serve(request, "api")
 
-    async def _serve(self, request: web.Request, kind: Kind) -> web.WebSocketResponse:
+    async def _serve(
+        self,
+        request: web.Request,
+        kind: Kind,
+        on_open: Callable[[Connection], None] | None = None,
+    ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         conn = Connection(self, kind, request, ws)
         self._connections.append(conn)
         self._opened += 1
+        if on_open is not None:
+            on_open(conn)
         if kind == "market":
             # Raw stream endpoint: /ws/<stream> subscribes to <stream> (ccxt sends
             # a stream index there instead and subscribes with SUBSCRIBE).
@@ -207,7 +214,7 @@ class WebsocketHub:
                 if kind == "market":
                     self._market_request(conn, msg.data)
                 else:
-                    ws_api.handle(self, conn, msg.data)
+                    self._api_request(conn, msg.data)
                 self._notify()
         finally:
             conn.stop()
@@ -215,6 +222,9 @@ class WebsocketHub:
                 self._connections.remove(conn)
             self._notify()
         return ws
+
+    def _api_request(self, conn: Connection, text: str) -> None:
+        ws_api.handle(self, conn, text)
 
     # ----- market stream requests -----------------------------------------------------
     def _market_request(self, conn: Connection, text: str) -> None:
@@ -270,7 +280,7 @@ class WebsocketHub:
             self._publish_depth(event)
         elif isinstance(event, PublicTrade):
             stream = f"{ws_wire.stream_symbol(event.symbol)}@trade"
-            text = json.dumps(ws_wire.trade(event))
+            text = json.dumps(self._trade_json(event))
             for conn in self._subscribers(lambda c: stream in c.streams):
                 conn.send(text)
         elif isinstance(event, OrderChanged):
@@ -283,6 +293,12 @@ class WebsocketHub:
             self._publish_user(report)
         elif isinstance(event, BalancesChanged):
             self._publish_user(ws_wire.account_position(event))
+
+    def _trade_json(self, event: PublicTrade) -> dict[str, Any]:
+        return ws_wire.trade(event)
+
+    def _depth_json(self, event: DepthDiff) -> dict[str, Any]:
+        return ws_wire.depth_update(event)
 
     @contextmanager
     def cancel_ids(self, ids: Mapping[int, str]) -> Any:
@@ -300,7 +316,7 @@ class WebsocketHub:
 
     def _publish_depth(self, event: DepthDiff) -> None:
         symbol = event.symbol
-        text = json.dumps(ws_wire.depth_update(event))
+        text = json.dumps(self._depth_json(event))
         held = self._held_diffs.pop(symbol, None)
         if held is not None:
             out = [text, held]  # the swap started by the previous diff completes

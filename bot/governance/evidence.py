@@ -207,13 +207,16 @@ class EvidenceLog:
                 return
             self._open(r, m)
         m.readings += 1
-        self._journal.append(rk.DECISION, self._decision(r, m, trades), ts_ns=r.sample.ts_ns)
+        self._journal.append_deferred(
+            rk.DECISION, self._decision(r, m, trades), ts_ns=r.sample.ts_ns
+        )
         self.decisions += 1
         if calm and not r.quotes:
             self._journal.append(
                 rk.EVIDENCE,
                 {"symbol": r.symbol, "w": m.window, "action": "close", "readings": m.readings},
                 ts_ns=r.sample.ts_ns,
+                owned=True,
             )
             m.window = None
             m.checkpoint = None  # the next reading takes a fresh one
@@ -262,23 +265,44 @@ class EvidenceLog:
             "pre": m.pre,
             "trades_cut": m.trades_cut,
         }
-        self._journal.append(rk.EVIDENCE, payload, ts_ns=r.sample.ts_ns)
+        # Handed over: nothing here keeps a reference it changes later (m.pre is replaced,
+        # the checkpoint is dropped at the window's close, the rest is built here).
+        self._journal.append(rk.EVIDENCE, payload, ts_ns=r.sample.ts_ns, owned=True)
         m.pre = []
 
-    def _decision(self, r: Reading, m: _Market, trades: list[list[Any]]) -> dict[str, Any]:
-        s = r.sample
+    def _decision(
+        self, r: Reading, m: _Market, trades: list[list[Any]]
+    ) -> Callable[[], dict[str, Any]]:
+        """The ``decision`` payload's builder: the journal may build it once this event's
+        orders have left (:meth:`bot.journal.Journal.append_deferred`). What can change
+        before then is read now: the book's best levels (fresh arrays), the window; the
+        rest is frozen (sample, update, inventory view, exposure, context, quotes) or
+        handed over (``trades``)."""
         n = self.top_levels
+        top = (r.book.top(n, Side.BID), r.book.top(n, Side.ASK))
+        window, dwell = m.window, m.dwell_ns
+        return lambda: self._decision_payload(r, window, dwell, top, trades)
+
+    def _decision_payload(
+        self,
+        r: Reading,
+        window: int | None,
+        dwell: int | None,
+        top: tuple[Any, Any],
+        trades: list[list[Any]],
+    ) -> dict[str, Any]:
+        s = r.sample
         t = r.update.transition
         quotes = [quote_row(q) for q in r.quotes]
         fitted = [quote_row(q) for q in r.fitted]
         allowed = [quote_row(q) for q in r.allowed]
         payload: dict[str, Any] = {
             "symbol": r.symbol,
-            "w": m.window,
+            "w": window,
             "s": [s.ts_ns, s.best_bid, s.best_ask, s.mid, s.spread_bps],
             "slip": [s.buy_slippage_bps, s.sell_slippage_bps],
             "depth": s.depth.tolist(),
-            "top": [r.book.top(n, Side.BID).tolist(), r.book.top(n, Side.ASK).tolist()],
+            "top": [top[0].tolist(), top[1].tolist()],
             "own": list(r.own),
             "tr": trades,
             "inv": field_values(r.inventory, self._inv_fields),
@@ -291,8 +315,8 @@ class EvidenceLog:
             "fit": None if fitted == quotes else fitted,
             "ok": None if allowed == fitted else allowed,
         }
-        if m.dwell_ns is not None:
-            payload["dwell"] = m.dwell_ns
+        if dwell is not None:
+            payload["dwell"] = dwell
         extras = context_extras(r.context)
         if extras:
             payload["ctx"] = extras

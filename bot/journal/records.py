@@ -149,6 +149,29 @@ def make_entry(seq: int, kind: str, ts_ns: int, payload: Mapping[str, Any]) -> E
     return Entry(seq, kind, int(ts_ns), canonical_json(payload), symbol, client_id, ref)
 
 
+class RawEntry(NamedTuple):
+    """An :class:`Entry` whose payload is not encoded yet: the journal's writer thread
+    encodes it (:meth:`encoded`), off the event loop. Only for payloads nothing changes
+    after they are handed over (fresh dicts of plain values)."""
+
+    seq: int
+    kind: str
+    ts_ns: int
+    payload: Mapping[str, Any]
+    symbol: str | None
+    client_id: str | None
+    ref: str | None
+
+    def encoded(self) -> Entry:
+        text = canonical_json(self.payload)
+        return Entry(self.seq, self.kind, self.ts_ns, text, self.symbol, self.client_id, self.ref)
+
+
+def make_raw_entry(seq: int, kind: str, ts_ns: int, payload: Mapping[str, Any]) -> RawEntry:
+    symbol, client_id, ref = derived_columns(kind, payload)
+    return RawEntry(seq, kind, int(ts_ns), payload, symbol, client_id, ref)
+
+
 # ---------------------------------------------------------------------------- payloads
 
 

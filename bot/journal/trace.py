@@ -71,18 +71,35 @@ class JournalTrace:
         if not (due or update.transition is not None):
             return
         cursor.last_ns = ts
-        from bot.report.recorder import book_row, detector_row, inventory_row
-
-        payload: dict[str, Any] = {
-            "symbol": symbol,
-            "state": update.state.value,
-            "bands_bps": list(sample.bands_bps),
-            "book": _finite(book_row(sample)),
-            "detector": _finite(detector_row(update, self._detectors.get(symbol))),
-            "inventory": _finite(inventory_row(view, committed_quote)),
-        }
-        self._journal.append(rk.TRACE, payload, ts_ns=ts)
+        config = self._detectors.get(symbol)
+        # Built when the journal releases this event's records (its orders have left):
+        # everything it reads is frozen (sample, update, view, config) or a number.
+        self._journal.append_deferred(
+            rk.TRACE,
+            lambda: _payload(symbol, sample, update, view, committed_quote, config),
+            ts_ns=ts,
+        )
         self.written += 1
+
+
+def _payload(
+    symbol: str,
+    sample: DepthSample,
+    update: DetectorUpdate,
+    view: InventoryView,
+    committed_quote: float,
+    config: DetectorConfig | None,
+) -> dict[str, Any]:
+    from bot.report.recorder import book_row, detector_row, inventory_row
+
+    return {
+        "symbol": symbol,
+        "state": update.state.value,
+        "bands_bps": list(sample.bands_bps),
+        "book": _finite(book_row(sample)),
+        "detector": _finite(detector_row(update, config)),
+        "inventory": _finite(inventory_row(view, committed_quote)),
+    }
 
 
 def _finite(values: tuple[float, ...]) -> list[float | None]:

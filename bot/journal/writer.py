@@ -1,14 +1,27 @@
 """The journal: an append-only, hash-chained SQLite log written by a background thread.
 
-**Never blocks the hot path.** :meth:`Journal.append` encodes the payload and hands it
-to a writer thread through a bounded ``queue.Queue``; it never waits. When the queue
-is full the record goes to an overflow list instead (never dropped), ``append``
-returns False and :attr:`Journal.backpressure` is set: the trader must stop quoting
-until the writer has caught up (the flag clears once the overflow is empty and the
-queue is at most half full, so quoting does not flap on the boundary). Records keep
-their append order across the queue and the overflow list: once anything is in the
-overflow list, later records go there too, and the writer takes the overflow list
-only after emptying the queue.
+**Never blocks the hot path.** :meth:`Journal.append` hands the record to a writer
+thread through a bounded ``queue.Queue``; it never waits. Payloads the journal builds
+itself (orders, fills, risk events, episodes, traces: fresh dicts nobody changes later)
+are handed over as they are and encoded to canonical JSON on the writer thread; others
+are encoded by ``append``. Either way the stored text, and so the hash chain, is the
+same. When the queue is full the record goes to an overflow list instead (never
+dropped), ``append`` returns False and :attr:`Journal.backpressure` is set: the trader
+must stop quoting until the writer has caught up (the flag clears once the overflow is
+empty and the queue is at most half full, so quoting does not flap on the boundary).
+Records keep their append order across the queue and the overflow list: once anything
+is in the overflow list, later records go there too, and the writer takes the overflow
+list only after emptying the queue.
+
+**Held during an event.** Between :meth:`Journal.hold` and :meth:`Journal.release` (the
+trader holds from a book sample until that event's orders have left), appended records
+wait in a list on the caller's thread, in order, and may be *deferred*: built by a
+function at release (:meth:`Journal.append_deferred`). So nothing on the way from a
+market event to its orders builds payloads or wakes the writer thread (which would then
+compete for the GIL at every event-loop turn before the orders are sent). The stored
+records, their order and their chain are the same as without holding; they reach the
+writer a few loop turns later. :meth:`flush`, :meth:`flush_sync` and :meth:`close`
+release first.
 
 **Group commits.** The writer takes whatever is queued (up to ``max_batch`` records)
 and commits it in one transaction, so under load each fsync carries many records and
@@ -41,14 +54,14 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from bot import __version__
 from bot.clock import Clock, WallClock
 from bot.journal import records as rk
 from bot.journal.chain import GENESIS_HASH, link, record_text
 from bot.journal.reader import JournalReader
-from bot.journal.records import Entry, make_entry
+from bot.journal.records import Entry, RawEntry, make_entry, make_raw_entry
 from bot.journal.schema import migrate
 from bot.logs import Logger, null_logger
 
@@ -61,6 +74,18 @@ if TYPE_CHECKING:
     from bot.venues.base import Venue
 
 Synchronous = Literal["NORMAL", "FULL"]
+
+PayloadBuilder = Callable[[], Mapping[str, Any]]
+
+
+class _Deferred(NamedTuple):
+    """A held record whose payload is built at release (see :meth:`Journal.append_deferred`)."""
+
+    seq: int
+    kind: str
+    ts_ns: int
+    build: PayloadBuilder
+
 
 _WAKE = object()  # put on the queue to wake the writer (close); never written
 _INSERT = (
@@ -182,9 +207,11 @@ class Journal:
         finally:
             conn.close()
 
-        self._queue: queue.Queue[Entry | object] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Entry | RawEntry | object] = queue.Queue(maxsize=queue_size)
         self._low_water = queue_size // 2
-        self._overflow: list[Entry] = []
+        self._overflow: list[Entry | RawEntry] = []
+        # Records appended while held (see hold()), in sequence order; None: not holding.
+        self._held: list[Entry | RawEntry | _Deferred] | None = None
         self._lock = threading.Lock()  # guards _overflow, _seq and the queue-or-overflow choice
         self._seq = 0  # last sequence number handed out
         self._done_seq = 0  # every entry up to this one is committed (or a duplicate)
@@ -242,51 +269,133 @@ class Journal:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, kind: str, payload: Mapping[str, Any], *, ts_ns: int | None = None) -> bool:
+    def append(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        ts_ns: int | None = None,
+        owned: bool = False,
+    ) -> bool:
         """Queue one record. Never blocks and never drops it.
 
         Returns False when the queue was full: the record is kept (in order) in the
         overflow list and :attr:`backpressure` is set; the caller should pause quoting.
-        ``ts_ns`` defaults to the journal's clock.
+        ``ts_ns`` defaults to the journal's clock. ``owned``: the payload is handed over
+        (a fresh structure nobody changes afterwards), so the writer thread encodes it,
+        off the caller's path; otherwise it is encoded now.
         """
         if self._closing:
             raise JournalClosed(f"journal {self.path} is closed; cannot record {kind!r}")
         ts = self._clock.now_ns() if ts_ns is None else ts_ns
-        draft = make_entry(0, kind, ts, payload)  # encoded outside the lock
+        # Encoded outside the lock: here, or on the writer thread for a handed-over payload.
+        draft: Entry | RawEntry = (
+            make_raw_entry(0, kind, ts, payload) if owned else make_entry(0, kind, ts, payload)
+        )
         with self._lock:
             self._seq += 1
             entry = draft._replace(seq=self._seq)
             self.stats.appended += 1
-            if self._known_ids is not None and entry.client_id is not None:
-                self._known_ids.add(entry.client_id)
-            if not self._overflow:
-                try:
-                    self._queue.put_nowait(entry)
-                    return True
-                except queue.Full:
-                    pass
-            self._overflow.append(entry)
-            self.stats.overflowed += 1
-            self.stats.max_overflow = max(self.stats.max_overflow, len(self._overflow))
-            if not self.backpressure_event.is_set():
-                self.backpressure_event.set()
-                self._log.warning(
-                    "journal_backpressure", queued=self._queue.qsize(), overflow=len(self._overflow)
-                )
-            return False
+            if self._held is not None:
+                self._held.append(entry)
+                return True
+            return self._enqueue(entry)
+
+    def append_deferred(
+        self, kind: str, build: PayloadBuilder, *, ts_ns: int | None = None
+    ) -> bool:
+        """:meth:`append` a payload that ``build()`` makes (a fresh mapping, handed over).
+
+        While the journal is held, ``build`` runs at :meth:`release`, in the record's
+        place: it must then give what it would give now (read only what does not change
+        before the release: frozen values, or state the same event cannot change again).
+        Otherwise it runs at once.
+        """
+        if self._held is None:
+            return self.append(kind, build(), ts_ns=ts_ns, owned=True)
+        if self._closing:
+            raise JournalClosed(f"journal {self.path} is closed; cannot record {kind!r}")
+        ts = self._clock.now_ns() if ts_ns is None else int(ts_ns)
+        with self._lock:
+            self._seq += 1
+            self.stats.appended += 1
+            if self._held is not None:
+                self._held.append(_Deferred(self._seq, kind, ts, build))
+                return True
+            draft = make_raw_entry(self._seq, kind, ts, build())
+            return self._enqueue(draft)
+
+    def hold(self) -> None:
+        """Keep appended records on this side until :meth:`release` (idempotent)."""
+        if self._held is None and not self._closing:
+            self._held = []
+
+    def release(self) -> bool:
+        """Build the deferred payloads and hand every held record to the writer, in order.
+
+        Returns False if some had to go to the overflow list (:attr:`backpressure`).
+        """
+        ok = True
+        while True:
+            with self._lock:
+                held = self._held
+                if not held:
+                    self._held = None
+                    return ok
+                # Still holding while the payloads are built: a record appended
+                # meanwhile (a later sequence number) waits for the next round.
+                self._held = []
+            entries = [self._built(h) if isinstance(h, _Deferred) else h for h in held]
+            with self._lock:
+                for entry in entries:
+                    ok = self._enqueue(entry) and ok
+
+    def _built(self, held: _Deferred) -> RawEntry:
+        try:
+            payload = held.build()
+        except Exception as e:  # a bug in a builder: the record keeps its number and place
+            self._log.exception("journal_deferred_build_failed", kind=held.kind)
+            payload = {"deferred_build_failed": repr(e)}
+        return make_raw_entry(held.seq, held.kind, held.ts_ns, payload)
+
+    def _enqueue(self, entry: Entry | RawEntry) -> bool:
+        """Queue (or overflow) one numbered entry; the caller holds ``_lock``."""
+        if self._known_ids is not None and entry.client_id is not None:
+            self._known_ids.add(entry.client_id)
+        if not self._overflow:
+            try:
+                self._queue.put_nowait(entry)
+                return True
+            except queue.Full:
+                pass
+        self._overflow.append(entry)
+        self.stats.overflowed += 1
+        self.stats.max_overflow = max(self.stats.max_overflow, len(self._overflow))
+        if not self.backpressure_event.is_set():
+            self.backpressure_event.set()
+            self._log.warning(
+                "journal_backpressure", queued=self._queue.qsize(), overflow=len(self._overflow)
+            )
+        return False
 
     # The record_* helpers return nothing, so each can be passed as an observer as is;
     # callers check :attr:`backpressure` (set when a record had to wait in the overflow).
 
     def _put(self, kind: str, payload: Mapping[str, Any], *, ts_ns: int | None = None) -> None:
-        self.append(kind, payload, ts_ns=ts_ns)
+        # The payloads built here are fresh dicts of plain values: the writer encodes them.
+        self.append(kind, payload, ts_ns=ts_ns, owned=True)
 
     def record_notice(self, notice: OrderNotice, order: TrackedOrder | None = None) -> None:
         """An order manager notice; ``order`` (the tracked order) adds side, price, amount."""
         from bot.orders.events import OrderFilled, OrderStateChanged
 
         if isinstance(notice, OrderStateChanged):
-            self._put(rk.ORDER, rk.order_payload(notice, order), ts_ns=notice.ts_ns)
+            # Built at release when held: the notice is frozen, and what the payload
+            # reads of the order (side, price, amount, tag, post_only) is fixed at its
+            # creation.
+            self.append_deferred(
+                rk.ORDER, lambda: rk.order_payload(notice, order), ts_ns=notice.ts_ns
+            )
         elif isinstance(notice, OrderFilled):
             if not self._first_time_fill(notice.client_id, notice.trade_id):
                 # After a restart the venue may report a trade a previous session already
@@ -324,7 +433,11 @@ class Journal:
         return observe
 
     def record_episode(self, episode: Mapping[str, Any]) -> None:
-        """``Episode.to_dict()``: at its start and at its end (stamped with that time)."""
+        """``Episode.to_dict()``: at its start and at its end (stamped with that time).
+
+        The mapping is journaled as it is when the writer gets to it: pass a fresh one
+        (``to_dict()`` builds one) and do not change it afterwards.
+        """
         end, start = episode.get("end_ts_ns"), episode.get("start_ts_ns")
         ts = end if isinstance(end, int) else start if isinstance(start, int) else None
         self._put(rk.EPISODE, episode, ts_ns=ts)
@@ -337,13 +450,13 @@ class Journal:
 
     def record_start(self, settings: Settings, *, version: str = __version__) -> None:
         """The config fingerprint at start (hash of the secret-free settings and version)."""
-        self._put(rk.START, rk.start_payload(settings, version))
+        self.append(rk.START, rk.start_payload(settings, version))
 
     def record_balance(
         self, balance: Mapping[str, Any], *, source: str = "venue", ts_ns: int | None = None
     ) -> None:
         """A ccxt balance structure (``fetch_balance``) as a snapshot."""
-        self._put(rk.BALANCE, rk.balance_payload(balance, source=source), ts_ns=ts_ns)
+        self.append(rk.BALANCE, rk.balance_payload(balance, source=source), ts_ns=ts_ns)
 
     def record(self, obj: object) -> None:
         """Any of the above, by type (an episode as its ``to_dict()`` mapping)."""
@@ -371,6 +484,7 @@ class Journal:
 
         Bound it with ``asyncio.timeout`` if need be: while commits fail it waits.
         """
+        self.release()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._done:
@@ -386,6 +500,7 @@ class Journal:
 
     def flush_sync(self, timeout: float | None = None) -> bool:
         """Blocking :meth:`flush` for threads and scripts; False on timeout."""
+        self.release()
         with self._done:
             target = self._seq
             return self._done.wait_for(lambda: self._done_seq >= target, timeout)
@@ -400,6 +515,7 @@ class Journal:
         if self._closed:
             return self.pending == 0
         if not self._closing:
+            self.release()
             self.append(rk.CLOSE, {"clean": True, "stats": self.stats.to_dict()})
             self._closing = True
             with contextlib.suppress(queue.Full):
@@ -478,13 +594,20 @@ class Journal:
                 conn.close()
 
     def _next_batch(self) -> list[Entry] | None:
-        """Queued entries (oldest first), then the overflow list once the queue is empty.
+        """Queued entries (oldest first), then the overflow list once the queue is empty,
+        each encoded (here, on the writer thread) if it was handed over raw.
 
         Blocks until there is something; None once closing and everything is taken.
         """
-        first: Entry | None = None
+        batch = self._take_batch()
+        if batch is None:
+            return None
+        return [e.encoded() if isinstance(e, RawEntry) else e for e in batch]
+
+    def _take_batch(self) -> list[Entry | RawEntry] | None:
+        first: Entry | RawEntry | None = None
         while True:
-            batch: list[Entry] = [first] if first is not None else []
+            batch: list[Entry | RawEntry] = [first] if first is not None else []
             first = None
             emptied = False
             while len(batch) < self._max_batch:
@@ -493,7 +616,7 @@ class Journal:
                 except queue.Empty:
                     emptied = True
                     break
-                if isinstance(item, Entry):
+                if isinstance(item, Entry | RawEntry):
                     batch.append(item)
             if emptied:
                 # Everything in the overflow list is newer than everything queued
@@ -516,7 +639,7 @@ class Journal:
                 item = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if isinstance(item, Entry):
+            if isinstance(item, Entry | RawEntry):
                 first = item
 
     def _commit(

@@ -35,6 +35,7 @@ from bot.orders.state import OrderEvent, OrderState, TrackedOrder
 from bot.orders.tracker import OrderTracker
 from bot.orders.updates import OrderUpdate
 from bot.venues.base import Venue
+from strategies.backstop import REDUCE_TAG
 
 
 def _cause_is_venue_answer(err: BaseException) -> bool:
@@ -60,6 +61,10 @@ class OrderActions:
         params: dict[str, Any] = {"clientOrderId": order.client_id}
         if order.post_only:
             params["postOnly"] = True
+        if order.tag.startswith(REDUCE_TAG):
+            # The risk engine holds the market REDUCING: the venue must refuse it too
+            # should the position have shrunk meanwhile (-2022), never open the other way.
+            params["reduceOnly"] = True
         try:
             reply = await self._calls.call(
                 lambda: self._venue.create_order(

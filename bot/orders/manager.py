@@ -46,6 +46,8 @@ from strategies.base import Quote
 KnownClientIds = Callable[[], Collection[str]]
 
 _CANCELABLE = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+_MEMO_SIZE = 4096
+"""Entries per rounding memo before it starts afresh (a ladder is a dozen quotes)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +110,10 @@ class OrderManager:
         self._generation: defaultdict[str, int] = defaultdict(int)
         self._cancel_when_idle: set[str] = set()
         self._closed = False
+        # Memos of the venue's rounding, valid while the market structure is the same
+        # object (a reload of the markets makes new ones); see _prepare and _key.
+        self._prepared: dict[Quote, tuple[Any, PreparedQuote | str]] = {}
+        self._keys: dict[tuple[str, str, float, float], tuple[Any, QuoteKey | None]] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -350,15 +356,35 @@ class OrderManager:
         if quote.symbol != symbol:
             return f"WRONG_SYMBOL: quote={quote.symbol} sync={symbol}"
         markets = getattr(self._venue, "markets", None) or {}
-        return prepare_quote(
-            quote,
-            markets.get(symbol),
-            self._venue.amount_to_precision,
-            self._venue.price_to_precision,
+        market = markets.get(symbol)
+        # A strategy re-asks for the same ladder on every reading of an episode: the
+        # rounding and limit checks of an equal quote on the same market are reused.
+        hit = self._prepared.get(quote)
+        if hit is not None and hit[0] is market:
+            done = hit[1]
+            return done if isinstance(done, str) else PreparedQuote(quote, done.price, done.amount)
+        result = prepare_quote(
+            quote, market, self._venue.amount_to_precision, self._venue.price_to_precision
         )
+        if market is not None:
+            if len(self._prepared) >= _MEMO_SIZE:
+                self._prepared.clear()
+            self._prepared[quote] = (market, result)
+        return result
 
     def _key(self, order: TrackedOrder) -> QuoteKey | None:
-        return order_key(order, self._venue.amount_to_precision, self._venue.price_to_precision)
+        markets = getattr(self._venue, "markets", None) or {}
+        market = markets.get(order.symbol)
+        memo = (order.symbol, order.side, order.price, order.remaining)
+        hit = self._keys.get(memo)
+        if hit is not None and hit[0] is market:
+            return hit[1]
+        key = order_key(order, self._venue.amount_to_precision, self._venue.price_to_precision)
+        if market is not None:
+            if len(self._keys) >= _MEMO_SIZE:
+                self._keys.clear()
+            self._keys[memo] = (market, key)
+        return key
 
     def _submit(self, prepared: PreparedQuote) -> TrackedOrder | str:
         """Send one create, or say why the admission gate (order rate) held it back."""

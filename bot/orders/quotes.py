@@ -8,6 +8,7 @@ partially filled order is replaced to restore the wanted size).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +59,11 @@ def prepare_quote(
         amount_s = amount_to_precision(quote.symbol, quote.amount)
     except Exception as e:  # ccxt raises InvalidOrder when an amount rounds to zero
         return f"PRECISION: {type(e).__name__}: {e}"
-    if Decimal(price_s) <= 0 or Decimal(amount_s) <= 0:
+    price_d, amount_d = Decimal(price_s), Decimal(amount_s)
+    if price_d <= 0 or amount_d <= 0:
         return f"ROUNDS_TO_ZERO: price={price_s} amount={amount_s}"
     try:
-        check_limits(market, "limit", Decimal(amount_s), Decimal(price_s))
+        check_limits(market, "limit", amount_d, price_d)
     except ccxt.InvalidOrder as e:
         return f"OUTSIDE_LIMITS: {e}"
     return PreparedQuote(quote, float(price_s), float(amount_s))
@@ -79,10 +81,15 @@ def passive_price(quote: Quote, market: Mapping[str, Any]) -> float:
     tick = (market.get("precision") or {}).get("price")
     if not isinstance(tick, int | float) or not 0 < tick < 1:
         return quote.price
-    step = Decimal(str(tick))
+    step = _tick_decimal(tick)
     rounding = ROUND_FLOOR if quote.side == "buy" else ROUND_CEILING
     ticks = (Decimal(str(quote.price)) / step).to_integral_value(rounding=rounding)
     return float(ticks * step)
+
+
+@functools.lru_cache(maxsize=256)
+def _tick_decimal(tick: float) -> Decimal:
+    return Decimal(str(tick))
 
 
 def order_key(

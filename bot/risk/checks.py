@@ -39,7 +39,7 @@ fires the ``fat_finger`` guard for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.book import BookState, OrderBook
@@ -341,9 +341,11 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def check_order(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str | None:
-    """The first denial among :data:`CHECKS`, or None if the order may be sent."""
-    for check in CHECKS:
+def check_order(
+    quote: Quote, ctx: QuoteContext, limits: RiskSettings, checks: Sequence[Check] = CHECKS
+) -> str | None:
+    """The first denial among ``checks`` (:data:`CHECKS`), or None if the order may be sent."""
+    for check in checks:
         denial = check(quote, ctx, limits)
         if denial is not None:
             return denial

@@ -63,7 +63,14 @@ from bot.logs import Logger
 from bot.orders.events import OrderActionFailed, OrderNotice
 from bot.positions import PositionReading
 from bot.risk.bucket import TokenBucket
-from bot.risk.checks import QuoteContext, check_order, check_valid, reduces_position
+from bot.risk.checks import (
+    CHECKS,
+    Check,
+    QuoteContext,
+    check_order,
+    check_valid,
+    reduces_position,
+)
 from bot.risk.events import (
     OPERATOR,
     PERP_LEVELS,
@@ -94,6 +101,7 @@ MARKET_GUARDS = (
 )
 ACCOUNT_GUARDS = (Guard.RATE_LIMITED, Guard.BALANCE_MISMATCH, Guard.DAILY_LOSS, Guard.DRAWDOWN)
 _RATE_LIMITED_ERROR = "RateLimited"  # OrderActionFailed.error for bot.errors.RateLimited
+_MARGIN_NS = 1_000_000
 
 Scope = str | None  # a market's symbol, or None for the whole account
 
@@ -107,6 +115,8 @@ class _Latch:
     """One guard on one scope."""
 
     level: GuardLevel
+    order: int = 0
+    """Creation order: latches are settled in this order, as they always were."""
     active: bool = False
     condition: bool = False
     reason: str = ""
@@ -169,6 +179,14 @@ class RiskEngine:
         self._paying_side: dict[str, str] = {}
         self._paused_since: dict[str, int] = {}
         self._latches: dict[tuple[Guard, Scope], _Latch] = {}
+        # Latches that are active with their condition false: the only ones
+        # :meth:`_settle_all` can let go. Kept as they change, so settling costs nothing
+        # per event however many markets there are.
+        self._releasable: dict[tuple[Guard, Scope], _Latch] = {}
+        # No market can be stale before this data time (the oldest book update plus
+        # ``stale_book_s``): the timer looks at every market only once it has passed.
+        self._stale_ns = int(config.guards.stale_book_s * NS_PER_SECOND)
+        self._next_stale_check: int | None = None
         self._rejects: dict[str, deque[int]] = {}
         self._rate_limits: deque[int] = deque()
         self._equity: dict[str, float] = {}
@@ -179,6 +197,7 @@ class RiskEngine:
         self._observers: list[RiskObserver] = []
         self._events: deque[RiskEvent] = deque(maxlen=MAX_BUFFERED_EVENTS)
         self.denials: Counter[str] = Counter()
+        self._checks: dict[str, Sequence[Check]] = {}
         """Denials by code (the part before ``:``), for metrics."""
         for symbol in symbols:
             self._market(symbol)
@@ -327,6 +346,14 @@ class RiskEngine:
                 result.denied.append((quote, denial))
         return result
 
+    def use_checks(self, symbols: Iterable[str], checks: Sequence[Check]) -> None:
+        """Check orders on ``symbols`` with ``checks`` instead of :data:`CHECKS`: markets
+        whose prices are not a spot or perpetual price (option premiums, checked against
+        greek limits: :mod:`bot.options.checks`). The stateful checks (trading state,
+        pauses, reducing) still come first."""
+        for symbol in symbols:
+            self._checks[symbol] = tuple(checks)
+
     def admit_order(self) -> str | None:
         """Take one token of the order rate: None if there was one, else the denial."""
         if self._bucket.try_take(self._clock.now_ns()):
@@ -362,7 +389,7 @@ class RiskEngine:
                 f"SIDE_PAUSED: symbol={quote.symbol} side={quote.side} "
                 f"guard={Guard.FUNDING_COST.value} position={_n(ctx.position_base)}"
             )
-        denial = check_order(quote, ctx, self.config)
+        denial = check_order(quote, ctx, self.config, self._checks.get(quote.symbol, CHECKS))
         if denial is not None and denial.startswith("FAT_FINGER"):
             self._fire_momentary(Guard.FAT_FINGER, quote.symbol, denial, {})
         return denial
@@ -387,10 +414,11 @@ class RiskEngine:
         self._trading_state = state
         self._trading_reason = reason
         if previous is TradingState.HALTED:
-            for latch in self._latches.values():
+            for key, latch in self._latches.items():
                 if latch.level is GuardLevel.KILL:
                     latch.active = False
                     latch.clear_since_ns = None
+                    self._releasable.pop(key, None)
             total = self._total_equity()
             if total is not None:
                 self._peak_equity = total
@@ -441,8 +469,12 @@ class RiskEngine:
         """After every applied (or dropped) book update of ``symbol``."""
         now = self._now(now_ns)
         data = self._market(symbol)
-        if book.last_update_ns is not None:
-            data.last_update_ns = book.last_update_ns
+        last = book.last_update_ns
+        if last is not None:
+            data.last_update_ns = last
+            due = self._next_stale_check
+            if due is not None and last + self._stale_ns - _MARGIN_NS < due:
+                self._next_stale_check = last + self._stale_ns - _MARGIN_NS
         data.book_state = book.state
         valid = book.state is BookState.VALID
         bid, ask = (book.best_bid(), book.best_ask()) if valid else (None, None)
@@ -599,38 +631,65 @@ class RiskEngine:
     def tick(self, now_ns: int | None = None) -> None:
         """Timer: staleness without updates, sliding windows, cool-downs."""
         now = self._now(now_ns)
-        for symbol in self._markets:
-            self._evaluate_data(symbol, now)
+        self._evaluate_staleness(now)
         self._evaluate_bursts(now)
         self._settle_all(now)
+
+    def _evaluate_staleness(self, now: int) -> None:
+        """The timer's part of the data guards. Only staleness changes with time alone
+        (the other data conditions change with their inputs, which evaluate them), and
+        no market can be stale before its last update plus ``stale_book_s``: until the
+        oldest market's moment comes, there is nothing to look at."""
+        due = self._next_stale_check
+        if due is not None and now < due:
+            return
+        oldest: int | None = None
+        for symbol, data in self._markets.items():
+            self._evaluate_data(symbol, now)
+            last = data.last_update_ns
+            if last is not None and (oldest is None or last < oldest):
+                oldest = last
+        # A millisecond early: the guard compares float seconds.
+        self._next_stale_check = None if oldest is None else oldest + self._stale_ns - _MARGIN_NS
 
     # -- GUARDS ------------------------------------------------------------------------
 
     def _evaluate_data(self, symbol: str, now: int) -> None:
         data = self._markets[symbol]
         g = self._guards
+        # Reasons are written only for a condition that holds (runs on every update).
         if data.last_update_ns is not None:
             age_s = (now - data.last_update_ns) / NS_PER_SECOND
+            stale = age_s > g.stale_book_s
             self._observe(
                 Guard.STALE_BOOK,
                 symbol,
-                age_s > g.stale_book_s,
+                stale,
                 now,
-                f"STALE_BOOK: symbol={symbol} age_s={age_s:.3f} max_s={g.stale_book_s:g}",
-                {"age_s": age_s, "max_s": g.stale_book_s},
+                f"STALE_BOOK: symbol={symbol} age_s={age_s:.3f} max_s={g.stale_book_s:g}"
+                if stale
+                else "",
+                {"age_s": age_s, "max_s": g.stale_book_s} if stale else None,
             )
         invalid = data.book_state is BookState.INVALID or data.crossed
         why = "crossed" if data.crossed else data.book_state.value
         self._observe(
-            Guard.INVALID_BOOK, symbol, invalid, now, f"INVALID_BOOK: symbol={symbol} state={why}"
+            Guard.INVALID_BOOK,
+            symbol,
+            invalid,
+            now,
+            f"INVALID_BOOK: symbol={symbol} state={why}" if invalid else "",
         )
         state = data.feed_state
+        down = state in _DISCONNECTED
         self._observe(
             Guard.FEED_DISCONNECTED,
             symbol,
-            state in _DISCONNECTED,
+            down,
             now,
-            f"FEED_DISCONNECTED: symbol={symbol} state={state} detail={data.feed_detail or '-'}",
+            f"FEED_DISCONNECTED: symbol={symbol} state={state} detail={data.feed_detail or '-'}"
+            if down
+            else "",
         )
 
     def _evaluate_bursts(self, now: int) -> None:
@@ -639,26 +698,34 @@ class RiskEngine:
         for symbol, times in self._rejects.items():
             while times and times[0] <= now - window_ns:
                 times.popleft()
+            burst = len(times) >= g.reject_burst_count
             self._observe(
                 Guard.REJECT_BURST,
                 symbol,
-                len(times) >= g.reject_burst_count,
+                burst,
                 now,
                 f"REJECT_BURST: symbol={symbol} failures={len(times)} "
-                f"window_s={g.reject_burst_window_s:g} max={g.reject_burst_count}",
-                {"failures": len(times), "window_s": g.reject_burst_window_s},
+                f"window_s={g.reject_burst_window_s:g} max={g.reject_burst_count}"
+                if burst
+                else "",
+                {"failures": len(times), "window_s": g.reject_burst_window_s} if burst else None,
             )
         window_ns = int(g.rate_limited_window_s * NS_PER_SECOND)
         while self._rate_limits and self._rate_limits[0] <= now - window_ns:
             self._rate_limits.popleft()
+        limited = len(self._rate_limits) >= g.rate_limited_count
         self._observe(
             Guard.RATE_LIMITED,
             None,
-            len(self._rate_limits) >= g.rate_limited_count,
+            limited,
             now,
             f"RATE_LIMITED: failures={len(self._rate_limits)} "
-            f"window_s={g.rate_limited_window_s:g} max={g.rate_limited_count}",
-            {"failures": len(self._rate_limits), "window_s": g.rate_limited_window_s},
+            f"window_s={g.rate_limited_window_s:g} max={g.rate_limited_count}"
+            if limited
+            else "",
+            {"failures": len(self._rate_limits), "window_s": g.rate_limited_window_s}
+            if limited
+            else None,
         )
 
     def _total_equity(self) -> float | None:
@@ -678,25 +745,31 @@ class RiskEngine:
             self._peak_equity = total
         limit = self.config.max_daily_loss_quote
         loss = self._day_start_equity - total
+        over = loss >= limit
         self._observe(
             Guard.DAILY_LOSS,
             None,
-            loss >= limit,
+            over,
             now,
             f"DAILY_LOSS: loss={_n(loss)} max={limit:g} equity={_n(total)} "
-            f"day_start={_n(self._day_start_equity)}",
-            {"loss": loss, "max": limit, "equity": total},
+            f"day_start={_n(self._day_start_equity)}"
+            if over
+            else "",
+            {"loss": loss, "max": limit, "equity": total} if over else None,
         )
         limit = self.config.max_drawdown_quote
         drawdown = self._peak_equity - total
+        over = drawdown >= limit
         self._observe(
             Guard.DRAWDOWN,
             None,
-            drawdown >= limit,
+            over,
             now,
             f"DRAWDOWN: drawdown={_n(drawdown)} max={limit:g} equity={_n(total)} "
-            f"peak={_n(self._peak_equity)}",
-            {"drawdown": drawdown, "max": limit, "equity": total},
+            f"peak={_n(self._peak_equity)}"
+            if over
+            else "",
+            {"drawdown": drawdown, "max": limit, "equity": total} if over else None,
         )
 
     def _level(self, guard: Guard) -> GuardLevel:
@@ -708,7 +781,8 @@ class RiskEngine:
     def _latch(self, guard: Guard, scope: Scope) -> _Latch:
         latch = self._latches.get((guard, scope))
         if latch is None:
-            latch = self._latches[(guard, scope)] = _Latch(self._level(guard))
+            latch = _Latch(self._level(guard), order=len(self._latches))
+            self._latches[(guard, scope)] = latch
         return latch
 
     def _observe(
@@ -724,9 +798,12 @@ class RiskEngine:
         latch = self._latch(guard, scope)
         latch.condition = condition
         if not condition:
-            if latch.active and latch.clear_since_ns is None:
-                latch.clear_since_ns = now
+            if latch.active:
+                self._releasable[(guard, scope)] = latch
+                if latch.clear_since_ns is None:
+                    latch.clear_since_ns = now
             return
+        self._releasable.pop((guard, scope), None)
         latch.clear_since_ns = None
         if latch.active:
             latch.reason = reason  # keep status current
@@ -767,7 +844,10 @@ class RiskEngine:
             self._set_reducing([scope], guard.value, reason, cause=f"GUARD: guard={guard.value}")
 
     def _settle_all(self, now: int) -> None:
-        for (guard, scope), latch in list(self._latches.items()):
+        if not self._releasable:
+            return
+        ready = sorted(self._releasable.items(), key=lambda item: item[1].order)
+        for (guard, scope), latch in ready:
             if latch.active and not latch.condition:
                 self._settle(guard, scope, latch, now)
 
@@ -783,6 +863,7 @@ class RiskEngine:
                 return
             latch.active = False
             latch.clear_since_ns = None
+            self._releasable.pop((guard, scope), None)
             if scope is not None:
                 self._clear_reducing(
                     [scope], guard.value, cause=f"{cause} cooldown_s={cooldown:g}"
@@ -804,6 +885,7 @@ class RiskEngine:
                 cause += f" cooldown_s={cooldown:g}"
         latch.active = False
         latch.clear_since_ns = None
+        self._releasable.pop((guard, scope), None)
         if latch.level is GuardLevel.PAUSE:
             symbols = list(self._markets) if scope is None else [scope]
             self._clear_pauses(symbols, guard.value, cause=cause)

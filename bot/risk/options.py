@@ -14,10 +14,10 @@ of the mid's implied volatility:
   volatility: what a 1-point move of volatility is worth across that liquidity.
 
 Levels are in the band when their own implied volatility is within the band of the mid's
-(a level priced outside what any volatility gives is left out). It keeps the latest
-reading per option and the thinnest vega depth seen per side, and answers a surface of
-``(expiry, strike) -> call / put`` readings. Markets are ccxt option markets
-(``option``, ``strike``, ``expiry``, ``optionType``, ``contractSize``).
+(a level priced outside what any volatility gives is left out); the touch always
+counts. It keeps the latest reading per option and the thinnest vega depth seen per
+side, and answers a surface of ``(expiry, strike) -> call / put`` readings. Markets are
+ccxt option markets (``option``, ``strike``, ``expiry``, ``optionType``, ``contractSize``).
 """
 
 from __future__ import annotations
@@ -131,10 +131,12 @@ def option_band_depth(
 
     def side(levels: Levels) -> OptionSideDepth:
         n, contracts, premium = 0, 0.0, 0.0
-        for price, size in levels.tolist():
+        for i, (price, size) in enumerate(levels.tolist()):
             quote_price = spec.premium_quote(price, forward)
             level_iv = implied_vol(quote_price, forward, spec.strike, t, spec.call)
-            if level_iv is None or abs(level_iv - iv) > band + 1e-12:
+            # The touch always counts: near expiry one tick is many vol points, and a
+            # book whose touch is outside any band would read as empty for ever.
+            if level_iv is None or (i > 0 and abs(level_iv - iv) > band + 1e-12):
                 continue
             n += 1
             contracts += size

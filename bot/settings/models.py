@@ -31,6 +31,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bot.options.settings import OptionsSettings
+
 ENV_PREFIX = "BACKSTOP_"
 ENV_NESTED_DELIMITER = "__"
 SECRETS_DIR_ENV = ENV_PREFIX + "SECRETS_DIR"
@@ -910,6 +912,8 @@ class Settings(BaseSettings):
     deadman: DeadManSettings = Field(default_factory=DeadManSettings)
     governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
     warning: WarningSettings = Field(default_factory=WarningSettings)
+    options: OptionsSettings | None = None
+    """Option books on ``options.underlying`` (docs/options.md); None: none."""
 
     # Field path -> where its value came from, filled by load_settings, so that errors
     # found later (a symbol missing on the venue) can still name the file or variable.
@@ -1008,6 +1012,12 @@ class Settings(BaseSettings):
                     'the live feed needs; use feed.source = "replay" or another exchange',
                     subloc=("exchange", "id"),
                 )
+        if self.options is not None and self.options.underlying not in self.symbols:
+            raise _bad(
+                f"{self.options.underlying!r} is not a configured market (configured: "
+                f"{', '.join(self.symbols)}); the underlying must be one of [[markets]]",
+                subloc=("options", "underlying"),
+            )
         return self
 
     # ---- resolved paths: defaults live under state_dir, computed, never stored

@@ -12,6 +12,16 @@ few places where exchanges differ in ways the order manager must not care about:
 - ``fetch_order`` by client id falls back to searching open (then closed) orders
   on exchanges whose ccxt ``fetch_order`` cannot look up by client id.
 
+- Perpetual futures: ``reduceOnly`` is passed through in ``params`` (the order manager
+  sets it on the REDUCING state's quotes); :meth:`fetch_positions`, :meth:`set_leverage`,
+  :meth:`set_margin_mode` and :meth:`fetch_funding_rate` are ccxt's. A Binance futures
+  balance's ``total`` is ccxt's margin balance (wallet + unrealised PnL); the bot's books
+  compare the *wallet*, so :meth:`fetch_balance` reports ``walletBalance`` as the total.
+- Binance's per-market error codes (``-2022 ReduceOnly Order is rejected`` ->
+  ``InvalidOrder`` on ``/fapi``) are chosen by ccxt from the request's *host*; with
+  overridden URLs (the local emulator) the adapter tells ccxt by the path instead, so the
+  bot meets the exceptions it would meet on the real host.
+
 Errors are ccxt's own, unchanged (the manager maps them). Everything else is passed
 through as is.
 """
@@ -67,6 +77,7 @@ class CcxtVenue:
         self._log = log
         self.id: str = str(exchange.id)
         self._style = style if style is not None else CLIENT_ID_STYLES.get(self.id, ClientIdStyle())
+        _errors_by_path(exchange)
 
     # The Venue protocol's attributes, kept live on the exchange's own.
     @property
@@ -135,7 +146,39 @@ class CcxtVenue:
     async def fetch_balance(self, params: dict[str, Any] | None = None) -> Balance:
         with self._retry_after_noted():
             balance: Balance = await self._ex.fetch_balance(params or {})
-        return balance
+        return _wallet_totals(balance)
+
+    # ------------------------------------------------------------------ derivatives
+
+    async def fetch_positions(
+        self, symbols: list[str] | None = None, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        with self._retry_after_noted():
+            positions: list[dict[str, Any]] = await self._ex.fetch_positions(symbols, params or {})
+        return positions
+
+    async def set_leverage(
+        self, leverage: float, symbol: str | None = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        with self._retry_after_noted():
+            reply: dict[str, Any] = await self._ex.set_leverage(leverage, symbol, params or {})
+        return reply
+
+    async def set_margin_mode(
+        self, margin_mode: str, symbol: str | None = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        with self._retry_after_noted():
+            reply: dict[str, Any] = await self._ex.set_margin_mode(
+                margin_mode, symbol, params or {}
+            )
+        return reply
+
+    async def fetch_funding_rate(
+        self, symbol: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        with self._retry_after_noted():
+            rate: dict[str, Any] = await self._ex.fetch_funding_rate(symbol, params or {})
+        return rate
 
     def amount_to_precision(self, symbol: str, amount: float) -> str:
         return str(self._ex.amount_to_precision(symbol, amount))
@@ -271,3 +314,59 @@ class CcxtVenue:
                 if incoming.get("clientOrderId") == client_id:
                     return incoming
         raise ccxt.OrderNotFound(f"{self.id}: no order with clientOrderId {client_id!r}")
+
+
+# ---------------------------------------------------------------------- Binance futures
+
+_PATH_MARKET_TYPES = (("/fapi/", "linear"), ("/dapi/", "inverse"), ("/api/", "spot"))
+
+
+def _errors_by_path(exchange: Any) -> None:
+    """Let ccxt's Binance pick its per-market error table by URL path on any host.
+
+    ccxt keys Binance's tables (``exceptions["linear"]`` ...) on the real hostnames, so
+    an overridden URL falls back to the common table, where ``-2022`` is not
+    ``InvalidOrder``. Only exchanges with such tables are touched; real hosts resolve
+    as before.
+    """
+    original = getattr(exchange, "get_exceptions_by_url", None)
+    tables = getattr(exchange, "exceptions", None)
+    if original is None or not isinstance(tables, dict) or "linear" not in tables:
+        return
+
+    def by_url_or_path(url: str | None, exact_or_broad: str) -> dict[str, Any]:
+        found: dict[str, Any] = original(url, exact_or_broad)
+        if found or not url:
+            return found
+        for marker, market_type in _PATH_MARKET_TYPES:
+            if marker in url:
+                table = tables.get(market_type) or {}
+                return dict(table.get(exact_or_broad) or {})
+        return found
+
+    exchange.get_exceptions_by_url = by_url_or_path
+
+
+def _wallet_totals(balance: Balance) -> Balance:
+    """A Binance futures balance with ``total`` = the wallet (see the module doc)."""
+    info = balance.get("info")
+    assets = info.get("assets") if isinstance(info, Mapping) else None
+    if not isinstance(assets, list):
+        return balance
+    wallets = {
+        str(a["asset"]): float(a["walletBalance"])
+        for a in assets
+        if isinstance(a, Mapping) and a.get("walletBalance") is not None and "asset" in a
+    }
+    if not wallets:
+        return balance
+    out = dict(balance)
+    totals = dict(out.get("total") or {})
+    for ccy, wallet in wallets.items():
+        if ccy in totals or ccy in out:
+            totals[ccy] = wallet
+            entry = out.get(ccy)
+            if isinstance(entry, Mapping):
+                out[ccy] = {**entry, "total": wallet}
+    out["total"] = totals
+    return out

@@ -46,7 +46,7 @@ from bot.feeds.events import Trade as PublicTrade
 from bot.monitor import DepthSample
 from bot.venues.base import Balance, MarketDict, Order, OrderBookDict, Trade, Venue
 from bot.venues.matching import ZERO, Fill, Matcher, OrderSide, dec
-from bot.venues.rules import prepare_order, to_decimal
+from bot.venues.rules import amount_to_precision, prepare_order, price_to_precision, to_decimal
 
 __all__ = ["PaperVenue"]
 
@@ -273,10 +273,10 @@ class PaperVenue:
         return self.markets
 
     def amount_to_precision(self, symbol: str, amount: float) -> str:
-        return str(self._ex.amount_to_precision(symbol, amount))
+        return amount_to_precision(self._ex, symbol, amount)
 
     def price_to_precision(self, symbol: str, price: float) -> str:
-        return str(self._ex.price_to_precision(symbol, price))
+        return price_to_precision(self._ex, symbol, price)
 
     def market(self, symbol: str) -> MarketDict:
         market: MarketDict = self._ex.market(symbol)

@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, TypeGuard
 
 import ccxt
+from ccxt.base.decimal_to_precision import NO_PADDING, TICK_SIZE
 
 ORDER_TYPES = ("limit", "market")
 SIDES = ("buy", "sell")
@@ -92,13 +93,13 @@ def prepare_order(
     if side not in SIDES:
         raise ccxt.InvalidOrder(f"{ex_id} order side must be 'buy' or 'sell', got {side!r}")
     _require_positive(ex_id, "amount", amount)
-    amount_s = str(exchange.amount_to_precision(symbol, amount))  # raises if it rounds to 0
+    amount_s = amount_to_precision(exchange, symbol, amount)  # raises if it rounds to 0
     price_s: str | None = None
     if type == "limit":
         if price is None:
             raise ccxt.InvalidOrder(f"{ex_id} a limit order needs a price")
         _require_positive(ex_id, "price", price)
-        price_s = str(exchange.price_to_precision(symbol, price))
+        price_s = price_to_precision(exchange, symbol, price)
         if Decimal(price_s) <= 0:
             raise ccxt.InvalidOrder(
                 f"{ex_id} price {price} of {symbol} rounds to {price_s} at the tick size"
@@ -124,46 +125,224 @@ def check_limits(
     exchange_id: str = "",
 ) -> None:
     """Raise ``ccxt.InvalidOrder`` naming the limit if the order is outside the market's limits."""
-    symbol = str(market.get("symbol"))
-    limits: Mapping[str, Any] = market.get("limits") or {}
-    prefix = f"{exchange_id} " if exchange_id else ""
-    base = market.get("base") or ""
-    quote = market.get("quote") or ""
+    limits_of(market).check(
+        type, amount, price, reference_price=reference_price, exchange_id=exchange_id
+    )
 
-    def refuse(what: str) -> ccxt.InvalidOrder:
-        return ccxt.InvalidOrder(f"{prefix}order refused before sending: {what} ({symbol})")
 
-    lo, hi = _bounds(limits, "amount")
-    if lo is not None and amount < lo:
-        raise refuse(f"amount {amount} {base} is below the minimum amount {lo}")
-    if hi is not None and amount > hi:
-        raise refuse(f"amount {amount} {base} is above the maximum amount {hi}")
-    if type == "market":
-        lo, hi = _bounds(limits, "market")
+Bounds = tuple[Decimal | None, Decimal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketLimits:
+    """A market's limits as decimals, read once from its ccxt structure."""
+
+    symbol: str
+    base: str
+    quote: str
+    amount: Bounds
+    market: Bounds
+    price: Bounds
+    cost: Bounds
+    market_notional: tuple[bool, bool]
+    """(apply min notional, apply max notional) to market orders."""
+
+    @classmethod
+    def of(cls, market: Mapping[str, Any]) -> MarketLimits:
+        limits: Mapping[str, Any] = market.get("limits") or {}
+        return cls(
+            symbol=str(market.get("symbol")),
+            base=market.get("base") or "",
+            quote=market.get("quote") or "",
+            amount=_bounds(limits, "amount"),
+            market=_bounds(limits, "market"),
+            price=_bounds(limits, "price"),
+            cost=_bounds(limits, "cost"),
+            market_notional=_market_notional_rules(market),
+        )
+
+    def check(
+        self,
+        type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        *,
+        reference_price: float | None = None,
+        exchange_id: str = "",
+    ) -> None:
+        """See :func:`check_limits`."""
+        symbol, base, quote = self.symbol, self.base, self.quote
+        prefix = f"{exchange_id} " if exchange_id else ""
+
+        def refuse(what: str) -> ccxt.InvalidOrder:
+            return ccxt.InvalidOrder(f"{prefix}order refused before sending: {what} ({symbol})")
+
+        lo, hi = self.amount
         if lo is not None and amount < lo:
-            raise refuse(f"market order amount {amount} {base} is below the minimum {lo}")
+            raise refuse(f"amount {amount} {base} is below the minimum amount {lo}")
         if hi is not None and amount > hi:
-            raise refuse(f"market order amount {amount} {base} is above the maximum {hi}")
-    if price is not None:
-        lo, hi = _bounds(limits, "price")
-        if lo is not None and price < lo:
-            raise refuse(f"price {price} is below the minimum price {lo}")
-        if hi is not None and price > hi:
-            raise refuse(f"price {price} is above the maximum price {hi}")
+            raise refuse(f"amount {amount} {base} is above the maximum amount {hi}")
+        if type == "market":
+            lo, hi = self.market
+            if lo is not None and amount < lo:
+                raise refuse(f"market order amount {amount} {base} is below the minimum {lo}")
+            if hi is not None and amount > hi:
+                raise refuse(f"market order amount {amount} {base} is above the maximum {hi}")
+        if price is not None:
+            lo, hi = self.price
+            if lo is not None and price < lo:
+                raise refuse(f"price {price} is below the minimum price {lo}")
+            if hi is not None and price > hi:
+                raise refuse(f"price {price} is above the maximum price {hi}")
 
-    apply_min, apply_max = True, True
-    notional_price = price
-    if type == "market":
-        apply_min, apply_max = _market_notional_rules(market)
-        notional_price = None if reference_price is None else to_decimal(float(reference_price))
-    if notional_price is None:
-        return
-    cost = amount * notional_price
-    lo, hi = _bounds(limits, "cost")
-    if apply_min and lo is not None and cost < lo:
-        raise refuse(f"notional {cost} {quote} (amount x price) is below the minimum notional {lo}")
-    if apply_max and hi is not None and cost > hi:
-        raise refuse(f"notional {cost} {quote} (amount x price) is above the maximum notional {hi}")
+        apply_min, apply_max = True, True
+        notional_price = price
+        if type == "market":
+            apply_min, apply_max = self.market_notional
+            notional_price = None if reference_price is None else to_decimal(float(reference_price))
+        if notional_price is None:
+            return
+        cost = amount * notional_price
+        lo, hi = self.cost
+        if apply_min and lo is not None and cost < lo:
+            raise refuse(
+                f"notional {cost} {quote} (amount x price) is below the minimum notional {lo}"
+            )
+        if apply_max and hi is not None and cost > hi:
+            raise refuse(
+                f"notional {cost} {quote} (amount x price) is above the maximum notional {hi}"
+            )
+
+
+_CACHE_SIZE = 4096
+_limits_cache: dict[int, tuple[Mapping[str, Any], MarketLimits]] = {}
+
+
+def limits_of(market: Mapping[str, Any]) -> MarketLimits:
+    """The market's limits, read once per market structure.
+
+    Cached by identity, holding the structure itself so its id cannot be reused while
+    cached: a reload of the markets brings new structures, read afresh. (Checked on
+    every quote the order manager prepares.)
+    """
+    hit = _limits_cache.get(id(market))
+    if hit is not None and hit[0] is market:
+        return hit[1]
+    limits = MarketLimits.of(market)
+    if len(_limits_cache) >= _CACHE_SIZE:
+        _limits_cache.clear()
+    _limits_cache[id(market)] = (market, limits)
+    return limits
+
+
+# ------------------------------------------------------------------------- precision
+
+
+class TickRounding:
+    """ccxt's ``decimal_to_precision`` for one tick size, TICK_SIZE mode, no padding.
+
+    The same arithmetic as ccxt's (the distance to the grid as a decimal of the
+    number's ``str``, half a tick and up rounds up, then the digits of the tick), done
+    once per tick size instead of re-deriving the tick's digits on every call.
+    """
+
+    __slots__ = ("_half", "_quantum", "_tick")
+
+    def __init__(self, tick: Decimal, places: int) -> None:
+        self._tick = tick
+        self._half = tick / 2
+        self._quantum = Decimal(1).scaleb(-places)
+
+    @classmethod
+    def for_tick(cls, tick: object) -> TickRounding | None:
+        if type(tick) is not float and type(tick) is not int:
+            return None
+        if not (math.isfinite(tick) and tick > 0):
+            return None
+        dec = Decimal(str(tick))
+        # ccxt's digit count: decimals of the tick written without trailing zeros.
+        parts = format(dec, "f").rstrip("0").split(".")
+        places = len(parts[1]) if len(parts) > 1 else 0
+        if places >= _MAX_PLACES:
+            return None  # ccxt caps the digits at the context's precision
+        return cls(dec, places)
+
+    def round(self, n: float | int, truncate: bool) -> str:
+        dec = Decimal(str(n))
+        tick = self._tick
+        missing = abs(dec) % tick
+        if missing != 0:
+            if truncate:
+                dec = dec + missing if dec < 0 else dec - missing
+            elif dec > 0:
+                dec = dec - missing + tick if missing >= self._half else dec - missing
+            else:
+                dec = dec + missing - tick if missing >= self._half else dec + missing
+        precise = format(Decimal(format(dec, "f")).quantize(self._quantum, ROUND_HALF_UP), "f")
+        if precise.startswith("-0") and all(c in "0." for c in precise[1:]):
+            precise = precise[1:]
+        return precise.rstrip("0").rstrip(".") if "." in precise else precise
+
+
+@dataclass(frozen=True, slots=True)
+class MarketPrecision:
+    """A market's price and amount rounding (None: left to ccxt's own helpers)."""
+
+    price: TickRounding | None
+    amount: TickRounding | None
+
+    @classmethod
+    def of(cls, exchange: Any, market: Mapping[str, Any]) -> MarketPrecision:
+        precision: Mapping[str, Any] = market.get("precision") or {}
+        if exchange.precisionMode != TICK_SIZE or exchange.paddingMode != NO_PADDING:
+            return cls(None, None)
+        return cls(
+            TickRounding.for_tick(precision.get("price")),
+            TickRounding.for_tick(precision.get("amount")),
+        )
+
+
+_MAX_PLACES = 26
+_precision_cache: dict[int, tuple[Mapping[str, Any], Any, MarketPrecision]] = {}
+
+
+def precision_of(exchange: Any, symbol: str) -> MarketPrecision:
+    """``symbol``'s rounding on ``exchange``, derived once per market structure."""
+    market: Mapping[str, Any] = exchange.market(symbol)
+    hit = _precision_cache.get(id(market))
+    if hit is not None and hit[0] is market and hit[1] is exchange:
+        return hit[2]
+    precision = MarketPrecision.of(exchange, market)
+    if len(_precision_cache) >= _CACHE_SIZE:
+        _precision_cache.clear()
+    _precision_cache[id(market)] = (market, exchange, precision)
+    return precision
+
+
+def _plain_number(x: object) -> TypeGuard[float | int]:
+    return (type(x) is float and math.isfinite(x)) or type(x) is int
+
+
+def amount_to_precision(exchange: Any, symbol: str, amount: float | str) -> str:
+    """``exchange.amount_to_precision(symbol, amount)`` as a string, the same digits
+    computed without ccxt's per-call overhead where the market allows."""
+    rounding = precision_of(exchange, symbol).amount
+    if rounding is not None and _plain_number(amount):
+        out = rounding.round(amount, truncate=True)
+        if out != "0":
+            return out
+    return str(exchange.amount_to_precision(symbol, amount))  # its errors, as it words them
+
+
+def price_to_precision(exchange: Any, symbol: str, price: float | str) -> str:
+    """``exchange.price_to_precision(symbol, price)`` as a string (see
+    :func:`amount_to_precision`)."""
+    rounding = precision_of(exchange, symbol).price
+    if rounding is not None and _plain_number(price):
+        out = rounding.round(price, truncate=False)
+        if out != "0":
+            return out
+    return str(exchange.price_to_precision(symbol, price))
 
 
 def _require_positive(ex_id: str, name: str, value: float | str) -> None:

@@ -231,8 +231,22 @@ class FeatureTracker:
         else:
             self._sell_base += trade.amount
 
-    def update(self, book: OrderBook, sample: DepthSample, reading: DetectorUpdate) -> list[float]:
-        """The feature vector for this sample (see :data:`FEATURES`)."""
+    def levels(self, book: OrderBook) -> tuple[FloatArray, FloatArray]:
+        """The book's best levels this tracker compares (fresh arrays: bids, asks)."""
+        n = self.top_levels
+        return book.top(n, Side.BID), book.top(n, Side.ASK)
+
+    def update(
+        self,
+        book: OrderBook,
+        sample: DepthSample,
+        reading: DetectorUpdate,
+        top: tuple[FloatArray, FloatArray] | None = None,
+    ) -> list[float]:
+        """The feature vector for this sample (see :data:`FEATURES`).
+
+        ``top``: :meth:`levels` of ``book`` taken at the sample, when the update runs
+        later (the book may have moved on by then)."""
         ts = reading.ts_ns
         last = self.last_ns
         dt = (ts - last) / NS_PER_S if last is not None and ts > last else 0.0
@@ -283,8 +297,7 @@ class FeatureTracker:
         imbalance = abs(b0 - a0) / (b0 + a0) if b0 + a0 > 0.0 else 0.0
 
         # The touch and the best levels: order-flow imbalance, cancels and adds.
-        n = self.top_levels
-        bids, asks = book.top(n, Side.BID), book.top(n, Side.ASK)
+        bids, asks = top if top is not None else self.levels(book)
         levels = TopLevels.of(bids, asks)
         mid = sample.mid
         touch = (

@@ -17,7 +17,7 @@ only reads, so trading is exactly what it is without it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +80,21 @@ class MarketWarning:
     def on_trade(self, trade: Trade) -> None:
         self.features.on_trade(trade)
 
-    def on_reading(self, book: OrderBook, sample: DepthSample, update: DetectorUpdate) -> None:
-        x = self.features.update(book, sample, update)
+    def levels(self, book: OrderBook) -> tuple[Any, Any]:
+        """What :meth:`on_reading` reads of the book, for a reading handled later."""
+        return self.features.levels(book)
+
+    def on_reading(
+        self,
+        book: OrderBook,
+        sample: DepthSample,
+        update: DetectorUpdate,
+        top: tuple[Any, Any] | None = None,
+    ) -> None:
+        """Score one reading; ``top`` is :meth:`levels` taken at the reading when this
+        runs after the book has moved on (the trader runs it once the reading's orders
+        have left: nothing it changes is read before the next reading)."""
+        x = self.features.update(book, sample, update, top)
         p = self.model.probability(x)
         self.probability = p
         self.updated_ns = update.ts_ns
@@ -95,7 +108,10 @@ class MarketWarning:
             if up:
                 self.alarms += 1
             if self.journal is not None:
-                self.journal.append(WARNING_KIND, self.record(update), ts_ns=update.ts_ns)
+                # Built once this event's orders have left (the journal may hold it).
+                self.journal.append_deferred(
+                    WARNING_KIND, self._record_builder(update), ts_ns=update.ts_ns
+                )
         if self.pre_arm:
             # Takes effect from the next update: the dwell of an arming that begins
             # then is measured against the shorter time while the alarm is up.
@@ -103,25 +119,26 @@ class MarketWarning:
             machine.engage_dwell_ns = self.pre_arm_dwell_ns if up else self._normal_dwell_ns
 
     def top_contributions(self, n: int = TOP_CONTRIBUTIONS) -> list[dict[str, float | str]]:
-        if not self._last:
-            return []
-        return [
-            {"feature": f, "value": v, "contribution": c}
-            for f, v, c in self.model.contributions(self._last)[:n]
-        ]
+        return _top(self.model, self._last, n)
 
     def record(self, update: DetectorUpdate) -> dict[str, Any]:
         """The ``warning`` journal payload."""
-        return {
-            "symbol": self.symbol,
-            "alarm": self.alarm.on,
-            "probability": self.probability,
-            "threshold": self.model.threshold,
-            "horizon_s": self.model.horizon_s,
-            "detector_state": update.state.value,
-            "pre_arm": self.pre_arm,
-            "model": self.model.name,
-            "top": self.top_contributions(),
+        return self._record_builder(update)()
+
+    def _record_builder(self, update: DetectorUpdate) -> Callable[[], dict[str, Any]]:
+        # What changes with the next reading is read now; the model is fixed.
+        model, x, symbol, pre_arm = self.model, self._last, self.symbol, self.pre_arm
+        alarm, p, state = self.alarm.on, self.probability, update.state.value
+        return lambda: {
+            "symbol": symbol,
+            "alarm": alarm,
+            "probability": p,
+            "threshold": model.threshold,
+            "horizon_s": model.horizon_s,
+            "detector_state": state,
+            "pre_arm": pre_arm,
+            "model": model.name,
+            "top": _top(model, x, TOP_CONTRIBUTIONS),
         }
 
     def status(self) -> dict[str, Any]:
@@ -147,6 +164,13 @@ class MarketWarning:
             "pre_arm": self.pre_arm,
             "pre_armed_engagements": self.pre_armed_engagements,
         }
+
+
+def _top(model: WarningModel, x: list[float], n: int) -> list[dict[str, float | str]]:
+    """The ``n`` features that push ``x`` most toward an alarm."""
+    if not x:
+        return []
+    return [{"feature": f, "value": v, "contribution": c} for f, v, c in model.contributions(x)[:n]]
 
 
 def _level(p: float | None, threshold: float, up: bool) -> str:

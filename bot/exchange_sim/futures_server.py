@@ -1,0 +1,359 @@
+"""A local Binance USDⓈ-M futures venue (``/fapi``) for real ccxt ``binanceusdm``.
+
+The spot emulator's front end (:class:`~bot.exchange_sim.server.BinanceSpotEmulator`:
+the same request gate -- faults, bans, request weights, API-key/HMAC checks --, the
+same admin API) with the futures REST endpoints, the futures engine
+(:mod:`bot.exchange_sim.futures`) and the futures streams
+(:mod:`bot.exchange_sim.futures_ws`). Endpoints, as ccxt 4.5.90 calls them:
+
+=====================================  ==================================================
+``load_markets``                       ``GET /fapi/v1/exchangeInfo``
+``fetch_order_book``                   ``GET /fapi/v1/depth``
+``create_order``                       ``POST /fapi/v1/order`` (``reduceOnly``,
+                                       ``newClientOrderId``, ``timeInForce=GTX``)
+``cancel_order`` / ``fetch_order``     ``DELETE`` / ``GET /fapi/v1/order``
+``fetch_open_orders``                  ``GET /fapi/v1/openOrders``
+``cancel_all_orders``                  ``DELETE /fapi/v1/allOpenOrders``
+``fetch_balance``                      ``GET /fapi/v3/account`` (v2 too)
+``fetch_positions``                    ``GET /fapi/v3/positionRisk`` (after
+                                       ``GET /fapi/v1/leverageBracket``)
+``fetch_my_trades``                    ``GET /fapi/v1/userTrades``
+``fetch_funding_rate``                 ``GET /fapi/v1/premiumIndex``
+``fetch_funding_history``              ``GET /fapi/v1/income``
+``set_leverage`` / ``set_margin_mode`` ``POST /fapi/v1/leverage`` / ``POST /fapi/v1/marginType``
+ccxt.pro user data                     ``POST``/``PUT``/``DELETE /fapi/v1/listenKey``, then
+                                       ``/fstream/private/ws?listenKey=...``
+=====================================  ==================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from bot.exchange_sim import admin, futures_views, views
+from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
+from bot.exchange_sim.errors import ApiError, bad_param, missing_param, unknown_order
+from bot.exchange_sim.futures import (
+    DEFAULT_FUNDING_INTERVAL_S,
+    DEFAULT_FUNDING_RATE,
+    FuturesEngine,
+)
+from bot.exchange_sim.futures_ws import FSTREAM, FuturesWebsocketHub
+from bot.exchange_sim.server import (
+    BinanceSpotEmulator,
+    Endpoint,
+    Handler,
+    Json,
+    Params,
+    _decimal,
+    _depth_weight,
+    _fixed,
+    _int_or_none,
+)
+from bot.positions import funding_times
+
+FAPI = "/fapi"
+DEFAULT_BALANCES = {"USDT": Decimal(100_000)}
+
+
+def _bool(params: Params, name: str) -> bool:
+    raw = (params.get(name) or "false").lower()
+    if raw not in ("true", "false"):
+        raise bad_param(name)
+    return raw == "true"
+
+
+class BinanceFuturesEmulator(BinanceSpotEmulator):
+    """A local Binance USDⓈ-M futures venue; ``async with`` starts and stops it.
+
+    ``exchange_info``: USDⓈ-M symbol entries (the fixture's ``"usdm"``). ``balances``:
+    the futures wallet (default 100,000 USDT). ``funding_rate`` is paid every
+    ``funding_interval_s`` of the venue's clock (Binance: 8 h).
+    """
+
+    _hub_class = FuturesWebsocketHub
+    ccxt_id = "binanceusdm"
+    ccxt_options: Mapping[str, Any] = {}
+    engine: FuturesEngine
+    ws: FuturesWebsocketHub
+
+    def __init__(
+        self,
+        *,
+        funding_rate: Decimal | str = DEFAULT_FUNDING_RATE,
+        funding_interval_s: float = DEFAULT_FUNDING_INTERVAL_S,
+        **kwargs: Any,
+    ) -> None:
+        self._funding = (Decimal(funding_rate), funding_interval_s)
+        if kwargs.get("balances") is None:
+            kwargs["balances"] = DEFAULT_BALANCES
+        super().__init__(**kwargs)
+
+    def _make_engine(self, balances: Mapping[str, Decimal | str | int] | None) -> SpotEngine:
+        rate, interval_s = self._funding
+        return FuturesEngine(
+            self._symbols,
+            self._clock,
+            balances,
+            funding_rate=rate,
+            funding_interval_s=interval_s,
+        )
+
+    def _add_websocket_routes(self, app: web.Application) -> None:
+        for area in ("/public/ws", "/market/ws"):
+            app.router.add_get(FSTREAM + area, self.ws.market_handler)
+            app.router.add_get(FSTREAM + area + "/{tail}", self.ws.market_handler)
+        app.router.add_get(FSTREAM + "/ws", self.ws.market_handler)
+        app.router.add_get(FSTREAM + "/ws/{tail}", self.ws.classic_handler)
+        app.router.add_get(FSTREAM + "/private/ws", self.ws.private_handler)
+
+    def url_overrides(self, *, websockets: bool = False) -> dict[str, str]:
+        """``make_exchange(url_overrides=...)`` for ccxt's ``binanceusdm`` in sandbox mode.
+
+        Every REST URL of the sandbox table points here (the spot ones answer 404:
+        this venue lists futures only). ``websockets=True`` adds ccxt.pro's: the
+        linear streams at ``/fstream/ws`` (ccxt rewrites it to ``/fstream/public/ws``,
+        ``/fstream/market/ws`` and ``/fstream/private/ws`` itself).
+        """
+        overrides = super().url_overrides(websockets=websockets)
+        if websockets:
+            overrides["ws.linear"] = self.ws_base_url + FSTREAM + "/ws"
+        return overrides
+
+    def next_funding_ms(self) -> int:
+        now_ns = self._clock.now_ns()
+        interval_s = self.engine.funding_interval_s
+        times = funding_times(now_ns, now_ns + round(interval_s * 1e9), interval_s)
+        return times[0] // NS_PER_MS if times else now_ns // NS_PER_MS
+
+    # ----- admin ------------------------------------------------------------------------
+    async def _admin_state(self, _request: web.Request) -> web.Response:
+        state = admin.state_json(
+            self.engine,
+            self.requests,
+            self.ws.stats(),
+            now_ms=self.now_ms(),
+            stalled=self.ws.stalled,
+        )
+        engine = self.engine
+        state["balances"] = {
+            asset: {
+                "wallet": views.num(wallet),
+                "available": views.num(engine.available(asset)),
+            }
+            for asset, wallet in sorted(engine.wallets.items())
+        }
+        state["trades"] = [futures_views.user_trade_json(t) for t in engine.trades]
+        state["positions"] = [futures_views.position_risk_json(engine, s) for s in engine.positions]
+        state["income"] = [futures_views.income_json(i) for i in engine.income]
+        state["liquidations"] = len(engine.liquidations)
+        return web.json_response(state)
+
+    # ----- routes -----------------------------------------------------------------------
+    def _routes(self) -> list[tuple[Endpoint, Handler]]:
+        def ep(method: str, path: str, signed: bool, weight: int) -> Endpoint:
+            return Endpoint(method, FAPI + path, signed, _fixed(weight))
+
+        def keyed(method: str) -> Endpoint:
+            return Endpoint(method, FAPI + "/v1/listenKey", False, _fixed(1), keyed=True)
+
+        return [
+            (ep("GET", "/v1/ping", False, 1), self._ping),
+            (ep("GET", "/v1/time", False, 1), self._time),
+            (ep("GET", "/v1/exchangeInfo", False, 1), self._exchange_info),
+            (Endpoint("GET", FAPI + "/v1/depth", False, _depth_weight), self._depth),
+            (ep("GET", "/v1/premiumIndex", False, 1), self._premium_index),
+            (ep("POST", "/v1/order", True, 1), self._new_order),
+            (ep("GET", "/v1/order", True, 1), self._query_order),
+            (ep("DELETE", "/v1/order", True, 1), self._cancel_order),
+            (ep("GET", "/v1/openOrders", True, 1), self._open_orders),
+            (ep("DELETE", "/v1/allOpenOrders", True, 1), self._cancel_all),
+            (ep("GET", "/v1/userTrades", True, 5), self._my_trades),
+            (ep("GET", "/v2/account", True, 5), self._account),
+            (ep("GET", "/v3/account", True, 5), self._account),
+            (ep("GET", "/v2/positionRisk", True, 5), self._position_risk),
+            (ep("GET", "/v3/positionRisk", True, 5), self._position_risk),
+            (ep("GET", "/v1/leverageBracket", True, 1), self._leverage_bracket),
+            (ep("POST", "/v1/leverage", True, 1), self._leverage),
+            (ep("POST", "/v1/marginType", True, 1), self._margin_type),
+            (ep("GET", "/v1/income", True, 30), self._income),
+            (keyed("POST"), self._listen_key),
+            (keyed("PUT"), self._keep_alive),
+            (keyed("DELETE"), self._close_listen_key),
+        ]
+
+    # ----- public -----------------------------------------------------------------------
+    async def _exchange_info(self, params: Params) -> Json:
+        info = views.exchange_info_json(self._symbols, self.now_ms(), self.weights.limit)
+        info["futuresType"] = "U_MARGINED"
+        info["assets"] = [
+            {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"}
+            for a in sorted(self.engine.wallets)
+        ]
+        return info
+
+    async def _depth(self, params: Params) -> Json:
+        body = await super()._depth(params)
+        now = self.now_ms()
+        return {"lastUpdateId": body["lastUpdateId"], "E": now, "T": now, **body}
+
+    async def _premium_index(self, params: Params) -> Json:
+        wanted = params.get("symbol")
+        symbols = [self.engine.symbol_rules(wanted).symbol] if wanted else list(self.engine.rules)
+        rows = [
+            futures_views.premium_index_json(self.engine, s, self.next_funding_ms())
+            for s in symbols
+        ]
+        return rows[0] if wanted else rows
+
+    # ----- trading ----------------------------------------------------------------------
+    async def _new_order(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        side = params.get("side", "")
+        if side not in ("BUY", "SELL"):
+            raise missing_param("side") if not side else ApiError(400, -1117, "Invalid side.")
+        order_type = params.get("type", "")
+        if order_type != "LIMIT":
+            # The bot places limit orders only; market and stop orders are not emulated.
+            raise (
+                missing_param("type")
+                if not order_type
+                else ApiError(400, -1116, "Invalid orderType.")
+            )
+        tif = params.get("timeInForce", "")
+        if not tif:
+            raise missing_param("timeInForce")
+        if tif not in ("GTC", "IOC", "FOK", "GTX"):
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        if (params.get("positionSide") or "BOTH") != "BOTH":
+            raise ApiError(400, -4061, "Order's position side does not match user's setting.")
+        reduce_only = _bool(params, "reduceOnly")
+        rejection = self.faults.take_order_reject()
+        if rejection is not None:
+            raise rejection
+        client_id = params.get("newClientOrderId") or f"emu{next(self._client_ids):019d}"
+        order, _fills = self.engine.place(
+            symbol=symbol,
+            side="BUY" if side == "BUY" else "SELL",
+            order_type=order_type,
+            time_in_force=tif,
+            price=_decimal(params, "price"),
+            qty=_decimal(params, "quantity"),
+            client_order_id=client_id,
+            reduce_only=reduce_only,
+        )
+        return futures_views.order_json(order, with_time=False)
+
+    async def _query_order(self, params: Params) -> Json:
+        order = self.engine.find(
+            self.engine.symbol_rules(params.get("symbol")).symbol,
+            _int_or_none(params, "orderId"),
+            params.get("origClientOrderId"),
+        )
+        return futures_views.order_json(order)
+
+    async def _cancel_order(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        order = self.engine.cancel(
+            symbol, _int_or_none(params, "orderId"), params.get("origClientOrderId")
+        )
+        return futures_views.order_json(order, with_time=False)
+
+    async def _cancel_all(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        try:
+            self.engine.cancel_all(symbol)
+        except ApiError as e:
+            if e.code != unknown_order().code:
+                raise
+        # Binance's futures cancel-all answers success even with nothing to cancel.
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    async def _open_orders(self, params: Params) -> Json:
+        symbol = params.get("symbol")
+        if symbol:
+            self.engine.symbol_rules(symbol)
+        return [futures_views.order_json(o) for o in self.engine.open_orders(symbol or None)]
+
+    async def _my_trades(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        order_id = _int_or_none(params, "orderId")
+        start = _int_or_none(params, "startTime")
+        end = _int_or_none(params, "endTime")
+        from_id = _int_or_none(params, "fromId")
+        limit = min(_int_or_none(params, "limit") or 500, 1000)
+        trades = [
+            t
+            for t in self.engine.trades
+            if t.symbol == symbol
+            and (order_id is None or t.order_id == order_id)
+            and (start is None or t.time_ms >= start)
+            and (end is None or t.time_ms <= end)
+            and (from_id is None or t.trade_id >= from_id)
+        ]
+        trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
+        return [futures_views.user_trade_json(t) for t in trades]
+
+    # ----- account ----------------------------------------------------------------------
+    async def _account(self, _params: Params) -> Json:
+        return futures_views.account_json(self.engine)
+
+    async def _position_risk(self, params: Params) -> Json:
+        wanted = params.get("symbol")
+        symbols = [self.engine.symbol_rules(wanted).symbol] if wanted else list(self.engine.rules)
+        return [futures_views.position_risk_json(self.engine, s) for s in symbols]
+
+    async def _leverage_bracket(self, params: Params) -> Json:
+        wanted = params.get("symbol")
+        symbols = [self.engine.symbol_rules(wanted).symbol] if wanted else list(self.engine.rules)
+        rows = [futures_views.leverage_bracket_json(self.engine, s) for s in symbols]
+        return rows[0] if wanted else rows
+
+    async def _leverage(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        leverage = _int_or_none(params, "leverage")
+        if leverage is None:
+            raise missing_param("leverage")
+        self.engine.set_leverage(symbol, leverage)
+        return {"leverage": leverage, "maxNotionalValue": "1000000000", "symbol": symbol}
+
+    async def _margin_type(self, params: Params) -> Json:
+        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
+        margin_type = params.get("marginType") or ""
+        if not margin_type:
+            raise missing_param("marginType")
+        self.engine.set_margin_type(symbol, margin_type)
+        return {"code": 200, "msg": "success"}
+
+    async def _income(self, params: Params) -> Json:
+        symbol = params.get("symbol")
+        income_type = params.get("incomeType")
+        start = _int_or_none(params, "startTime")
+        end = _int_or_none(params, "endTime")
+        limit = min(_int_or_none(params, "limit") or 100, 1000)
+        rows = [
+            r
+            for r in self.engine.income
+            if (not symbol or r.symbol == symbol)
+            and (not income_type or r.income_type == income_type)
+            and (start is None or r.time_ms >= start)
+            and (end is None or r.time_ms <= end)
+        ]
+        return [futures_views.income_json(r) for r in rows[:limit]]
+
+    # ----- user data stream -------------------------------------------------------------
+    async def _listen_key(self, _params: Params) -> Json:
+        return {"listenKey": self.ws.listen_key()}
+
+    async def _keep_alive(self, _params: Params) -> Json:
+        if not self.ws.keep_alive():
+            raise ApiError(400, -1125, "This listenKey does not exist.")
+        return {"listenKey": self.ws.listen_key()}
+
+    async def _close_listen_key(self, _params: Params) -> Json:
+        self.ws.close_listen_key()
+        return {}

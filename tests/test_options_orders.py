@@ -1,0 +1,198 @@
+"""Option orders take the road every order takes: the risk engine's checks (the greek
+limits among them, refusals counted by reason), the trader's order manager, the paper
+venue's option markets, the journal and the kill switch.
+
+One short paper run of the synthetic chain (the bundled USD-M recording as the forward,
+the chain's fracture overlay pulling option depth) with a journal file; the kill switch
+is tripped by an operator late in the run while option orders rest on the venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import assemble
+from bot.control.commands import print_status
+from bot.control.metrics import Metrics
+from bot.daemon import Daemon, MetricsListener
+from bot.journal.audit import verify
+from bot.journal.reader import JournalReader
+from bot.killswitch import KillState, TripSource
+from bot.logs import make_logger
+from bot.orders import OrderFilled, OrderStateChanged
+from bot.settings import load_settings
+
+CONFIG = Path("config/paper-options.toml")
+TRIP_AFTER_S = 60.0
+SHORT = {
+    "feed": {"duration_s": 130.0},
+    "options": {
+        "synthetic": {
+            "expiries": ["2024-08-08T23:56:00Z", "2024-08-09T08:00:00Z", "2024-08-30T08:00:00Z"],
+            "strikes": [61000, 62000],
+            "stress": "fracture:band_bps=3000,start_s=50,ramp_s=2,hold_s=30,recover_s=20",
+        }
+    },
+}
+
+
+def _is_option(symbol: str) -> bool:
+    return symbol.startswith("BTC/USD:BTC-")
+
+
+@pytest.fixture(scope="module")
+def tripped_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    journal = tmp_path_factory.mktemp("options-journal") / "journal.sqlite"
+    settings = load_settings(CONFIG, overrides={**SHORT, "journal": {"path": str(journal)}})
+    log = make_logger("json", "warning", None)
+
+    async def go() -> dict[str, Any]:
+        run = await assemble(settings, log=log)
+        assert run.options is not None
+        assert run.trader is not None
+        assert run.killswitch is not None
+        assert run.venue is not None
+        desk, manager, ks, venue = run.options.desk, run.trader.manager, run.killswitch, run.venue
+        assert desk is not None
+        created: dict[str, int] = {}  # option client id -> data time it entered tracking
+        fills: list[OrderFilled] = []
+
+        def on_notice(notice: object) -> None:
+            if isinstance(notice, OrderStateChanged) and _is_option(notice.symbol):
+                if notice.previous is None:
+                    created[notice.client_id] = notice.ts_ns
+            elif isinstance(notice, OrderFilled) and _is_option(notice.symbol):
+                fills.append(notice)
+
+        manager.subscribe(on_notice)
+        trip: dict[str, Any] = {}
+        start: list[int] = []
+
+        class Tripper:
+            # Trips once data time passes TRIP_AFTER_S with option orders resting.
+            def on_sample(self, symbol: str, book: object, sample: Any) -> None:
+                start.append(sample.ts_ns) if not start else None
+                late = sample.ts_ns - start[0] >= TRIP_AFTER_S * 1e9
+                if late and not trip and desk.open_orders():
+                    trip["ts_ns"] = sample.ts_ns
+                    trip["resting"] = len(desk.open_orders())
+                    trip["options_status"] = desk.status()
+                    trip["task"] = ks.trip_soon("test", source=TripSource.OPERATOR, who="test")
+
+            def on_trade(self, trade: object) -> None:
+                return None
+
+        run.engine.add_listener(Tripper())
+        metrics = Metrics()
+        run.engine.add_listener(MetricsListener(metrics, run.trader, ks, options=run.options))
+        summary = await run.execute()
+        status = await Daemon(run, log=log).status()
+        # The venue's own listing, per option market (not the bot's view of it).
+        open_at_venue = {sym: await venue.fetch_open_orders(sym) for sym in run.options.specs}
+        report = await trip["task"] if "task" in trip else None
+        return {
+            "summary": summary.to_dict(),
+            "trip": trip,
+            "report": report,
+            "state": ks.state,
+            "created": created,
+            "fills": fills,
+            "open_at_venue": open_at_venue,
+            "journal": journal,
+            "risk_denials": dict(run.trader.risk.denials),
+            "refused": dict(desk.refused),
+            "metrics": metrics.render().decode(),
+            "status": status,
+            "net_delta": desk.status()["net_delta"],
+        }
+
+    return asyncio.run(go())
+
+
+def test_a_kill_switch_trip_leaves_no_option_order_open_and_none_after(
+    tripped_run: dict[str, Any],
+) -> None:
+    trip = tripped_run["trip"]
+    assert trip.get("resting", 0) >= 1  # option orders were resting when it tripped
+    assert tripped_run["state"] is KillState.TRIPPED_FLAT
+    report = tripped_run["report"]
+    assert report is not None
+    assert report.flat
+    # Every option order the venue still lists: none.
+    assert all(orders == [] for orders in tripped_run["open_at_venue"].values())
+    # Nothing new on an option market after the trip.
+    assert [c for c, ts in tripped_run["created"].items() if ts > trip["ts_ns"]] == []
+
+
+def test_every_option_order_and_fill_is_in_the_verified_journal(
+    tripped_run: dict[str, Any],
+) -> None:
+    path = tripped_run["journal"]
+    assert verify(path).ok
+    created, fills = tripped_run["created"], tripped_run["fills"]
+    assert created
+    assert fills
+    with JournalReader(path) as reader:
+        journaled = {
+            str(row[0])
+            for row in reader.query(
+                "SELECT DISTINCT client_id FROM records WHERE kind = 'order' "
+                "AND symbol LIKE 'BTC/USD:BTC-%'"
+            )
+        }
+        fill_rows = reader.query(
+            "SELECT COUNT(*) FROM records WHERE kind = 'fill' AND symbol LIKE 'BTC/USD:BTC-%'"
+        )
+    assert set(created) <= journaled
+    assert fill_rows[0][0] == len(fills)
+
+
+def test_refused_option_quotes_are_counted_by_reason_in_the_risk_engine(
+    tripped_run: dict[str, Any],
+) -> None:
+    refused = tripped_run["refused"]
+    options = tripped_run["summary"]["trading"]["options"]
+    assert refused.get("DELTA_EXCEEDS_MAX_TOTAL", 0) > 0
+    # The desk's count is the risk engine's (the perpetual has no greek limits).
+    assert (
+        tripped_run["risk_denials"]["DELTA_EXCEEDS_MAX_TOTAL"] == refused["DELTA_EXCEEDS_MAX_TOTAL"]
+    )
+    assert options["risk_refused"] == refused
+    assert options["greek_denied"]["DELTA_EXCEEDS_MAX_TOTAL"] == refused["DELTA_EXCEEDS_MAX_TOTAL"]
+    # After the trip, quotes are not even decided: no TRADING_HALTED flood.
+    assert refused.get("TRADING_HALTED", 0) == 0
+
+
+def test_metrics_carry_the_option_greeks_and_detectors(tripped_run: dict[str, Any]) -> None:
+    text = tripped_run["metrics"]
+    underlying = 'underlying="BTC/USDT:USDT"'
+    net = [
+        line
+        for line in text.splitlines()
+        if line.startswith("backstop_options_delta{") and 'kind="net"' in line
+    ]
+    assert len(net) == 1
+    assert underlying in net[0]
+    assert float(net[0].split()[-1]) == pytest.approx(tripped_run["net_delta"])
+    episodes = tripped_run["summary"]["trading"]["options"]["episodes_total"]
+    assert f"backstop_options_episodes{{{underlying}}} {float(episodes)}" in text
+    assert "backstop_options_engaged{" in text
+    assert "backstop_options_vega{" in text
+
+
+def test_human_status_has_a_line_per_engaged_option(tripped_run: dict[str, Any]) -> None:
+    status = dict(tripped_run["status"])
+    status["options"] = tripped_run["trip"]["options_status"]  # during the fracture
+    engaged = [o["symbol"] for o in status["options"]["options"] if o["engaged"]]
+    assert engaged
+    out = io.StringIO()
+    print_status(status, out)
+    text = out.getvalue()
+    assert "options (SYNTHETIC) on BTC/USDT:USDT: net delta" in text
+    lines = [line for line in text.splitlines() if line.strip().startswith("option BTC/")]
+    assert sorted(line.split()[1] for line in lines) == sorted(engaged)
