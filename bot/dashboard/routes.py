@@ -43,7 +43,7 @@ from aiohttp import web
 from bot.control.api import ControlHandler, current_principal
 from bot.dashboard import journal_views
 from bot.dashboard.history import DepthHistory
-from bot.dashboard.views import MarketLimits, market_html, page, summary_html
+from bot.dashboard.views import MarketLimits, market_html, options_html, page, summary_html
 from bot.engine import Listener
 from bot.errors import UserError
 from bot.logs import Logger
@@ -232,6 +232,7 @@ class Dashboard:
     async def _update(self, seq: int, first: bool) -> tuple[dict[str, Any], int]:
         status = await self._handler.status()
         markets = [m for m in status.get("markets") or [] if isinstance(m, dict)]
+        options = status.get("options")
         now_seq = self.history.seq
         depth = {
             symbol: self.history.columns(symbol, 0 if first else seq)
@@ -249,6 +250,8 @@ class Dashboard:
                 for m in markets
             ],
             "depth": depth,
+            # The [options] panel; None when the daemon watches no option chain.
+            "options": options_html(options) if isinstance(options, dict) else None,
         }
         return payload, now_seq
 

@@ -278,3 +278,101 @@ def _inventory_table(inventory: Mapping[str, Any], limits: MarketLimits | None) 
         "<tr><th>asset</th><th>held</th><th>reserve</th><th>never below</th>"
         "<th>position / cap</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+# ---- options ---------------------------------------------------------------------------
+
+
+def options_html(options: Mapping[str, Any]) -> str:
+    """The ``[options]`` panel: the option book's greeks against their caps, then a row
+    per option that is engaged or holds a position (detector state, vega depth against
+    its baseline, position). ``options`` is the status' ``options`` block."""
+    limits = options.get("limits") or {}
+    synthetic = bool(options.get("synthetic"))
+    rows = [
+        (
+            "net delta (BTC)|net-delta",
+            _against(options.get("net_delta"), limits.get("max_delta_total"), 3)
+            + f' <span class="muted">options {num(options.get("delta"), 3)}, hedge at '
+            f"{num(options.get('hedge_trigger'), 2)}</span>",
+        ),
+        (
+            "vega (USD / vol point)|vega",
+            _against(options.get("vega"), limits.get("max_vega_total")),
+        ),
+        (
+            "gamma (BTC per 1 % move)|gamma",
+            _against(options.get("gamma"), limits.get("max_gamma_total"), 3),
+        ),
+        ("forward|forward", num(options.get("forward"))),
+        (
+            "engaged / watched|engaged",
+            f"{num(options.get('engaged'))} / {num(len(options.get('options') or []))}",
+        ),
+        ("episodes|episodes", num(options.get("episodes_total"))),
+        ("open option orders|open-orders", num(options.get("open_orders"))),
+        ("refused|refused", _refused(options.get("refused") or {})),
+    ]
+    label = (
+        ' <span class="badge paused" data-testid="options-synthetic">SYNTHETIC books</span>'
+        if synthetic
+        else ""
+    )
+    return "\n".join(
+        [
+            f"<h2>Options on {esc(options.get('underlying'))} "
+            f'<span class="muted">({esc(options.get("source"))})</span>{label}</h2>',
+            '<div class="columns">',
+            _table(rows, "kv options-greeks"),
+            _option_rows(options.get("options") or []),
+            "</div>",
+        ]
+    )
+
+
+def _against(value: Any, cap: Any, digits: int = 2) -> str:
+    """``value of +/-cap`` with a meter of ``|value|`` (the caps bound both signs)."""
+    if not isinstance(cap, int | float) or isinstance(cap, bool):
+        return f"{num(value, digits)} (no cap)"
+    shown = abs(float(value)) if isinstance(value, int | float) else None
+    return f"{num(value, digits)} of &plusmn;{num(float(cap), digits)} {_meter(shown, float(cap))}"
+
+
+def _refused(refused: Mapping[str, Any]) -> str:
+    if not refused:
+        return "none"
+    return ", ".join(f"{esc(k)} {num(v)}" for k, v in sorted(refused.items()))
+
+
+def _option_rows(options: Sequence[Mapping[str, Any]]) -> str:
+    shown = [o for o in options if o.get("engaged") or o.get("position")]
+    if not shown:
+        return '<p class="muted" data-testid="options-none">No option engaged or held.</p>'
+    body: list[str] = []
+    for o in shown:
+        baseline = o.get("baseline_vega") or [None, None]
+        engaged = bool(o.get("engaged"))
+        body.append(
+            f'<tr data-symbol="{esc(o.get("symbol"))}" data-engaged='
+            f'"{"true" if engaged else "false"}">'
+            f"<td>{esc(o.get('symbol'))}</td>"
+            f'<td data-field="detector"><span class="badge {"engaged" if engaged else "calm"}">'
+            f"{esc(o.get('detector'))}</span></td>"
+            f'<td data-field="iv">{num(_pct(o.get("iv_mid")), 1)}</td>'
+            f'<td data-field="bid-vega">{num(o.get("bid_vega"), 1)} / {num(baseline[0], 1)}</td>'
+            f'<td data-field="ask-vega">{num(o.get("ask_vega"), 1)} / {num(baseline[1], 1)}</td>'
+            f'<td data-field="position">{num(o.get("position"), 2)}</td>'
+            f'<td data-field="open-orders">{num(o.get("open_orders"))}</td></tr>'
+        )
+    return (
+        '<table class="grid options" data-testid="options-table">'
+        "<caption>Engaged or held options: vega depth (USD / vol point) vs baseline</caption>"
+        "<tr><th>option</th><th>detector</th><th>iv %</th><th>bid vega / baseline</th>"
+        "<th>ask vega / baseline</th><th>position</th><th>orders</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
+
+
+def _pct(value: Any) -> float | None:
+    return 100.0 * float(value) if isinstance(value, int | float) else None

@@ -38,8 +38,16 @@ from bot.feeds.events import Trade
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.options.chain import LOT, TICK, surface_vol
-from bot.options.checks import FLATTEN_TAG, GreekCheck, option_checks
+from bot.options.checks import (
+    FLATTEN_TAG,
+    PREMIUM_BAND_CODE,
+    GreekCheck,
+    OptionPricing,
+    PremiumBandCheck,
+    option_checks,
+)
 from bot.options.detect import detector_config, vega_sample
+from bot.options.episodes import EpisodeLog, episodes_html
 from bot.options.gate import Extremes, GreekGate
 from bot.options.inventory import OptionInventory
 from bot.options.settings import OptionsSettings
@@ -61,6 +69,8 @@ GREEK_CODES = frozenset(
         "VEGA_EXCEEDS_MAX_PER_ORDER",
         "DELTA_EXCEEDS_MAX_TOTAL",
         "VEGA_EXCEEDS_MAX_TOTAL",
+        "GAMMA_EXCEEDS_MAX_PER_ORDER",
+        "GAMMA_EXCEEDS_MAX_TOTAL",
     }
 )
 
@@ -72,6 +82,8 @@ def limits_of(settings: OptionsSettings) -> GreekLimits:
         max_vega_per_order=lim.max_vega_per_order,
         max_delta_total=lim.max_delta_total,
         max_vega_total=lim.max_vega_total,
+        max_gamma_per_order=lim.max_gamma_per_order,
+        max_gamma_total=lim.max_gamma_total,
     )
 
 
@@ -83,6 +95,9 @@ class OptionDesk:
     trade: bool = True
     underlying_position: Callable[[], float] = lambda: 0.0
     """The underlying's position in base (the hedge), for the net delta."""
+    underlying_resting: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+    """The underlying's resting orders (buys, sells) in base: any subset may fill, so an
+    option order's worst case of delta counts them like resting option orders."""
     orders: OrderManager | None = None
     """The trader's order manager (None: monitor only)."""
     risk: RiskEngine | None = None
@@ -96,6 +111,7 @@ class OptionDesk:
     strategy: OptionBackstopStrategy = field(init=False)
     now_ms: int = 0
     episodes: Counter[str] = field(default_factory=Counter)
+    episode_log: EpisodeLog = field(default_factory=EpisodeLog)
     quotes_sent: int = 0
     flatten_orders: int = 0
     refused: Counter[str] = field(default_factory=Counter)
@@ -108,9 +124,18 @@ class OptionDesk:
     max_abs_vega: float = 0.0
     max_worst_case_vega: float = 0.0
     """Peak of the worst case over resting orders (what the gate bounds)."""
+    max_abs_gamma: float = 0.0
+    max_worst_case_gamma: float = 0.0
+    max_worst_case_delta: float = 0.0
+    """Peak of |net delta| if any subset of every resting order (options and the
+    underlying's) filled at once."""
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     _live: dict[str, TrackedOrder] = field(default_factory=dict)
     """Our option orders that may still be open (the tracker scans every order)."""
+    _deferred: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    """Per option: admitted quotes (side, contracts) the order manager creates once the
+    orders they replace are cancelled. They are no open order yet, but the other options'
+    worst case must count them: they were admitted against it."""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -123,7 +148,10 @@ class OptionDesk:
         if self.orders is not None:
             self.orders.subscribe(self._on_notice)
         if self.risk is not None:
-            checks = option_checks(GreekCheck(limits_of(s), self))
+            band = PremiumBandCheck(
+                self, s.limits.premium_band_vol_points, s.limits.premium_band_min_ticks, TICK
+            )
+            checks = option_checks(GreekCheck(limits_of(s), self), band)
             self.risk.use_checks(self.specs, checks)
 
     # ---------------------------------------------------------------- greeks
@@ -174,7 +202,7 @@ class OptionDesk:
 
     def net_exposure(self) -> GreekExposure:
         g = self.options_exposure()
-        return GreekExposure(g.delta + self.underlying_position(), g.vega)
+        return GreekExposure(g.delta + self.underlying_position(), g.vega, g.gamma)
 
     def per_contract(self, spec: OptionSpec, side: str) -> GreekExposure:
         f = self.monitor.forward or spec.strike
@@ -182,7 +210,7 @@ class OptionDesk:
             f, spec.strike, spec.years_to_expiry(self.now_ms), self.vol_for(spec), spec.call
         )
         sign = (1.0 if side == "buy" else -1.0) * spec.contract_size
-        return GreekExposure(sign * g.delta, sign * g.vega_per_point)
+        return GreekExposure(sign * g.delta, sign * g.vega_per_point, sign * g.gamma_per_pct(f))
 
     # ------------------------------------------- the greek check's source (checks.py)
 
@@ -194,13 +222,32 @@ class OptionDesk:
 
     def extremes_without(self, symbol: str) -> Extremes:
         resting = [self._exposure_of(o) for o in self.open_orders() if o.symbol != symbol]
+        resting += self._deferred_exposures(symbol)
+        buys, sells = self.underlying_resting()
+        resting += [GreekExposure(max(0.0, buys)), GreekExposure(-max(0.0, sells))]
         return Extremes.of(self.net_exposure(), resting)
+
+    def pricing_of(self, symbol: str) -> OptionPricing | None:
+        spec = self.specs.get(symbol)
+        f = self.monitor.forward
+        if spec is None or f is None:
+            return None
+        return OptionPricing(spec, f, spec.years_to_expiry(self.now_ms), self.vol_for(spec))
 
     def delta_extremes(self) -> tuple[float, float]:
         """(lowest, highest) options delta if any subset of resting option orders fills
         (the underlying's position not included)."""
-        e = Extremes.of(self.options_exposure(), (self._exposure_of(o) for o in self.open_orders()))
+        resting = [self._exposure_of(o) for o in self.open_orders()]
+        e = Extremes.of(self.options_exposure(), resting + self._deferred_exposures(""))
         return e.lo_delta, e.hi_delta
+
+    def _deferred_exposures(self, without: str) -> list[GreekExposure]:
+        return [
+            self.per_contract(self.specs[sym], side).times(amount)
+            for sym, quotes in self._deferred.items()
+            if sym != without
+            for side, amount in quotes
+        ]
 
     def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
         """Our unfinished option orders (on ``symbol``, or every option)."""
@@ -212,8 +259,7 @@ class OptionDesk:
 
     def _exposure_of(self, order: TrackedOrder) -> GreekExposure:
         per = self.per_contract(self.specs[order.symbol], order.side)
-        units = max(0.0, order.remaining)
-        return GreekExposure(per.delta * units, per.vega * units)
+        return per.times(max(0.0, order.remaining))
 
     # ---------------------------------------------------------------- listener
 
@@ -241,6 +287,9 @@ class OptionDesk:
                 and update.transition.from_state is not DetectorState.RECOVERING
             ):
                 self.episodes[symbol] += 1
+                self.episode_log.start(symbol, self.now_ms, update.baseline)
+            elif not update.active:
+                self.episode_log.end(symbol, self.now_ms)
             self.log.info(
                 "option_detector_transition",
                 symbol=symbol,
@@ -248,6 +297,7 @@ class OptionDesk:
                 bid_vega=round(depth.bid.vega_quote, 2),
                 ask_vega=round(depth.ask.vega_quote, 2),
             )
+        self.episode_log.depth(symbol, depth.bid.vega_quote, depth.ask.vega_quote)
         if self.trade and self.orders is not None and self.skip() is None:
             self._quote(spec, book, sample, update, depth.iv_mid)
         self._peaks()
@@ -304,14 +354,28 @@ class OptionDesk:
         for q in allowed:
             self._last_refusal.pop((q.symbol, q.side), None)
         result = self.orders.sync_quotes(spec.symbol, allowed)
+        # Each sync supersedes the previous one's deferred creates.
+        self._deferred[spec.symbol] = [(p.quote.side, p.amount) for p in result.deferred]
         sent = len(result.creating) + len(result.deferred)
         self.quotes_sent += sent
+        self.episode_log.quoted(spec.symbol, sent)
         if flatten is not None and sent:
             self.flatten_orders += sent
+
+    def _created(self, order: TrackedOrder) -> None:
+        """A deferred create was sent: from now on it counts as an open order."""
+        waiting = self._deferred.get(order.symbol)
+        if not waiting:
+            return
+        for i, (side, amount) in enumerate(waiting):
+            if side == order.side and abs(amount - order.amount) < 1e-9:
+                del waiting[i]
+                return
 
     def _refused(self, quote: Quote, denial: str) -> None:
         code = denial.split(":", 1)[0]
         self.refused[code] += 1
+        self.episode_log.refused(quote.symbol)
         key = (quote.symbol, quote.side)
         if self._last_refusal.get(key) != code:  # once per change of reason
             self._last_refusal[key] = code
@@ -350,6 +414,8 @@ class OptionDesk:
             return
         if isinstance(notice, OrderStateChanged):
             order = self.orders.get(notice.client_id) if self.orders is not None else None
+            if notice.previous is None and order is not None:
+                self._created(order)
             if order is None or order.is_finished:
                 self._live.pop(notice.client_id, None)
             else:
@@ -359,6 +425,7 @@ class OptionDesk:
             return
         fee = float(notice.fee_cost or 0.0)
         self.inventory.apply_fill(notice.symbol, notice.side, notice.price, notice.amount, fee)
+        self.episode_log.filled(notice.symbol, notice.amount)
         self.log.info(
             "option_fill",
             symbol=notice.symbol,
@@ -390,6 +457,11 @@ class OptionDesk:
             return
         for s in self.inventory.settle_expired(self.now_ms, f):
             self.log.info("option_settled", **s.to_dict())
+        for symbol in self.episode_log.open_symbols():
+            # An expired book updates no more: its episode ends at expiry.
+            expiry = self.specs[symbol].expiry_ms
+            if expiry <= self.now_ms:
+                self.episode_log.end(symbol, expiry)
 
     def _peaks(self) -> None:
         g = self.options_exposure()
@@ -399,9 +471,17 @@ class OptionDesk:
             self.max_abs_delta_ts_ms = self.now_ms
         self.max_abs_options_delta = max(self.max_abs_options_delta, abs(g.delta))
         self.max_abs_vega = max(self.max_abs_vega, abs(g.vega))
-        worst = Extremes.of(g, (self._exposure_of(o) for o in self.open_orders()))
+        self.max_abs_gamma = max(self.max_abs_gamma, abs(g.gamma))
+        self.episode_log.peaks(net, g.vega, g.gamma)
+        worst = self.extremes_without("")
         self.max_worst_case_vega = max(
             self.max_worst_case_vega, abs(worst.hi_vega), abs(worst.lo_vega)
+        )
+        self.max_worst_case_gamma = max(
+            self.max_worst_case_gamma, abs(worst.hi_gamma), abs(worst.lo_gamma)
+        )
+        self.max_worst_case_delta = max(
+            self.max_worst_case_delta, abs(worst.hi_delta), abs(worst.lo_delta)
         )
 
     # ---------------------------------------------------------------- reporting
@@ -453,6 +533,7 @@ class OptionDesk:
             "delta": g.delta,
             "net_delta": g.delta + self.underlying_position(),
             "vega": g.vega,
+            "gamma": g.gamma,
             "limits": lim.model_dump(),
             "hedge_trigger": self.settings.hedge_trigger(),
             "open_orders": len(self.open_orders()),
@@ -479,6 +560,21 @@ class OptionDesk:
             "max_abs_vega": self.max_abs_vega,
             "max_worst_case_vega": self.max_worst_case_vega,
             "max_vega_total": lim.max_vega_total,
+            "max_abs_gamma": self.max_abs_gamma,
+            "max_worst_case_gamma": self.max_worst_case_gamma,
+            "max_gamma_total": lim.max_gamma_total,
+            "max_worst_case_net_delta": self.max_worst_case_delta,
+            "premium_band_refused": self.refused.get(PREMIUM_BAND_CODE, 0),
             "inventory": self.inventory.to_dict(self.monitor.forward, self.now_ms, self.vol_for),
             "lows_vega": {f"{s}|{side}": v for (s, side), v in sorted(self.monitor.lows.items())},
+            "episode_list": self.episode_log.to_list(),
         }
+
+    def report_html(self) -> str:
+        """The HTML report's option section (``--report``)."""
+        return episodes_html(
+            self.episode_log.to_list(),
+            self.settings.limits.model_dump(),
+            synthetic=self.settings.source == "synthetic",
+            underlying=self.settings.underlying,
+        )

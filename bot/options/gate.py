@@ -6,8 +6,9 @@ case of the orders resting on the other options, and of the quotes already admit
 for this one). A quote that would break a cap is trimmed to the largest lot that fits;
 one that cannot fit a lot is refused with :func:`bot.risk.greeks.check_greeks`'s reason
 (``DELTA_EXCEEDS_MAX_TOTAL: ...``). An order that shrinks a total is never refused for
-that total. Delta totals include the underlying's position (the hedge), so hedging frees
-delta room; vega is the options' only.
+that total. Delta totals include the underlying's position (the hedge) and its resting
+orders (any subset of those may fill too), so hedging frees delta room; vega and gamma are
+the options' only.
 """
 
 from __future__ import annotations
@@ -29,10 +30,19 @@ class Extremes:
     lo_delta: float
     hi_vega: float
     lo_vega: float
+    hi_gamma: float = 0.0
+    lo_gamma: float = 0.0
 
     @classmethod
     def of(cls, position: GreekExposure, resting: Iterable[GreekExposure]) -> Extremes:
-        e = cls(position.delta, position.delta, position.vega, position.vega)
+        e = cls(
+            position.delta,
+            position.delta,
+            position.vega,
+            position.vega,
+            position.gamma,
+            position.gamma,
+        )
         for r in resting:
             e.add(r)
         return e
@@ -42,12 +52,15 @@ class Extremes:
         self.lo_delta += min(0.0, g.delta)
         self.hi_vega += max(0.0, g.vega)
         self.lo_vega += min(0.0, g.vega)
+        self.hi_gamma += max(0.0, g.gamma)
+        self.lo_gamma += min(0.0, g.gamma)
 
     def before(self, g: GreekExposure) -> GreekExposure:
         """The total ``g`` would add to, in the direction it pushes."""
         return GreekExposure(
             self.hi_delta if g.delta > 0 else self.lo_delta,
             self.hi_vega if g.vega > 0 else self.lo_vega,
+            self.hi_gamma if g.gamma > 0 else self.lo_gamma,
         )
 
 
@@ -57,6 +70,7 @@ def max_units(per_unit: GreekExposure, before: GreekExposure, limits: GreekLimit
     for value, total, per_cap, total_cap in (
         (per_unit.delta, before.delta, limits.max_delta_per_order, limits.max_delta_total),
         (per_unit.vega, before.vega, limits.max_vega_per_order, limits.max_vega_total),
+        (per_unit.gamma, before.gamma, limits.max_gamma_per_order, limits.max_gamma_total),
     ):
         if value == 0:
             continue
@@ -92,8 +106,8 @@ class GreekGate:
             if fit < lot or fit <= 0:
                 # The binding cap: what one lot would break (the full size may break a
                 # per-order cap the trim would have fixed).
-                one = GreekExposure(per.delta * lot, per.vega * lot)
-                full = GreekExposure(per.delta * contracts, per.vega * contracts)
+                one = per.times(lot)
+                full = per.times(contracts)
                 reason = (
                     check_greeks(one, before, self.limits)
                     or check_greeks(full, before, self.limits)
@@ -104,6 +118,6 @@ class GreekGate:
                 continue
             if fit < contracts:
                 self.trimmed += 1
-            extremes.add(GreekExposure(per.delta * fit, per.vega * fit))
+            extremes.add(per.times(fit))
             out.append((round(fit, 8), None))
         return out

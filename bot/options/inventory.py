@@ -104,8 +104,9 @@ class OptionInventory:
         return done
 
     def exposure(self, forward: float, now_ms: int, vol_for: VolFor) -> GreekExposure:
-        """Total delta (BTC) and vega (USD per vol point) of the open positions."""
-        delta = vega = 0.0
+        """Total delta (BTC), vega (USD per vol point) and gamma (BTC of delta per 1 %
+        move) of the open positions."""
+        delta = vega = gamma = 0.0
         for symbol, contracts in self.positions.items():
             if contracts == 0:
                 continue
@@ -116,7 +117,8 @@ class OptionInventory:
             units = contracts * spec.contract_size
             delta += units * g.delta
             vega += units * g.vega_per_point
-        return GreekExposure(delta, vega)
+            gamma += units * g.gamma_per_pct(forward)
+        return GreekExposure(delta, vega, gamma)
 
     def value_usd(self, forward: float, now_ms: int, vol_for: VolFor) -> float:
         """Mark-to-model value (= PnL since a flat start), USD at ``forward``."""

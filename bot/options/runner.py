@@ -218,12 +218,18 @@ class OptionsPlan:
             self.log,
             trade=trade,
             underlying_position=position,
+            underlying_resting=_resting_reader(trader, self.settings.underlying),
             orders=trader.manager if trade and trader is not None else None,
             risk=trader.risk if trade and trader is not None else None,
             skip=_skip_reader(trader),
         )
         self.closers.append(self.desk.aclose)
         listeners.append(self.desk)
+        recorder = trader.recorder if trader is not None else None
+        if recorder is not None:
+            # --report: a table of option episodes in place of a chart per option book.
+            recorder.skip.update(self.specs)
+            recorder.appendix.append(self.desk.report_html)
         if killswitch is not None and trade:
             killswitch.add_symbols(list(self.specs))
         if trader is not None and self.settings.hedge.enabled and self.desk.trade:
@@ -272,6 +278,26 @@ def _position_reader(trader: Trader | None, symbol: str) -> Any:
         if trader is None or symbol not in trader.desks:
             return 0.0
         return float(trader.desks[symbol].inventory.net_base)
+
+    return read
+
+
+def _resting_reader(trader: Trader | None, symbol: str) -> Callable[[], tuple[float, float]]:
+    """The underlying's open orders (pending ones included: they may fill as soon as
+    they land), remaining (buys, sells) in base."""
+
+    def read() -> tuple[float, float]:
+        if trader is None or symbol not in trader.desks:
+            return 0.0, 0.0
+        rules = trader.desks[symbol].rules
+        buys = sells = 0.0
+        for o in trader.manager.open_orders(symbol):
+            base = rules.base_amount(o.price, o.remaining)
+            if o.side == "buy":
+                buys += base
+            else:
+                sells += base
+        return buys, sells
 
     return read
 

@@ -120,7 +120,8 @@ class OptionDetectorSettings(BaseModel):
 
 
 class GreekLimitSettings(BaseModel):
-    """``[options.limits]``: delta in BTC, vega in USD per vol point."""
+    """``[options.limits]``: delta in BTC, vega in USD per vol point, gamma in BTC of delta
+    per 1 % move of the underlying; and the premium sanity band."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -128,15 +129,27 @@ class GreekLimitSettings(BaseModel):
     max_vega_per_order: PositiveFloat = 200.0
     max_delta_total: PositiveFloat = 2.0
     max_vega_total: PositiveFloat = 600.0
+    max_gamma_per_order: PositiveFloat | None = None
+    """``|gamma x F / 100| x contracts``: the delta one order adds per 1 % move (None: no
+    cap)."""
+    max_gamma_total: PositiveFloat | None = None
+    """The worst case of the options' gamma (position plus resting orders), same unit:
+    what a 1 % move does to the delta before the hedge trades."""
+    premium_band_vol_points: PositiveFloat = 10.0
+    """An option order's price must lie within the Black-76 prices at the book's mid
+    implied volatility -/+ this many vol points (PRICE_OUTSIDE_PREMIUM_BAND)."""
+    premium_band_min_ticks: int = Field(default=5, ge=0, le=1000)
+    """...or within this many ticks of the model price at that volatility: near expiry
+    one tick is many vol points, and a flattening order crosses the touch."""
 
     @model_validator(mode="after")
     def _order_within_total(self) -> GreekLimitSettings:
-        for greek in ("delta", "vega"):
+        for greek in ("delta", "vega", "gamma"):
             per, total = (
                 getattr(self, f"max_{greek}_per_order"),
                 getattr(self, f"max_{greek}_total"),
             )
-            if per > total:
+            if per is not None and total is not None and per > total:
                 raise _bad(
                     f"must be at most max_{greek}_total ({total:g}), got {per:g}",
                     subloc=(f"max_{greek}_per_order",),

@@ -221,6 +221,7 @@ def render_report(
             )
         parts.append("</section>")
         sections.append("\n".join(parts))
+    sections.extend(make() for make in recorder.appendix)
 
     doc = _document(recorder, ordered, title, overview, sections)
     for chart in charts:

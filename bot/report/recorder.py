@@ -529,6 +529,11 @@ class ReportRecorder:
         self._max_outside = max_outside_events
         self.markets: dict[str, MarketTrace] = {}
         self.trades = 0
+        self.skip: set[str] = set()
+        """Markets not drawn (option books: the option desk reports their episodes)."""
+        self.appendix: list[Callable[[], str]] = []
+        """Report sections drawn by others (escaped HTML), after the episodes: the
+        option desk's episode table."""
 
     @classmethod
     def from_markets(
@@ -554,6 +559,8 @@ class ReportRecorder:
     # ------------------------------------------------------------ engine listener
 
     def on_sample(self, symbol: str, book: OrderBook, sample: DepthSample) -> None:
+        if symbol in self.skip:
+            return
         self.market(symbol).on_sample(sample)
 
     def on_trade(self, trade: Trade) -> None:
@@ -565,6 +572,8 @@ class ReportRecorder:
         self.market(symbol).on_detector(update)
 
     def on_notice(self, notice: OrderNotice, order: OrderInfo | None = None) -> None:
+        if notice.symbol in self.skip:
+            return
         if order is None and self.order_lookup is not None and notice.client_id:
             order = self.order_lookup(notice.client_id)
         self.market(notice.symbol).on_notice(notice, order)

@@ -9,14 +9,16 @@ the discount factor is noise)::
     call = F N(d1) - K N(d2)          put = K N(-d2) - F N(-d1)
     delta = N(d1) (call), N(d1) - 1 (put)
     vega  = F phi(d1) sqrt(t)                       (per 1.00 of volatility)
+    gamma = phi(d1) / (F sigma sqrt(t))             (delta per 1 quote unit of F)
 
 Greeks are per unit of underlying (1 BTC); prices in the quote (USD). An option quoted in
 the coin (Deribit's BTC options) converts its premium at the forward. Deltas are not
 premium-adjusted.
 
-Limits: an option order's delta (base units) and vega (quote per vol point) are checked
-per order and, added to the book's totals, in total; an order that shrinks a total
-(in absolute value) is never refused for that total.
+Limits: an option order's delta (base units), vega (quote per vol point) and gamma (base
+units of delta per 1 % move of the forward: ``gamma x F / 100``, what a 1 % move does to
+the delta the hedge must carry) are checked per order and, added to the book's totals, in
+total; an order that shrinks a total (in absolute value) is never refused for that total.
 """
 
 from __future__ import annotations
@@ -45,14 +47,20 @@ class Greeks:
     """Underlying units per unit of underlying (0..1 for a call, -1..0 for a put)."""
     vega: float
     """Quote per 1.00 of volatility; ``vega / 100`` per vol point."""
+    gamma: float = 0.0
+    """Delta per 1 quote unit of the forward (d delta / dF)."""
 
     @property
     def vega_per_point(self) -> float:
         return self.vega / 100.0
 
+    def gamma_per_pct(self, forward: float) -> float:
+        """Delta change per 1 % move of ``forward``: ``gamma x F / 100``."""
+        return self.gamma * forward / 100.0
+
 
 def black76(forward: float, strike: float, t_years: float, sigma: float, call: bool) -> Greeks:
-    """Black-76 price, delta and vega; at or past expiry, the intrinsic value."""
+    """Black-76 price, delta, vega and gamma; at or past expiry, the intrinsic value."""
     if not (forward > 0 and strike > 0):
         raise ValueError(f"forward and strike must be > 0, got {forward}, {strike}")
     if t_years <= 0 or sigma <= 0:
@@ -69,8 +77,9 @@ def black76(forward: float, strike: float, t_years: float, sigma: float, call: b
     else:
         price = strike * norm_cdf(-d2) - forward * norm_cdf(-d1)
         delta = norm_cdf(d1) - 1.0
-    vega = forward * norm_pdf(d1) * math.sqrt(t_years)
-    return Greeks(price, delta, vega)
+    pdf = norm_pdf(d1)
+    vega = forward * pdf * math.sqrt(t_years)
+    return Greeks(price, delta, vega, pdf / (forward * sd))
 
 
 def implied_vol(
@@ -107,21 +116,31 @@ def implied_vol(
 
 @dataclass(frozen=True, slots=True)
 class GreekExposure:
-    """Delta (base units) and vega (quote per vol point) of an order or a book."""
+    """Delta (base units), vega (quote per vol point) and gamma (base units of delta per
+    1 % move of the forward) of an order or a book."""
 
     delta: float = 0.0
     vega: float = 0.0
+    gamma: float = 0.0
 
     def __add__(self, other: GreekExposure) -> GreekExposure:
-        return GreekExposure(self.delta + other.delta, self.vega + other.vega)
+        return GreekExposure(
+            self.delta + other.delta, self.vega + other.vega, self.gamma + other.gamma
+        )
+
+    def times(self, k: float) -> GreekExposure:
+        return GreekExposure(self.delta * k, self.vega * k, self.gamma * k)
 
 
 def order_exposure(
-    side: str, contracts: float, contract_size: float, greeks: Greeks
+    side: str, contracts: float, contract_size: float, greeks: Greeks, forward: float = 0.0
 ) -> GreekExposure:
-    """What filling ``contracts`` of an option adds: long for a buy, short for a sell."""
+    """What filling ``contracts`` of an option adds: long for a buy, short for a sell
+    (gamma only with the ``forward`` it is measured at)."""
     units = contracts * contract_size * (1.0 if side == "buy" else -1.0)
-    return GreekExposure(units * greeks.delta, units * greeks.vega_per_point)
+    return GreekExposure(
+        units * greeks.delta, units * greeks.vega_per_point, units * greeks.gamma_per_pct(forward)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,9 @@ class GreekLimits:
     """Quote per vol point."""
     max_delta_total: float | None = None
     max_vega_total: float | None = None
+    max_gamma_per_order: float | None = None
+    """Base units of delta per 1 % move of the forward."""
+    max_gamma_total: float | None = None
 
 
 def check_greeks(order: GreekExposure, total: GreekExposure, limits: GreekLimits) -> str | None:
@@ -141,6 +163,7 @@ def check_greeks(order: GreekExposure, total: GreekExposure, limits: GreekLimits
     for name, value, cap in (
         ("DELTA", order.delta, limits.max_delta_per_order),
         ("VEGA", order.vega, limits.max_vega_per_order),
+        ("GAMMA", order.gamma, limits.max_gamma_per_order),
     ):
         if cap is not None and abs(value) > cap:
             return f"{name}_EXCEEDS_MAX_PER_ORDER: {name.lower()}={value:.8g} max={cap:g}"
@@ -148,6 +171,7 @@ def check_greeks(order: GreekExposure, total: GreekExposure, limits: GreekLimits
     for name, before_v, after_v, cap in (
         ("DELTA", total.delta, after.delta, limits.max_delta_total),
         ("VEGA", total.vega, after.vega, limits.max_vega_total),
+        ("GAMMA", total.gamma, after.gamma, limits.max_gamma_total),
     ):
         if cap is not None and abs(after_v) > cap and abs(after_v) > abs(before_v):
             return (

@@ -161,6 +161,12 @@
     for (const market of update.markets) {
       marketSection(market.symbol).querySelector(".info").innerHTML = market.html;
     }
+    // The [options] panel: server-rendered (escaped) like the markets; absent, hidden.
+    const options = $("#options");
+    if (options) {
+      options.hidden = !update.options;
+      if (update.options) options.innerHTML = update.options;
+    }
     fillMarkets(update.markets.map((m) => m.symbol));
     for (const [symbol, columns] of Object.entries(update.depth)) {
       updateCharts(symbol, columns, update.reset);
