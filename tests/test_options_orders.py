@@ -109,6 +109,7 @@ def tripped_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "metrics": metrics.render().decode(),
             "status": status,
             "net_delta": desk.status()["net_delta"],
+            "options_gamma": desk.status()["gamma"],
         }
 
     return asyncio.run(go())
@@ -183,6 +184,9 @@ def test_metrics_carry_the_option_greeks_and_detectors(tripped_run: dict[str, An
     assert f"backstop_options_episodes{{{underlying}}} {float(episodes)}" in text
     assert "backstop_options_engaged{" in text
     assert "backstop_options_vega{" in text
+    gamma = [line for line in text.splitlines() if line.startswith("backstop_options_gamma{")]
+    assert len(gamma) == 1
+    assert float(gamma[0].split()[-1]) == pytest.approx(tripped_run["options_gamma"])
 
 
 def test_human_status_has_a_line_per_engaged_option(tripped_run: dict[str, Any]) -> None:
@@ -194,5 +198,6 @@ def test_human_status_has_a_line_per_engaged_option(tripped_run: dict[str, Any])
     print_status(status, out)
     text = out.getvalue()
     assert "options (SYNTHETIC) on BTC/USDT:USDT: net delta" in text
+    assert "gamma " in text.split("options (SYNTHETIC)")[1].splitlines()[0]
     lines = [line for line in text.splitlines() if line.strip().startswith("option BTC/")]
     assert sorted(line.split()[1] for line in lines) == sorted(engaged)

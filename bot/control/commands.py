@@ -586,6 +586,7 @@ def _option_lines(options: object) -> list[Text]:
         f"on {options.get('underlying', '?')}: "
         f"net delta {_num(options.get('net_delta'))} (cap {_num(limits.get('max_delta_total'))}), "
         f"vega {_num(options.get('vega'))} (cap {_num(limits.get('max_vega_total'))}), "
+        f"gamma {_num(options.get('gamma'))} (cap {_num(limits.get('max_gamma_total'))}), "
         f"engaged {options.get('engaged', 0)}, open orders {options.get('open_orders', 0)}"
     )
     lines = [head]

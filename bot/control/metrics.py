@@ -172,6 +172,14 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.options_gamma = Gauge(
+            "options_gamma",
+            "Option book: gamma of the option positions, base units of delta per 1% move "
+            "of the forward",
+            ["underlying"],
+            namespace=ns,
+            registry=r,
+        )
         self.options_engaged = Gauge(
             "options_engaged",
             "Option books whose vega-depth detector is engaged (backstop quoting)",
@@ -196,6 +204,7 @@ class Metrics:
         delta: float,
         net_delta: float,
         vega: float,
+        gamma: float = 0.0,
         engaged: int,
         episodes: int,
     ) -> None:
@@ -203,6 +212,7 @@ class Metrics:
         self.options_delta.labels(underlying, "options").set(delta)
         self.options_delta.labels(underlying, "net").set(net_delta)
         self.options_vega.labels(underlying).set(vega)
+        self.options_gamma.labels(underlying).set(gamma)
         self.options_engaged.labels(underlying).set(engaged)
         self.options_episodes.labels(underlying).set(episodes)
 

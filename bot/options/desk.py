@@ -493,6 +493,7 @@ class OptionDesk:
             "delta": g.delta,
             "net_delta": g.delta + self.underlying_position(),
             "vega": g.vega,
+            "gamma": g.gamma,
             "engaged": sum(1 for u in self.updates.values() if u.active),
             "episodes": sum(self.episodes.values()),
         }
