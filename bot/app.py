@@ -54,6 +54,7 @@ from bot.warning.live import attach as attach_warnings
 # live feed, an exchange account or recovery is set up, never by a paper replay.
 if TYPE_CHECKING:
     from bot.feeds.live import LiveFeed
+    from bot.recovery import VenueFunding
 
 
 def replay_symbol_map(settings: Settings) -> dict[str, str]:
@@ -89,6 +90,8 @@ class Run:
     """The policy in force and its changes, resume approvals (:mod:`bot.governance`)."""
     options: OptionsPlan | None = None
     """Option books, their desk and the delta hedge (``[options]``, :mod:`bot.options`)."""
+    funding: VenueFunding | None = None
+    """Testnet/live: the venue's funding payments, read before each balance check."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run before trading starts (recovery against an exchange account)."""
@@ -117,9 +120,11 @@ class Run:
                 await self.trader.start()
             if self.trader is not None and self.venue is not None and self.live:
                 guards = self.settings.risk.guards
-                check = functools.partial(
+                check: Callable[[Venue], Awaitable[None]] = functools.partial(
                     self.trader.check_balances, confirm_after_s=guards.balance_confirm_s
                 )
+                if self.funding is not None:
+                    check = self.funding.then(check)
                 helpers.append(
                     asyncio.ensure_future(_every(guards.balance_check_s, check, self.venue))
                 )
@@ -362,6 +367,7 @@ async def assemble(
     killswitch: KillSwitch | None = None
     venue: Venue | None = None
     governance: Governance | None = None
+    funding: VenueFunding | None = None
     startup: list[Callable[[], Awaitable[object]]] = []
     all_listeners = list(listeners)
     tradeable = _tradeable(settings, ccxt_markets, log) if trade else []
@@ -417,7 +423,12 @@ async def assemble(
         if trader.recorder is not None:
             all_listeners.append(trader.recorder)
         if settings.mode != "paper":
-            startup.append(_recovery(settings, trader, venue, journal, killswitch, log=log))
+            from bot.recovery import VenueFunding
+
+            funding = VenueFunding(journal, log=log, clock=clock)
+            startup.append(
+                _recovery(settings, trader, venue, journal, killswitch, funding=funding, log=log)
+            )
             # The exchange's own cancel-all-after timer, kept re-armed while our books
             # are good: if this process or its host dies, the venue cancels for us.
             DeadManSwitch.wire(
@@ -455,6 +466,7 @@ async def assemble(
         closers=closers,
         startup=startup,
         options=options,
+        funding=funding,
     )
 
 
@@ -465,6 +477,7 @@ def _recovery(
     journal: Journal,
     killswitch: KillSwitch,
     *,
+    funding: VenueFunding,
     log: Logger,
 ) -> Callable[[], Awaitable[object]]:
     async def run() -> None:
@@ -477,6 +490,7 @@ def _recovery(
             exchange_id=settings.exchange.id,
             prefix=settings.orders.client_id_prefix,
             log=log,
+            funding=funding,
         )
         # A trip restored from the state dir holds across restarts: make sure the
         # orders the reconcile adopted are cancelled before anything else happens.

@@ -406,6 +406,13 @@ class PerpInventory(_FillLedger):
         self._volume_quote = ZERO
         self.funding_payments = 0
         self._funding_seen_ns: int | None = None
+        self.venue_funding = False
+        """True on an exchange account: funding comes from the venue's payments
+        (:meth:`book_funding`), not from the bot's own funding times and marks."""
+        self._funding_ids: set[str] = set()
+        # (venue ms, share of the isolated margin a fill left): a funding payment booked
+        # after later fills reaches the margin scaled as if booked at its time.
+        self._margin_scales: list[tuple[int, Decimal]] = []
         self._mark: Decimal | None = None
         self.max_leverage_seen = 0.0
         self.min_liquidation_distance_bps: float | None = None
@@ -461,7 +468,9 @@ class PerpInventory(_FillLedger):
             if ccy == self.spec.settle:  # any other currency (BNB) is recorded only
                 fee = cost
                 self._fees_quote += self.spec.to_quote(cost, price)
+        before = self.position.contracts
         self._wallet += self.position.fill(fill.side, amount, price, fee)
+        self._note_margin_scale(fill, before, self.position.contracts)
         self.fills += 1
         if fill.side == "buy":
             self.buys += 1
@@ -479,7 +488,7 @@ class PerpInventory(_FillLedger):
             self._funding_seen_ns = ts_ns
         due = funding_times(self._funding_seen_ns, ts_ns, self.funding_interval_h * 3600)
         self._funding_seen_ns = max(self._funding_seen_ns, ts_ns)
-        for _ in due:
+        for _ in due if not self.venue_funding else ():
             if self.position.contracts:
                 self._wallet += self.position.apply_funding(mark, self.funding_rate)
                 self.funding_payments += 1
@@ -507,6 +516,37 @@ class PerpInventory(_FillLedger):
         ):
             self.min_liquidation_distance_bps = distance
         return reading
+
+    def book_funding(self, payment_id: str, amount: Decimal, time_ms: int) -> bool:
+        """Book the venue's funding payment ``payment_id`` (``amount`` received, < 0:
+        paid, settle currency) made at ``time_ms``; False if already booked.
+
+        The wallet takes it whole. The isolated margin takes it as the venue's did at
+        ``time_ms``, then shrunk by every fill since that closed part of the position
+        (nothing left if one closed or flipped it), so the order in which fills and
+        payments reach the bot does not change the margin."""
+        if payment_id in self._funding_ids:
+            return False
+        self._funding_ids.add(payment_id)
+        scale = Decimal(1)
+        for ts_ms, share in self._margin_scales:
+            if ts_ms >= time_ms:
+                scale *= share
+        # Payments come in time order: fills before this one's time scale no later one.
+        self._margin_scales = [(t, f) for t, f in self._margin_scales if t >= time_ms]
+        self._wallet += amount
+        self.position.funding += amount
+        self.position.margin += amount * scale
+        self.funding_payments += 1
+        return True
+
+    def _note_margin_scale(self, fill: OrderFilled, before: Decimal, after: Decimal) -> None:
+        same_side = after != 0 and (after > 0) == (before > 0)
+        if before == 0 or (same_side and abs(after) >= abs(before)):
+            return  # opened or grew: the margin held before is untouched
+        share = abs(after) / abs(before) if same_side else ZERO
+        ts_ms = fill.venue_ts_ms if fill.venue_ts_ms is not None else fill.ts_ns // 1_000_000
+        self._margin_scales.append((ts_ms, share))
 
     # ------------------------------------------------------------------ readings
 

@@ -260,9 +260,14 @@ class IsolatedPosition:
             return ZERO
         value = self.spec.value(abs(self.contracts), mark)
         payment = -value * rate if self.contracts > 0 else value * rate
+        self.receive_funding(payment)
+        return payment
+
+    def receive_funding(self, payment: Decimal) -> None:
+        """Book one funding ``payment`` the venue computed (< 0: paid), as
+        :meth:`apply_funding` books its own: into the isolated margin."""
         self.margin += payment
         self.funding += payment
-        return payment
 
     def unrealised(self, mark: Decimal) -> Decimal:
         if self.contracts == 0:

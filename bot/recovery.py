@@ -20,13 +20,22 @@ derivatives set-up and check, still before the first quote:
    (``set_margin_mode``, ``set_leverage``); a venue that refuses (e.g. a position held
    in cross margin) stops the start with one line;
 6. the funding rate is read from the venue (``fetch_funding_rate``) and replaces the
-   configured one for the funding guard and the bot's funding PnL;
+   configured one for the funding guard;
 7. the venue's position (``fetch_positions``) must be the one the journal rebuilt:
    same side and contracts (within half a lot step) and entry price (within 1e-9
    relative). Otherwise the start is **refused** with one line naming both: a
    position the journal cannot explain was opened by someone else on this account or
    belongs to another journal, and adopting it would put the bot's loss guards on
    somebody else's trade. Flatten or explain it, then start again.
+
+and then the funding payments (:class:`VenueFunding`):
+
+8. the journaled ``funding`` records are booked into the inventory, and the venue's
+   payments on the market since the last of them (``fetch_funding_history``; since
+   the journal's first start if none) that the journal lacks are journaled and booked
+   (payments made while the bot was down). From then on the inventory books no
+   funding of its own: :meth:`VenueFunding.sync` reads the venue's payments after each
+   funding time, before the balance check compares the wallets.
 
 Funds the account holds beyond the reserve are the operator's, not the bot's. They
 are measured once, at the first start on this journal (venue total minus reserve),
@@ -37,13 +46,14 @@ change (a fill the bot missed, a withdrawal) is a mismatch.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import ccxt
 
+from bot.clock import Clock
 from bot.errors import BackstopError, UserError
 from bot.exchanges import map_ccxt_error
 from bot.inventory import PerpInventory
@@ -70,6 +80,10 @@ class MarketRecovery:
     foreign: int = 0
     position: dict[str, Any] | None = None
     """Perpetuals: the venue's position as checked against the journal's."""
+    funding_missed: int = 0
+    """Perpetuals: the venue's funding payments the journal lacked."""
+    funding_restored: int = 0
+    """Perpetuals: journaled funding payments booked into the inventory."""
 
 
 @dataclass
@@ -90,7 +104,15 @@ class Recovery:
                     "canceled": len(m.canceled),
                     "looked_up": len(m.looked_up),
                     "foreign": m.foreign,
-                    **({"position": m.position} if m.position is not None else {}),
+                    **(
+                        {
+                            "position": m.position,
+                            "funding_missed": m.funding_missed,
+                            "funding_restored": m.funding_restored,
+                        }
+                        if m.position is not None
+                        else {}
+                    ),
                 }
                 for s, m in self.markets.items()
             },
@@ -120,9 +142,13 @@ async def recover(
     exchange_id: str,
     prefix: str,
     log: Logger,
+    funding: VenueFunding | None = None,
 ) -> Recovery:
-    """Steps 1-4 above; raises (mapped) if the venue cannot be read."""
+    """Steps 1-8 above; raises (mapped) if the venue cannot be read. ``funding``: the
+    running bot's :class:`VenueFunding` (one is made for the start if not given)."""
     balance = await fetch_start_balance(venue, exchange_id)
+    if funding is None:
+        funding = VenueFunding(journal, log=log)
     result = Recovery()
     for symbol, desk in trader.desks.items():
         report = MarketRecovery(symbol)
@@ -140,6 +166,15 @@ async def recover(
             report.position = await check_position(
                 venue, desk.inventory, amount_step=desk.rules.amount_step, exchange_id=exchange_id
             )
+            try:
+                report.funding_restored, report.funding_missed = await funding.restore(
+                    venue, desk.inventory
+                )
+            except (ccxt.BaseError, OSError) as e:
+                mapped = map_ccxt_error(e)
+                raise type(mapped)(
+                    f"could not read {symbol} funding payments on {exchange_id}: {mapped}"
+                ) from e
             log.info("position_recovered", symbol=symbol, **report.position)
         try:
             reconciled = await trader.manager.reconcile(symbol)
@@ -181,6 +216,14 @@ class PerpVenue(Protocol):
 
     async def fetch_positions(
         self, symbols: list[str] | None = None, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def fetch_funding_history(
+        self,
+        symbol: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -232,6 +275,170 @@ async def check_position(
         "margin_mode": "isolated",
         "funding_rate": float(inventory.funding_rate),
     }
+
+
+FUNDING_PAGE = 1000
+"""Binance's largest income page."""
+FUNDING_GRACE_MS = 300_000
+"""How long after a funding time the venue's payment is still looked for, when the
+first read after it found none (Binance books it within seconds)."""
+FUNDING_RETRY_MS = 30_000
+"""The least time between two reads while looking for one."""
+FUNDING_POLL_MS = 900_000
+"""Read at least this often anyway: a payment at a time the configured
+``funding_interval_h`` does not predict is found within it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One venue funding payment (a ccxt funding history entry)."""
+
+    symbol: str
+    id: str
+    amount: Decimal
+    currency: str
+    time_ms: int
+
+    @classmethod
+    def from_ccxt(cls, entry: Mapping[str, Any]) -> FundingPayment | None:
+        ident, ts, symbol = entry.get("id"), entry.get("timestamp"), entry.get("symbol")
+        if ident is None or not isinstance(ts, int) or not isinstance(symbol, str):
+            return None
+        # The venue's decimal string where there is one: ccxt's float may not round-trip.
+        info = entry.get("info")
+        raw = info.get("income") if isinstance(info, Mapping) else None
+        amount = Decimal(raw) if isinstance(raw, str) else Decimal(repr(float(entry["amount"])))
+        return cls(symbol, str(ident), amount, str(entry.get("code") or ""), ts)
+
+    @classmethod
+    def from_journal(cls, payload: Mapping[str, Any]) -> FundingPayment:
+        return cls(
+            str(payload["symbol"]),
+            str(payload["id"]),
+            Decimal(str(payload["amount"])),
+            str(payload.get("currency") or ""),
+            int(payload["time_ms"]),
+        )
+
+    def payload(self, source: str) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "id": self.id,
+            "amount": f"{self.amount:f}",
+            "currency": self.currency,
+            "time_ms": self.time_ms,
+            "source": source,
+        }
+
+
+class VenueFunding:
+    """The venue's funding payments into the perpetuals' inventories, journaled once.
+
+    Each payment is booked by the venue's id (Binance ``tranId``), so a payment read
+    twice (the fetch's ``since`` is inclusive; a restart reads the journal and then the
+    venue) counts once. Only for exchange accounts: the paper venue's funding is the
+    inventory's own. ``clock`` (the venue's time) schedules the reads (:meth:`_due`);
+    without one every :meth:`sync` reads.
+    """
+
+    def __init__(self, journal: Journal, *, log: Logger, clock: Clock | None = None) -> None:
+        self._journal = journal
+        self._log = log
+        self._clock = clock
+        self._inventories: dict[str, PerpInventory] = {}
+        self._cursor_ms: dict[str, int] = {}
+        self._polled_ms: dict[str, int] = {}
+
+    async def restore(self, venue: PerpVenue, inventory: PerpInventory) -> tuple[int, int]:
+        """Step 8 above for one market: (payments restored from the journal, payments
+        the venue had that the journal lacked)."""
+        symbol = inventory.symbol
+        inventory.venue_funding = True
+        self._inventories[symbol] = inventory
+        restored = 0
+        for record in self._journal.reader.records([rk.FUNDING], symbol=symbol):
+            payment = FundingPayment.from_journal(record.payload)
+            if inventory.book_funding(payment.id, payment.amount, payment.time_ms):
+                restored += 1
+            self._cursor_ms[symbol] = max(self._cursor_ms.get(symbol, 0), payment.time_ms)
+        if symbol not in self._cursor_ms:
+            first = next(iter(self._journal.reader.records([rk.START])), None)
+            if first is not None:
+                self._cursor_ms[symbol] = first.ts_ns // 1_000_000
+        missed = await self._fetch(venue, inventory, source="reconcile")
+        await self._journal.flush()
+        return restored, missed
+
+    async def sync(self, venue: Venue) -> int:
+        """Read and book the payments since the last ones, on every market whose funding
+        time has passed since the last read (or lately); returns how many were new."""
+        if not isinstance(venue, PerpVenue):
+            return 0
+        new = 0
+        for symbol, inventory in self._inventories.items():
+            if self._due(symbol, inventory):
+                new += await self._fetch(venue, inventory, source="venue")
+        return new
+
+    def then(self, check: Callable[[Venue], Awaitable[None]]) -> Callable[[Venue], Awaitable[None]]:
+        """``check`` (the balance check) preceded by :meth:`sync`: the wallet the bot
+        compares then holds the funding the venue's holds."""
+
+        async def run(venue: Venue) -> None:
+            await self.sync(venue)
+            await check(venue)
+
+        return run
+
+    def _due(self, symbol: str, inventory: PerpInventory) -> bool:
+        """Whether to read now. An income read is expensive (Binance weight 30, which
+        ccxt's throttle makes the next requests wait for): once after each funding
+        time, again every 30 s while its payment is missing (for 5 minutes; none comes
+        for a flat position), and every 15 minutes whatever the interval says."""
+        if self._clock is None:
+            return True
+        now_ms = self._clock.now_ns() // 1_000_000
+        polled = self._polled_ms.get(symbol)
+        if polled is None or now_ms - polled >= FUNDING_POLL_MS:
+            return True
+        interval_ms = round(inventory.funding_interval_h * 3_600_000)
+        latest = now_ms // interval_ms * interval_ms if interval_ms > 0 else now_ms
+        if polled < latest:
+            return True  # the first read after a funding time
+        missing = self._cursor_ms.get(symbol, 0) < latest
+        return (
+            missing and now_ms - latest <= FUNDING_GRACE_MS and now_ms - polled >= FUNDING_RETRY_MS
+        )
+
+    async def _fetch(self, venue: PerpVenue, inventory: PerpInventory, *, source: str) -> int:
+        symbol = inventory.symbol
+        if self._clock is not None:
+            self._polled_ms[symbol] = self._clock.now_ns() // 1_000_000
+        new = 0
+        while True:
+            since = self._cursor_ms.get(symbol)
+            page = await venue.fetch_funding_history(symbol, since, FUNDING_PAGE)
+            payments = [p for p in map(FundingPayment.from_ccxt, page) if p is not None]
+            for payment in sorted(payments, key=lambda p: p.time_ms):
+                if payment.symbol != symbol:
+                    continue
+                self._cursor_ms[symbol] = max(self._cursor_ms.get(symbol, 0), payment.time_ms)
+                if not inventory.book_funding(payment.id, payment.amount, payment.time_ms):
+                    continue
+                self._journal.append(
+                    rk.FUNDING, payment.payload(source), ts_ns=payment.time_ms * 1_000_000
+                )
+                self._log.info(
+                    "funding_booked",
+                    symbol=symbol,
+                    id=payment.id,
+                    amount=float(payment.amount),
+                    time_ms=payment.time_ms,
+                    source=source,
+                )
+                new += 1
+            if len(page) < FUNDING_PAGE or self._cursor_ms.get(symbol) == since:
+                return new
 
 
 def _venue_position(positions: list[dict[str, Any]], symbol: str) -> tuple[Decimal, Decimal]:
@@ -289,6 +496,12 @@ def _reserve_totals(trader: Trader) -> dict[str, float]:
     reserve: dict[str, float] = {}
     for desk in trader.desks.values():
         inv = desk.inventory
+        if isinstance(inv, PerpInventory):
+            # A perpetual's reserve is its margin, in the settle currency: the quote on a
+            # linear one (USDT), the base on an inverse one (BTC).
+            settle = inv.spec.settle
+            reserve[settle] = reserve.get(settle, 0.0) + float(inv.start_quote)
+            continue
         reserve[inv.base_currency] = reserve.get(inv.base_currency, 0.0) + float(inv.start_base)
         reserve[inv.quote_currency] = reserve.get(inv.quote_currency, 0.0) + float(inv.start_quote)
     return reserve
@@ -300,9 +513,11 @@ def _short(e: Exception) -> str:
 
 
 __all__ = [
+    "FundingPayment",
     "MarketRecovery",
     "PerpVenue",
     "Recovery",
+    "VenueFunding",
     "check_position",
     "fetch_start_balance",
     "recover",

@@ -80,6 +80,26 @@ def test_the_usdm_testnet_config_trades_the_futures_sandbox_in_isolated_margin()
     assert market.perp.leverage <= market.perp.max_leverage
 
 
+def test_the_coinm_testnet_config_trades_the_inverse_perp_in_btc_margin() -> None:
+    settings = load_settings(CONFIG_DIR / "testnet-binance-coinm.toml", env=CREDS)
+    markets = offline_markets("binancecoinm")
+    assert markets is not None
+    validate_symbols(settings, markets, source="binancecoinm (bundled offline markets)")
+    exchange = ccxt.binancecoinm({"options": dict(settings.exchange.options)})
+    exchange.set_sandbox_mode(True)
+
+    assert settings.mode == "testnet"
+    assert settings.exchange.id == "binancecoinm"
+    assert settings.feed.source == "live"
+    assert "testnet.binancefuture.com/dapi" in str(exchange.urls["api"]["dapiPrivate"])
+    (market,) = settings.markets
+    assert markets[market.symbol]["inverse"]
+    assert markets[market.symbol]["contractSize"] == 100
+    # The reserve is margin in the settle currency (BTC); the leverage is what the start sets.
+    assert (market.reserve.base, market.reserve.quote) == (0.02, 0)
+    assert market.perp.leverage <= market.perp.max_leverage
+
+
 def test_the_bybit_testnet_config_trades_the_sandbox_with_env_credentials() -> None:
     settings = load_settings(CONFIG_DIR / "testnet-bybit.toml", env=CREDS)
     exchange = ccxt.bybit({"options": dict(settings.exchange.options)})

@@ -35,7 +35,7 @@ import aiohttp
 
 from bot.clock import Clock, ManualClock, WallClock
 from bot.errors import UserError
-from bot.exchange_sim.futures_server import BinanceFuturesEmulator
+from bot.exchange_sim.futures_server import FUTURES_MARKETS, BinanceFuturesEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
 from bot.exchange_sim.server import BinanceSpotEmulator
@@ -48,15 +48,18 @@ EXIT_USAGE = 2
 KEY_ENV = "BACKSTOP_SIM_API_KEY"
 SECRET_ENV = "BACKSTOP_SIM_SECRET"
 DEFAULT_BALANCES = {"USDT": Decimal(100_000), "BTC": Decimal(1)}
-MARKETS = ("spot", "usdm")
-"""``--market``: Binance spot, or Binance USDⓈ-M futures (``/fapi``)."""
+MARKETS = ("spot", "usdm", "coinm")
+"""``--market``: Binance spot, Binance USDⓈ-M futures (``/fapi``) or COIN-M (``/dapi``)."""
 DEFAULT_FUTURES_BALANCES = {"USDT": Decimal(100_000)}
+DEFAULT_COINM_BALANCES = {"BTC": Decimal(10)}
 USDM_SAMPLE = "usdm_btcusdt_20240808.gz"
+COINM_SAMPLES = ("cm_btcusd_perp_20240808.gz", "cm_btcusd_perp_20240809.gz")
 EXCHANGE_INFO_FILE = "binance_exchange_info_symbols.json"
 FAULT_FIELDS = ("endpoint", "n", "status", "seconds", "symbol", "ms")
 # config/ ships beside the package in a checkout and in the container image.
 PAPER_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paper.toml"
 PAPER_USDM_CONFIG = PAPER_CONFIG.with_name("paper-usdm.toml")
+PAPER_COINM_CONFIG = PAPER_CONFIG.with_name("paper-coinm.toml")
 
 Token = Callable[[int], str]
 
@@ -79,7 +82,7 @@ class SimOptions:
     """Where to write a testnet config for this emulator (``--write-config``)."""
     base_config: Path | None = None
     """The config it is made from (``--config``; default config/paper.toml, or
-    config/paper-usdm.toml for ``--market usdm``)."""
+    config/paper-usdm.toml or paper-coinm.toml for ``--market usdm``/``coinm``)."""
     market: str = "spot"
     funding_rate: Decimal = Decimal("0.0001")
     funding_interval_s: float = 8 * 3600.0
@@ -102,21 +105,23 @@ def add_exchange_sim_command(sub: Any) -> None:
         choices=MARKETS,
         default="spot",
         help="spot (default): Binance Spot /api/v3; usdm: Binance USDⓈ-M futures /fapi "
-        "(positions, isolated margin, funding; default data: the bundled USD-M recording)",
+        "(positions, isolated margin, funding; default data: the bundled USD-M recording); "
+        "coinm: Binance COIN-M futures /dapi (inverse BTCUSD_PERP, BTC margin; default "
+        "data: the bundled COIN-M recording)",
     )
     sim.add_argument(
         "--funding-rate",
         type=Decimal,
         default=Decimal("0.0001"),
         metavar="RATE",
-        help="usdm: funding rate paid per interval (default 0.0001)",
+        help="usdm/coinm: funding rate paid per interval (default 0.0001)",
     )
     sim.add_argument(
         "--funding-interval",
         type=float,
         default=8 * 3600.0,
         metavar="SECONDS",
-        help="usdm: funding every SECONDS of the venue's clock (default 28800, as Binance)",
+        help="usdm/coinm: funding every SECONDS of the venue's clock (default 28800)",
     )
     sim.add_argument(
         "--replay",
@@ -247,6 +252,10 @@ def options_from_args(
         replay = tuple(args.replay)
     elif market == "usdm":
         replay = (Path(str(resources.files("bot").joinpath("data", USDM_SAMPLE))),)
+    elif market == "coinm":
+        replay = tuple(
+            Path(str(resources.files("bot").joinpath("data", name))) for name in COINM_SAMPLES
+        )
     else:
         replay = tuple(bundled_sample_paths())
     for path in replay:
@@ -259,7 +268,10 @@ def options_from_args(
         host=args.host,
         port=args.port,
         balances=parse_balances(
-            args.balance, DEFAULT_FUTURES_BALANCES if market == "usdm" else DEFAULT_BALANCES
+            args.balance,
+            {"usdm": DEFAULT_FUTURES_BALANCES, "coinm": DEFAULT_COINM_BALANCES}.get(
+                market, DEFAULT_BALANCES
+            ),
         ),
         api_key=api_key,
         secret=secret,
@@ -311,7 +323,7 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _spot_symbols(market: str = "spot") -> list[dict[str, Any]]:
-    """The bundled exchangeInfo entry the emulator lists (``spot`` or ``usdm``)."""
+    """The bundled exchangeInfo entry the emulator lists (``spot``, ``usdm``, ``coinm``)."""
     raw = json.loads(
         resources.files("bot").joinpath("data", EXCHANGE_INFO_FILE).read_text(encoding="utf-8")
     )
@@ -362,8 +374,9 @@ async def serve(
     stop = stop if stop is not None else asyncio.Event()
     venue_clock = clock if clock is not None else WallClock()
     emu: BinanceSpotEmulator
-    if options.market == "usdm":
+    if options.market in FUTURES_MARKETS:
         emu = BinanceFuturesEmulator(
+            market=FUTURES_MARKETS[options.market],
             exchange_info=symbols,
             api_key=options.api_key,
             secret=options.secret,
@@ -463,7 +476,9 @@ def _announce(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> Non
 
 def _write_config(emu: BinanceSpotEmulator, options: SimOptions, out: TextIO) -> None:
     assert options.write_config is not None
-    default_base = PAPER_USDM_CONFIG if options.market == "usdm" else PAPER_CONFIG
+    default_base = {"usdm": PAPER_USDM_CONFIG, "coinm": PAPER_COINM_CONFIG}.get(
+        options.market, PAPER_CONFIG
+    )
     base_path = options.base_config or default_base
     try:
         base = load_toml(base_path)

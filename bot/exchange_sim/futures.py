@@ -1,4 +1,9 @@
-"""The emulator's USDⓈ-M futures account: positions, isolated margin, funding, liquidation.
+"""The emulator's futures account: positions, isolated margin, funding, liquidation.
+
+One engine for both of Binance's perpetual venues: USDⓈ-M (linear, ``/fapi``: USDT
+margin, contracts of 1 BTC) and COIN-M (inverse, ``/dapi``: BTC margin, contracts of
+100 USD). Which one a symbol is comes from its ``exchangeInfo`` entry
+(:func:`contract_market`), and the arithmetic from :mod:`bot.positions`.
 
 :class:`FuturesEngine` is the spot engine (same public books, same
 :class:`~bot.venues.matching.Matcher`, same events) with a derivatives account in
@@ -14,8 +19,9 @@ three agree on the same fills:
 - post-only is ``timeInForce=GTX``: one that would take is refused with -5022;
 - fills book PnL and fees (``value x rate``, rounded up to 8 decimals) to the wallet;
 - **funding** at every multiple of ``funding_interval_s`` of the venue's clock, at the
-  mark of the first book update at or after it, before that update is matched
-  (``INCOME`` rows and an ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``);
+  mark of the first book update or order at or after it, before that event changes
+  anything, rounded to 8 decimals (``INCOME`` rows and an ``ACCOUNT_UPDATE`` with
+  reason ``FUNDING_FEE``, each payment its own);
 - the **mark price is the mid** of the public book (recordings carry no mark stream);
 - **liquidation** when the mark reaches the liquidation price: the symbol's orders
   are cancelled and the position is closed losing its isolated margin.
@@ -112,22 +118,26 @@ class Liquidated:
 
 def contract_market(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The ccxt-shaped market :class:`ContractSpec` and :func:`maintenance_rate` read,
-    from a USDⓈ-M ``exchangeInfo`` symbol entry (raw ids: the venue speaks ids)."""
+    from a USDⓈ-M or COIN-M ``exchangeInfo`` symbol entry (raw ids: the venue speaks
+    ids). A COIN-M entry is margined in its base asset (``marginAsset``) and gives its
+    ``contractSize`` in quote (100 USD for BTCUSD_PERP): inverse."""
+    settle = entry.get("marginAsset") or entry["quoteAsset"]
+    inverse = settle == entry["baseAsset"]
     return {
         "symbol": entry["symbol"],
         "base": entry["baseAsset"],
         "quote": entry["quoteAsset"],
-        "settle": entry.get("marginAsset") or entry["quoteAsset"],
+        "settle": settle,
         "contract": True,
-        "linear": True,
-        "inverse": False,
-        "contractSize": 1.0,
+        "linear": not inverse,
+        "inverse": inverse,
+        "contractSize": float(entry.get("contractSize") or 1),
         "info": dict(entry),
     }
 
 
 class FuturesEngine(SpotEngine):
-    """One USDⓈ-M futures account (one-way mode) over the spot engine's books."""
+    """One futures account (one-way mode) over the spot engine's books."""
 
     def __init__(
         self,
@@ -234,6 +244,8 @@ class FuturesEngine(SpotEngine):
         client_order_id: str,
         reduce_only: bool = False,
     ) -> tuple[SimOrder, list[SimTrade]]:
+        if symbol in self.positions:
+            self.pay_funding(symbol)
         try:
             return super().place(
                 symbol=symbol,
@@ -331,6 +343,12 @@ class FuturesEngine(SpotEngine):
 
     # ----- funding and liquidation ------------------------------------------------------
     def _before_match(self, symbol: str, book: VenueBook) -> None:
+        self.pay_funding(symbol)
+
+    def pay_funding(self, symbol: str) -> None:
+        """Pay the funding times passed since the symbol's last event, before that
+        event (a book update or an order) changes anything: so every fill stamped at or
+        after a funding time comes after its payment, as on Binance."""
         now_ns = self._clock.now_ns()
         seen = self._funding_seen_ns.setdefault(symbol, now_ns)
         due = funding_times(seen, now_ns, self.funding_interval_s)
@@ -340,13 +358,20 @@ class FuturesEngine(SpotEngine):
         if not due or pos.contracts == 0 or mark is None:
             return
         for t in due:
-            paid = pos.apply_funding(mark, self.funding_rate)
+            # Binance pays to 8 decimals: the wallet moves by what the income row says.
+            paid = self._funding_payment(pos, mark).quantize(EIGHT_DP)
+            pos.receive_funding(paid)
             settle = pos.spec.settle
             self.wallets[settle] += paid
             self.income.append(
                 Income(self._tran_id(), symbol, "FUNDING_FEE", paid, settle, t // NS_PER_MS)
             )
             self._account_changed("FUNDING_FEE", symbol, settle, paid)
+            self._balances_event()  # its own ACCOUNT_UPDATE, ahead of the event's fills
+
+    def _funding_payment(self, pos: IsolatedPosition, mark: Decimal) -> Decimal:
+        value = pos.spec.value(abs(pos.contracts), mark)
+        return -value * self.funding_rate if pos.contracts > 0 else value * self.funding_rate
 
     def _after_match(self, symbol: str, book: VenueBook) -> None:
         pos = self.positions[symbol]

@@ -1,4 +1,5 @@
-"""A local Binance USDⓈ-M futures venue (``/fapi``) for real ccxt ``binanceusdm``.
+"""A local Binance futures venue: USDⓈ-M (``/fapi``) for real ccxt ``binanceusdm``, or
+COIN-M (``/dapi``) for ``binancecoinm``.
 
 The spot emulator's front end (:class:`~bot.exchange_sim.server.BinanceSpotEmulator`:
 the same request gate -- faults, bans, request weights, API-key/HMAC checks --, the
@@ -24,18 +25,26 @@ same admin API) with the futures REST endpoints, the futures engine
 ccxt.pro user data                     ``POST``/``PUT``/``DELETE /fapi/v1/listenKey``, then
                                        ``/fstream/private/ws?listenKey=...``
 =====================================  ==================================================
+
+COIN-M (``market=COINM``) serves the same calls under ``/dapi`` as ccxt's
+``binancecoinm`` makes them: ``/dapi/v1/account`` and ``/dapi/v1/positionRisk`` (after
+``/dapi/v2/leverageBracket``), ``premiumIndex`` always a list, orders with ``cumBase``
+and trades with ``baseQty`` (BTC), the streams under ``/dstream/ws/<n>`` and the user
+stream at ``/dstream/ws/<listenKey>``. Amounts are contracts of 100 USD; margin, PnL,
+fees and funding are in BTC (inverse: :mod:`bot.positions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from bot.exchange_sim import admin, futures_views, views
-from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
+from bot.exchange_sim.engine import NS_PER_MS, SimOrder, SimTrade, SpotEngine
 from bot.exchange_sim.errors import ApiError, bad_param, missing_param, unknown_order
 from bot.exchange_sim.futures import (
     DEFAULT_FUNDING_INTERVAL_S,
@@ -60,6 +69,56 @@ FAPI = "/fapi"
 DEFAULT_BALANCES = {"USDT": Decimal(100_000)}
 
 
+@dataclass(frozen=True, slots=True)
+class FuturesMarket:
+    """What differs between Binance's two perpetual venues, to the emulator."""
+
+    name: str
+    api: str
+    """REST prefix."""
+    stream: str
+    """Websocket prefix."""
+    ccxt_id: str
+    ws_key: str
+    """ccxt.pro's ``urls.api.ws`` key for it."""
+    futures_type: str
+    default_balances: Mapping[str, Decimal]
+    account_paths: tuple[str, ...]
+    position_paths: tuple[str, ...]
+    bracket_paths: tuple[str, ...]
+
+    @property
+    def inverse(self) -> bool:
+        return self.name == "coinm"
+
+
+USDM = FuturesMarket(
+    name="usdm",
+    api=FAPI,
+    stream=FSTREAM,
+    ccxt_id="binanceusdm",
+    ws_key="ws.linear",
+    futures_type="U_MARGINED",
+    default_balances=DEFAULT_BALANCES,
+    account_paths=("/v2/account", "/v3/account"),
+    position_paths=("/v2/positionRisk", "/v3/positionRisk"),
+    bracket_paths=("/v1/leverageBracket",),
+)
+COINM = FuturesMarket(
+    name="coinm",
+    api="/dapi",
+    stream="/dstream",
+    ccxt_id="binancecoinm",
+    ws_key="ws.inverse",
+    futures_type="COIN_MARGINED",
+    default_balances={"BTC": Decimal(10)},
+    account_paths=("/v1/account",),
+    position_paths=("/v1/positionRisk",),
+    bracket_paths=("/v1/leverageBracket", "/v2/leverageBracket"),
+)
+FUTURES_MARKETS = {m.name: m for m in (USDM, COINM)}
+
+
 def _bool(params: Params, name: str) -> bool:
     raw = (params.get(name) or "false").lower()
     if raw not in ("true", "false"):
@@ -68,11 +127,12 @@ def _bool(params: Params, name: str) -> bool:
 
 
 class BinanceFuturesEmulator(BinanceSpotEmulator):
-    """A local Binance USDⓈ-M futures venue; ``async with`` starts and stops it.
+    """A local Binance futures venue; ``async with`` starts and stops it.
 
-    ``exchange_info``: USDⓈ-M symbol entries (the fixture's ``"usdm"``). ``balances``:
-    the futures wallet (default 100,000 USDT). ``funding_rate`` is paid every
-    ``funding_interval_s`` of the venue's clock (Binance: 8 h).
+    ``market``: :data:`USDM` (default) or :data:`COINM`. ``exchange_info``: that
+    venue's symbol entries (the fixture's ``"usdm"`` or ``"coinm"``). ``balances``: the
+    futures wallet (default 100,000 USDT, or 10 BTC on COIN-M). ``funding_rate`` is paid
+    every ``funding_interval_s`` of the venue's clock (Binance: 8 h).
     """
 
     _hub_class = FuturesWebsocketHub
@@ -86,11 +146,14 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
         *,
         funding_rate: Decimal | str = DEFAULT_FUNDING_RATE,
         funding_interval_s: float = DEFAULT_FUNDING_INTERVAL_S,
+        market: FuturesMarket = USDM,
         **kwargs: Any,
     ) -> None:
         self._funding = (Decimal(funding_rate), funding_interval_s)
+        self.market = market
+        self.ccxt_id = market.ccxt_id
         if kwargs.get("balances") is None:
-            kwargs["balances"] = DEFAULT_BALANCES
+            kwargs["balances"] = market.default_balances
         super().__init__(**kwargs)
 
     def _make_engine(self, balances: Mapping[str, Decimal | str | int] | None) -> SpotEngine:
@@ -104,24 +167,28 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
         )
 
     def _add_websocket_routes(self, app: web.Application) -> None:
+        stream = self.market.stream
         for area in ("/public/ws", "/market/ws"):
-            app.router.add_get(FSTREAM + area, self.ws.market_handler)
-            app.router.add_get(FSTREAM + area + "/{tail}", self.ws.market_handler)
-        app.router.add_get(FSTREAM + "/ws", self.ws.market_handler)
-        app.router.add_get(FSTREAM + "/ws/{tail}", self.ws.classic_handler)
-        app.router.add_get(FSTREAM + "/private/ws", self.ws.private_handler)
+            app.router.add_get(stream + area, self.ws.market_handler)
+            app.router.add_get(stream + area + "/{tail}", self.ws.market_handler)
+        app.router.add_get(stream + "/ws", self.ws.market_handler)
+        # COIN-M: market streams at /dstream/ws/<n>, the user stream at /dstream/ws/<key>.
+        app.router.add_get(stream + "/ws/{tail}", self.ws.classic_handler)
+        app.router.add_get(stream + "/private/ws", self.ws.private_handler)
 
     def url_overrides(self, *, websockets: bool = False) -> dict[str, str]:
-        """``make_exchange(url_overrides=...)`` for ccxt's ``binanceusdm`` in sandbox mode.
+        """``make_exchange(url_overrides=...)`` for ccxt's ``binanceusdm`` (or
+        ``binancecoinm``) in sandbox mode.
 
         Every REST URL of the sandbox table points here (the spot ones answer 404:
         this venue lists futures only). ``websockets=True`` adds ccxt.pro's: the
         linear streams at ``/fstream/ws`` (ccxt rewrites it to ``/fstream/public/ws``,
-        ``/fstream/market/ws`` and ``/fstream/private/ws`` itself).
+        ``/fstream/market/ws`` and ``/fstream/private/ws`` itself), the inverse ones at
+        ``/dstream/ws`` (used as is).
         """
         overrides = super().url_overrides(websockets=websockets)
         if websockets:
-            overrides["ws.linear"] = self.ws_base_url + FSTREAM + "/ws"
+            overrides[self.market.ws_key] = self.ws_base_url + self.market.stream + "/ws"
         return overrides
 
     def next_funding_ms(self) -> int:
@@ -147,7 +214,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             }
             for asset, wallet in sorted(engine.wallets.items())
         }
-        state["trades"] = [futures_views.user_trade_json(t) for t in engine.trades]
+        state["trades"] = [self._trade_json(t) for t in engine.trades]
         state["positions"] = [futures_views.position_risk_json(engine, s) for s in engine.positions]
         state["income"] = [futures_views.income_json(i) for i in engine.income]
         state["liquidations"] = len(engine.liquidations)
@@ -155,17 +222,25 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
 
     # ----- routes -----------------------------------------------------------------------
     def _routes(self) -> list[tuple[Endpoint, Handler]]:
+        api, market = self.market.api, self.market
+
         def ep(method: str, path: str, signed: bool, weight: int) -> Endpoint:
-            return Endpoint(method, FAPI + path, signed, _fixed(weight))
+            return Endpoint(method, api + path, signed, _fixed(weight))
 
         def keyed(method: str) -> Endpoint:
-            return Endpoint(method, FAPI + "/v1/listenKey", False, _fixed(1), keyed=True)
+            return Endpoint(method, api + "/v1/listenKey", False, _fixed(1), keyed=True)
 
+        versioned: list[tuple[Endpoint, Handler]] = [
+            *((ep("GET", path, True, 5), self._account) for path in market.account_paths),
+            *((ep("GET", path, True, 5), self._position_risk) for path in market.position_paths),
+            *((ep("GET", path, True, 1), self._leverage_bracket) for path in market.bracket_paths),
+        ]
         return [
+            *versioned,
             (ep("GET", "/v1/ping", False, 1), self._ping),
             (ep("GET", "/v1/time", False, 1), self._time),
             (ep("GET", "/v1/exchangeInfo", False, 1), self._exchange_info),
-            (Endpoint("GET", FAPI + "/v1/depth", False, _depth_weight), self._depth),
+            (Endpoint("GET", api + "/v1/depth", False, _depth_weight), self._depth),
             (ep("GET", "/v1/premiumIndex", False, 1), self._premium_index),
             (ep("POST", "/v1/order", True, 1), self._new_order),
             (ep("GET", "/v1/order", True, 1), self._query_order),
@@ -173,11 +248,6 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             (ep("GET", "/v1/openOrders", True, 1), self._open_orders),
             (ep("DELETE", "/v1/allOpenOrders", True, 1), self._cancel_all),
             (ep("GET", "/v1/userTrades", True, 5), self._my_trades),
-            (ep("GET", "/v2/account", True, 5), self._account),
-            (ep("GET", "/v3/account", True, 5), self._account),
-            (ep("GET", "/v2/positionRisk", True, 5), self._position_risk),
-            (ep("GET", "/v3/positionRisk", True, 5), self._position_risk),
-            (ep("GET", "/v1/leverageBracket", True, 1), self._leverage_bracket),
             (ep("POST", "/v1/leverage", True, 1), self._leverage),
             (ep("POST", "/v1/marginType", True, 1), self._margin_type),
             (ep("GET", "/v1/income", True, 30), self._income),
@@ -189,7 +259,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
     # ----- public -----------------------------------------------------------------------
     async def _exchange_info(self, params: Params) -> Json:
         info = views.exchange_info_json(self._symbols, self.now_ms(), self.weights.limit)
-        info["futuresType"] = "U_MARGINED"
+        info["futuresType"] = self.market.futures_type
         info["assets"] = [
             {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"}
             for a in sorted(self.engine.wallets)
@@ -208,7 +278,8 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             futures_views.premium_index_json(self.engine, s, self.next_funding_ms())
             for s in symbols
         ]
-        return rows[0] if wanted else rows
+        # COIN-M answers a list even for one symbol.
+        return rows[0] if wanted and not self.market.inverse else rows
 
     # ----- trading ----------------------------------------------------------------------
     async def _new_order(self, params: Params) -> Json:
@@ -246,7 +317,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             client_order_id=client_id,
             reduce_only=reduce_only,
         )
-        return futures_views.order_json(order, with_time=False)
+        return self._order_json(order, with_time=False)
 
     async def _query_order(self, params: Params) -> Json:
         order = self.engine.find(
@@ -254,14 +325,14 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             _int_or_none(params, "orderId"),
             params.get("origClientOrderId"),
         )
-        return futures_views.order_json(order)
+        return self._order_json(order)
 
     async def _cancel_order(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
         order = self.engine.cancel(
             symbol, _int_or_none(params, "orderId"), params.get("origClientOrderId")
         )
-        return futures_views.order_json(order, with_time=False)
+        return self._order_json(order, with_time=False)
 
     async def _cancel_all(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
@@ -277,7 +348,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
         symbol = params.get("symbol")
         if symbol:
             self.engine.symbol_rules(symbol)
-        return [futures_views.order_json(o) for o in self.engine.open_orders(symbol or None)]
+        return [self._order_json(o) for o in self.engine.open_orders(symbol or None)]
 
     async def _my_trades(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
@@ -296,7 +367,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             and (from_id is None or t.trade_id >= from_id)
         ]
         trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
-        return [futures_views.user_trade_json(t) for t in trades]
+        return [self._trade_json(t) for t in trades]
 
     # ----- account ----------------------------------------------------------------------
     async def _account(self, _params: Params) -> Json:
@@ -311,7 +382,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
         wanted = params.get("symbol")
         symbols = [self.engine.symbol_rules(wanted).symbol] if wanted else list(self.engine.rules)
         rows = [futures_views.leverage_bracket_json(self.engine, s) for s in symbols]
-        return rows[0] if wanted else rows
+        return rows[0] if wanted and not self.market.inverse else rows
 
     async def _leverage(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
@@ -344,6 +415,19 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
             and (end is None or r.time_ms <= end)
         ]
         return [futures_views.income_json(r) for r in rows[:limit]]
+
+    # ----- COIN-M's fields -----------------------------------------------------------------
+    def _order_json(self, order: SimOrder, *, with_time: bool = True) -> Json:
+        out = futures_views.order_json(order, with_time=with_time)
+        if self.market.inverse:
+            futures_views.coinm_order(out, self.engine, order)
+        return out
+
+    def _trade_json(self, trade: SimTrade) -> Json:
+        out = futures_views.user_trade_json(trade)
+        if self.market.inverse:
+            futures_views.coinm_trade(out, self.engine, trade)
+        return out
 
     # ----- user data stream -------------------------------------------------------------
     async def _listen_key(self, _params: Params) -> Json:

@@ -1,5 +1,7 @@
-"""Binance USDⓈ-M futures JSON (REST ``/fapi`` and the user/market streams) for the
-futures engine's objects.
+"""Binance futures JSON (REST ``/fapi`` and ``/dapi``, and the user/market streams) for
+the futures engine's objects. COIN-M's differences are added by :func:`coinm_order`,
+:func:`coinm_trade` and the inverse branches (``cumBase``, ``baseQty``, ``pair``,
+``notionalValue``, brackets in contracts).
 
 Field names follow Binance's futures API docs; what ccxt's ``parse_order``,
 ``parse_trade``, ``parse_balance_custom`` (linear), ``parse_position_risk``,
@@ -57,6 +59,39 @@ def order_json(order: SimOrder, *, with_time: bool = True) -> Json:
     if with_time:
         out["time"] = order.time_ms
     return out
+
+
+def _pair(symbol: str) -> str:
+    """COIN-M's ``pair`` (``BTCUSD`` for ``BTCUSD_PERP``)."""
+    return symbol.split("_", 1)[0]
+
+
+def coinm_order(out: Json, engine: FuturesEngine, order: SimOrder) -> None:
+    """An order's COIN-M fields: the filled value in BTC (``cumBase``) for ``cumQuote``,
+    and the average price that value implies (harmonic over the fills)."""
+    spec = engine.positions[order.symbol].spec
+    cum_base = sum(
+        (
+            spec.value(t.qty, t.price)
+            for t in engine.trades
+            if t.order_id == order.order_id and t.symbol == order.symbol
+        ),
+        ZERO,
+    )
+    del out["cumQuote"]
+    out["cumBase"] = num(cum_base)
+    out["pair"] = _pair(order.symbol)
+    if cum_base:
+        out["avgPrice"] = num(order.executed_qty * spec.contract_size / cum_base)
+
+
+def coinm_trade(out: Json, engine: FuturesEngine, trade: SimTrade) -> None:
+    """A trade's COIN-M fields: its value in BTC (``baseQty``) for ``quoteQty``."""
+    spec = engine.positions[trade.symbol].spec
+    del out["quoteQty"]
+    out["baseQty"] = num(spec.value(trade.qty, trade.price))
+    out["marginAsset"] = spec.settle
+    out["pair"] = _pair(trade.symbol)
 
 
 def user_trade_json(trade: SimTrade) -> Json:
@@ -122,6 +157,12 @@ def position_risk_json(engine: FuturesEngine, symbol: str) -> Json:
         "leverage": str(int(pos.leverage)),
         "marginType": "isolated" if engine.margin_types[symbol] == "ISOLATED" else "cross",
         "isolated": engine.margin_types[symbol] == "ISOLATED",
+        # COIN-M's: the position's value in BTC, and the largest position allowed.
+        **(
+            {"notionalValue": core["notional"], "maxQty": "1000000", "pair": _pair(symbol)}
+            if pos.spec.inverse
+            else {}
+        ),
     }
 
 
@@ -196,6 +237,8 @@ def account_json(engine: FuturesEngine) -> Json:
 def leverage_bracket_json(engine: FuturesEngine, symbol: str) -> Json:
     """``GET /fapi/v1/leverageBracket`` entry: one tier (the only one modelled)."""
     pos = engine.positions[symbol]
+    # COIN-M's tiers are in contracts (v2: qtyCap/qtyFloor), USDⓈ-M's in notional.
+    cap, floor = ("qtyCap", "qtyFloor") if pos.spec.inverse else ("notionalCap", "notionalFloor")
     return {
         "symbol": symbol,
         "notionalCoef": 1.0,
@@ -203,8 +246,8 @@ def leverage_bracket_json(engine: FuturesEngine, symbol: str) -> Json:
             {
                 "bracket": 1,
                 "initialLeverage": MAX_LEVERAGE,
-                "notionalCap": 1_000_000_000,
-                "notionalFloor": 0,
+                cap: 1_000_000_000,
+                floor: 0,
                 "maintMarginRatio": float(pos.mmr),
                 "cum": 0.0,
             }
@@ -217,6 +260,7 @@ def premium_index_json(engine: FuturesEngine, symbol: str, next_funding_ms: int)
     mark = engine.mark(symbol) or ZERO
     return {
         "symbol": symbol,
+        **({"pair": _pair(symbol)} if engine.positions[symbol].spec.inverse else {}),
         "markPrice": num(mark),
         "indexPrice": num(mark),
         "estimatedSettlePrice": num(mark),

@@ -18,6 +18,10 @@ Kinds and their payload keys (every payload is a JSON object):
               price, amount, fee_cost, fee_currency, liquidity (maker/taker), venue_ts_ms,
               source (``stream``: reported by the order manager; ``reconcile``: found on
               the venue after a restart). At most once per (client_id, trade_id).
+``funding``   one funding payment of a perpetual, as the venue booked it (testnet/live):
+              symbol, id (the venue's, e.g. Binance ``tranId``), amount (received, < 0:
+              paid; a decimal string), currency, time_ms, source (``venue``: read while
+              running; ``reconcile``: found at a start). At most once per (symbol, id).
 ``order_failed`` a venue action that failed for good: client_id, symbol, action, error, reason
 ``balance``   a balance snapshot: source, balances {currency: {free, used, total}}
 ``episode``   an episode's ``Episode.to_dict()`` (recorded at its start and at its end;
@@ -64,6 +68,7 @@ START: Final = "start"
 CLOSE: Final = "close"
 ORDER: Final = "order"
 FILL: Final = "fill"
+FUNDING: Final = "funding"
 ORDER_FAILED: Final = "order_failed"
 BALANCE: Final = "balance"
 EPISODE: Final = "episode"
@@ -86,6 +91,7 @@ KINDS: Final = frozenset(
         CLOSE,
         ORDER,
         FILL,
+        FUNDING,
         ORDER_FAILED,
         BALANCE,
         EPISODE,

@@ -14,9 +14,11 @@ few places where exchanges differ in ways the order manager must not care about:
 
 - Perpetual futures: ``reduceOnly`` is passed through in ``params`` (the order manager
   sets it on the REDUCING state's quotes); :meth:`fetch_positions`, :meth:`set_leverage`,
-  :meth:`set_margin_mode` and :meth:`fetch_funding_rate` are ccxt's. A Binance futures
-  balance's ``total`` is ccxt's margin balance (wallet + unrealised PnL); the bot's books
-  compare the *wallet*, so :meth:`fetch_balance` reports ``walletBalance`` as the total.
+  :meth:`set_margin_mode`, :meth:`fetch_funding_rate` and :meth:`fetch_funding_history`
+  (the venue's funding payments, booked by :class:`bot.recovery.VenueFunding`) are
+  ccxt's. A Binance futures balance's ``total`` is ccxt's margin balance (wallet +
+  unrealised PnL); the bot's books compare the *wallet*, so :meth:`fetch_balance`
+  reports ``walletBalance`` as the total.
 - Binance's per-market error codes (``-2022 ReduceOnly Order is rejected`` ->
   ``InvalidOrder`` on ``/fapi``) are chosen by ccxt from the request's *host*; with
   overridden URLs (the local emulator) the adapter tells ccxt by the path instead, so the
@@ -179,6 +181,21 @@ class CcxtVenue:
         with self._retry_after_noted():
             rate: dict[str, Any] = await self._ex.fetch_funding_rate(symbol, params or {})
         return rate
+
+    async def fetch_funding_history(
+        self,
+        symbol: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The account's funding payments (Binance: ``GET /fapi/v1/income`` or
+        ``/dapi/v1/income``, ``incomeType=FUNDING_FEE``), oldest first."""
+        with self._retry_after_noted():
+            rows: list[dict[str, Any]] = await self._ex.fetch_funding_history(
+                symbol, since, limit, params or {}
+            )
+        return rows
 
     def amount_to_precision(self, symbol: str, amount: float) -> str:
         return str(self._ex.amount_to_precision(symbol, amount))
