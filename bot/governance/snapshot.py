@@ -50,6 +50,43 @@ def _fields(obj: object) -> dict[str, Any]:
 
 def dump(obj: Any, *, skip: frozenset[str] = frozenset(), path: str = "") -> Any:
     """``obj`` as JSON values; ``skip`` leaves out top-level attributes (e.g. config)."""
+    try:
+        return _fast(obj, skip)
+    except SnapshotError:
+        # The fast walk keeps no path; the careful one names where the problem is.
+        return _dump(obj, skip=skip, path=path)
+
+
+_PLAIN = (int, str, bool, type(None))
+
+
+def _fast(obj: Any, skip: frozenset[str] = frozenset()) -> Any:
+    """:func:`_dump` without the element paths (built only for an error message): the
+    detector is dumped every ``checkpoint_s`` while calm, mostly deques of floats.
+    Exact types first; anything else takes :func:`_dump`'s checks in its order."""
+    t = type(obj)
+    if t is float:
+        return obj if math.isfinite(obj) else {"$f": repr(obj)}
+    if t in _PLAIN:
+        return obj
+    if t is list:
+        return [_fast(x) for x in obj]
+    if t is deque:
+        return {"$q": [_fast(x) for x in obj], "max": obj.maxlen}
+    if t is tuple:
+        return {"$t": [_fast(x) for x in obj]}
+    if t is dict:
+        return {"$d": [[_fast(k), _fast(v)] for k, v in obj.items()]}
+    if isinstance(obj, Enum | bool | str | int | float | tuple | list | deque | dict):
+        return _dump(obj)  # subclasses: as the careful walk does (rare)
+    cls = type(obj)
+    if not _allowed(cls.__module__):
+        raise SnapshotError(f"{cls.__module__}.{cls.__qualname__} is not snapshottable")
+    fields = {k: _fast(v) for k, v in _fields(obj).items() if k not in skip}
+    return {"$o": f"{cls.__module__}:{cls.__qualname__}", "f": fields}
+
+
+def _dump(obj: Any, *, skip: frozenset[str] = frozenset(), path: str = "") -> Any:
     # Enums first: StrEnum and IntEnum members are also str and int.
     if isinstance(obj, Enum):
         cls = type(obj)
@@ -59,21 +96,21 @@ def dump(obj: Any, *, skip: frozenset[str] = frozenset(), path: str = "") -> Any
     if isinstance(obj, float):
         return _float(obj)
     if isinstance(obj, tuple):
-        return {"$t": [dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)]}
+        return {"$t": [_dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)]}
     if isinstance(obj, list):
-        return [dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)]
+        return [_dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)]
     if isinstance(obj, deque):
-        return {"$q": [dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)], "max": obj.maxlen}
+        return {"$q": [_dump(x, path=f"{path}[{i}]") for i, x in enumerate(obj)], "max": obj.maxlen}
     if isinstance(obj, dict):
         return {
-            "$d": [[dump(k, path=path), dump(v, path=f"{path}[{k!r}]")] for k, v in obj.items()]
+            "$d": [[_dump(k, path=path), _dump(v, path=f"{path}[{k!r}]")] for k, v in obj.items()]
         }
     cls = type(obj)
     if not _allowed(cls.__module__):
         raise SnapshotError(
             f"{path or 'state'}: {cls.__module__}.{cls.__qualname__} is not snapshottable"
         )
-    fields = {k: dump(v, path=f"{path}.{k}") for k, v in _fields(obj).items() if k not in skip}
+    fields = {k: _dump(v, path=f"{path}.{k}") for k, v in _fields(obj).items() if k not in skip}
     return {"$o": f"{cls.__module__}:{cls.__qualname__}", "f": fields}
 
 
