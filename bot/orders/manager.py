@@ -35,7 +35,14 @@ from bot.orders.calls import Sleep, Throttle, VenueCalls
 from bot.orders.config import OrderManagerConfig
 from bot.orders.events import Action, Observer
 from bot.orders.ids import ClientIdFactory
-from bot.orders.quotes import PreparedQuote, QuoteKey, diff_quotes, order_key, prepare_quote
+from bot.orders.quotes import (
+    PreparedQuote,
+    QuoteKey,
+    diff_quotes,
+    order_key,
+    prepare_quote,
+    warm_market,
+)
 from bot.orders.reconcile import plan_reconcile
 from bot.orders.state import OrderEvent, OrderState, TrackedOrder
 from bot.orders.streams import follow
@@ -114,6 +121,8 @@ class OrderManager:
         # object (a reload of the markets makes new ones); see _prepare and _key.
         self._prepared: dict[Quote, tuple[Any, PreparedQuote | str]] = {}
         self._keys: dict[tuple[str, str, float, float], tuple[Any, QuoteKey | None]] = {}
+        # Market structures whose constants are derived (see warm_market), by symbol.
+        self._warm: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -149,6 +158,8 @@ class OrderManager:
         generation = self._generation[symbol]
         self._cancel_when_idle -= {o.client_id for o in self.open_orders(symbol)}
         self._tracker.prune(self.is_busy)
+        if not desired:
+            self._warm_up(symbol)
         result = SyncResult()
         prepared: list[PreparedQuote] = []
         for quote in desired:
@@ -371,6 +382,17 @@ class OrderManager:
                 self._prepared.clear()
             self._prepared[quote] = (market, result)
         return result
+
+    def _warm_up(self, symbol: str) -> None:
+        # On a quiet reading (nothing asked): the first quotes are the urgent ones.
+        markets = getattr(self._venue, "markets", None) or {}
+        market = markets.get(symbol)
+        if market is None or self._warm.get(symbol) is market:
+            return
+        self._warm[symbol] = market
+        warm_market(
+            symbol, market, self._venue.amount_to_precision, self._venue.price_to_precision
+        )
 
     def _key(self, order: TrackedOrder) -> QuoteKey | None:
         markets = getattr(self._venue, "markets", None) or {}

@@ -18,7 +18,7 @@ from typing import Any
 import ccxt
 
 from bot.orders.state import OrderState, TrackedOrder
-from bot.venues.rules import check_limits
+from bot.venues.rules import check_limits, limits_of
 from strategies.base import Quote
 
 # (side, price, amount) after rounding with the venue's precision helpers.
@@ -67,6 +67,28 @@ def prepare_quote(
     except ccxt.InvalidOrder as e:
         return f"OUTSIDE_LIMITS: {e}"
     return PreparedQuote(quote, float(price_s), float(amount_s))
+
+
+def warm_market(
+    symbol: str,
+    market: Mapping[str, Any],
+    amount_to_precision: Rounder,
+    price_to_precision: Rounder,
+) -> None:
+    """Derive the market's per-market constants (limits, tick, the venue's rounding)
+    now, so the first quotes of an episode do not pay for them at the trigger."""
+    limits_of(market)
+    precision: Mapping[str, Any] = market.get("precision") or {}
+    tick, step = precision.get("price"), precision.get("amount")
+    if isinstance(tick, int | float) and 0 < tick < 1:
+        _tick_decimal(tick)
+    try:  # the market's own tick and step are on its grid: nothing to refuse
+        if isinstance(tick, int | float) and tick > 0:
+            price_to_precision(symbol, float(tick))
+        if isinstance(step, int | float) and step > 0:
+            amount_to_precision(symbol, float(step))
+    except Exception:  # an odd market: its first real quote says what is wrong
+        pass
 
 
 def passive_price(quote: Quote, market: Mapping[str, Any]) -> float:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from bot.book import BookState, OrderBook
 from bot.inventory import AnyInventory, PerpInventory, RestingOrder, currencies
@@ -101,14 +101,22 @@ class QuoteContext:
     def with_sent(self, quote: Quote) -> QuoteContext:
         """The context after ``quote`` is sent: for checking a set of orders one by one."""
         notional = self.collateral(quote)
-        return replace(
-            self,
-            resting_buy_base=self.resting_buy_base + (quote.amount if quote.side == "buy" else 0),
-            resting_sell_base=self.resting_sell_base
-            + (quote.amount if quote.side == "sell" else 0),
-            open_orders=self.open_orders + 1,
-            market_committed_quote=self.market_committed_quote + notional,
-            total_committed_quote=self.total_committed_quote + notional,
+        buy = quote.side == "buy"
+        sell = quote.side == "sell"
+        # Built directly: dataclasses.replace re-reads every field by name (once per order).
+        return QuoteContext(
+            self.mid,
+            self.best_bid,
+            self.best_ask,
+            self.position_base,
+            self.resting_buy_base + (quote.amount if buy else 0),
+            self.resting_sell_base + (quote.amount if sell else 0),
+            self.open_orders + 1,
+            self.market_committed_quote + notional,
+            self.total_committed_quote + notional,
+            self.rules,
+            self.leverage,
+            self.perp,
         )
 
     @classmethod
@@ -339,6 +347,8 @@ CHECKS: tuple[Check, ...] = (
     check_position,
     check_contract_position,
 )
+CHECKS_AFTER_VALID: tuple[Check, ...] = CHECKS[1:]
+""":data:`CHECKS` for a quote that already passed :func:`check_valid` (the engine's)."""
 
 
 def check_order(

@@ -64,7 +64,7 @@ from bot.orders.events import OrderActionFailed, OrderNotice
 from bot.positions import PositionReading
 from bot.risk.bucket import TokenBucket
 from bot.risk.checks import (
-    CHECKS,
+    CHECKS_AFTER_VALID,
     Check,
     QuoteContext,
     check_order,
@@ -389,7 +389,9 @@ class RiskEngine:
                 f"SIDE_PAUSED: symbol={quote.symbol} side={quote.side} "
                 f"guard={Guard.FUNDING_COST.value} position={_n(ctx.position_base)}"
             )
-        denial = check_order(quote, ctx, self.config, self._checks.get(quote.symbol, CHECKS))
+        # check_valid passed above: the default set does not run it twice.
+        checks = self._checks.get(quote.symbol, CHECKS_AFTER_VALID)
+        denial = check_order(quote, ctx, self.config, checks)
         if denial is not None and denial.startswith("FAT_FINGER"):
             self._fire_momentary(Guard.FAT_FINGER, quote.symbol, denial, {})
         return denial

@@ -86,7 +86,7 @@ def prepare_order(
     the paper venue's offline one). Raises ``ccxt.BadSymbol`` for an unknown symbol and
     ``ccxt.InvalidOrder`` for a bad type/side/number or an order outside the limits.
     """
-    market: Mapping[str, Any] = exchange.market(symbol)  # BadSymbol, as ccxt raises it
+    market = _market(exchange, symbol)  # BadSymbol, as ccxt raises it
     ex_id = str(exchange.id)
     if type not in ORDER_TYPES:
         raise ccxt.InvalidOrder(f"{ex_id} {type} is not a supported order type (limit, market)")
@@ -171,29 +171,33 @@ class MarketLimits:
         exchange_id: str = "",
     ) -> None:
         """See :func:`check_limits`."""
-        symbol, base, quote = self.symbol, self.base, self.quote
-        prefix = f"{exchange_id} " if exchange_id else ""
-
-        def refuse(what: str) -> ccxt.InvalidOrder:
-            return ccxt.InvalidOrder(f"{prefix}order refused before sending: {what} ({symbol})")
-
+        # Checked for every quote prepared: the refusal's wording is built only on refusal.
+        base, quote = self.base, self.quote
         lo, hi = self.amount
         if lo is not None and amount < lo:
-            raise refuse(f"amount {amount} {base} is below the minimum amount {lo}")
+            raise self._refusal(
+                exchange_id, f"amount {amount} {base} is below the minimum amount {lo}"
+            )
         if hi is not None and amount > hi:
-            raise refuse(f"amount {amount} {base} is above the maximum amount {hi}")
+            raise self._refusal(
+                exchange_id, f"amount {amount} {base} is above the maximum amount {hi}"
+            )
         if type == "market":
             lo, hi = self.market
             if lo is not None and amount < lo:
-                raise refuse(f"market order amount {amount} {base} is below the minimum {lo}")
+                raise self._refusal(
+                    exchange_id, f"market order amount {amount} {base} is below the minimum {lo}"
+                )
             if hi is not None and amount > hi:
-                raise refuse(f"market order amount {amount} {base} is above the maximum {hi}")
+                raise self._refusal(
+                    exchange_id, f"market order amount {amount} {base} is above the maximum {hi}"
+                )
         if price is not None:
             lo, hi = self.price
             if lo is not None and price < lo:
-                raise refuse(f"price {price} is below the minimum price {lo}")
+                raise self._refusal(exchange_id, f"price {price} is below the minimum price {lo}")
             if hi is not None and price > hi:
-                raise refuse(f"price {price} is above the maximum price {hi}")
+                raise self._refusal(exchange_id, f"price {price} is above the maximum price {hi}")
 
         apply_min, apply_max = True, True
         notional_price = price
@@ -205,13 +209,19 @@ class MarketLimits:
         cost = amount * notional_price
         lo, hi = self.cost
         if apply_min and lo is not None and cost < lo:
-            raise refuse(
-                f"notional {cost} {quote} (amount x price) is below the minimum notional {lo}"
+            raise self._refusal(
+                exchange_id,
+                f"notional {cost} {quote} (amount x price) is below the minimum notional {lo}",
             )
         if apply_max and hi is not None and cost > hi:
-            raise refuse(
-                f"notional {cost} {quote} (amount x price) is above the maximum notional {hi}"
+            raise self._refusal(
+                exchange_id,
+                f"notional {cost} {quote} (amount x price) is above the maximum notional {hi}",
             )
+
+    def _refusal(self, exchange_id: str, what: str) -> ccxt.InvalidOrder:
+        prefix = f"{exchange_id} " if exchange_id else ""
+        return ccxt.InvalidOrder(f"{prefix}order refused before sending: {what} ({self.symbol})")
 
 
 _CACHE_SIZE = 4096
@@ -306,9 +316,44 @@ _MAX_PLACES = 26
 _precision_cache: dict[int, tuple[Mapping[str, Any], Any, MarketPrecision]] = {}
 
 
+_resolved: dict[tuple[int, str], tuple[Any, Any, Any, Any, Mapping[str, Any]]] = {}
+
+
+def _market(exchange: Any, symbol: str) -> Mapping[str, Any]:
+    """``exchange.market(symbol)``, remembered while what it depends on is unchanged.
+
+    ccxt resolves a symbol through the loaded markets and the exchange's
+    ``defaultType``/``defaultSubType`` options (Binance maps spot symbols to
+    perpetuals when the default type is swap): the same markets dict, the same
+    structure under ``symbol`` and the same two options give the same answer.
+    """
+    markets = exchange.markets
+    options = exchange.options
+    direct = markets.get(symbol) if isinstance(markets, dict) else None
+    kind = options.get("defaultType") if isinstance(options, dict) else None
+    sub = options.get("defaultSubType") if isinstance(options, dict) else None
+    key = (id(exchange), symbol)
+    hit = _resolved.get(key)
+    if (
+        hit is not None
+        and hit[0] is markets
+        and hit[1] is direct
+        and hit[2] == kind
+        and hit[3] == sub
+        and direct is not None
+    ):
+        return hit[4]
+    market: Mapping[str, Any] = exchange.market(symbol)  # BadSymbol, as ccxt raises it
+    if direct is not None:
+        if len(_resolved) >= _CACHE_SIZE:
+            _resolved.clear()
+        _resolved[key] = (markets, direct, kind, sub, market)
+    return market
+
+
 def precision_of(exchange: Any, symbol: str) -> MarketPrecision:
     """``symbol``'s rounding on ``exchange``, derived once per market structure."""
-    market: Mapping[str, Any] = exchange.market(symbol)
+    market = _market(exchange, symbol)
     hit = _precision_cache.get(id(market))
     if hit is not None and hit[0] is market and hit[1] is exchange:
         return hit[2]
