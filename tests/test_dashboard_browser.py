@@ -14,21 +14,16 @@ Debian's ``chromium`` with apt-get when it can).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import DashboardDaemon, dashboard_daemon
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api",
@@ -70,69 +65,17 @@ if not CHROMIUM.is_file():
 expect.set_options(timeout=WAIT_MS)
 
 
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[str]
-    port: int
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, path: str, token: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base + path, headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-
-
-def _drain(proc: subprocess.Popen[str], port: queue.Queue[int]) -> None:
-    """Read the daemon's JSON log (a pipe left unread would block it) and hand over the
-    TCP port once it listens."""
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == "control_listening" and record.get("tcp"):
-                port.put(int(str(record["tcp"]).rsplit(":", 1)[1]))
-    port.put(0)  # the log ended: the daemon is gone
+Daemon = DashboardDaemon
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    state = Path(tempfile.mkdtemp(prefix="bsdash-", dir="/tmp"))  # short: a socket lives there
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "BACKSTOP_CONTROL__TCP_ENABLED": "true",
-        "BACKSTOP_CONTROL__TCP_PORT": "0",
-        "BACKSTOP_CONTROL__DASHBOARD": "true",
-        "BACKSTOP_CONTROL__DASHBOARD_REFRESH_S": "0.25",
-        "BACKSTOP_CONTROL__TOKENS": json.dumps(TOKENS),
-    }
-    exe = Path(sys.executable).parent / "backstop"
-    proc = subprocess.Popen(
-        [
-            str(exe), "run", "--config", str(PAPER), "--stress", STRESS, "--speed", SPEED,
-            "--control", "--state-dir", str(state), "--log-format", "json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    ports: queue.Queue[int] = queue.Queue()
-    threading.Thread(target=_drain, args=(proc, ports), daemon=True).start()
-    try:
-        port = ports.get(timeout=60)
-        assert port, f"the daemon exited before listening (status {proc.poll()})"
-        yield Daemon(proc, port)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(state, ignore_errors=True)
+    with dashboard_daemon(
+        ["--config", str(PAPER), "--stress", STRESS, "--speed", SPEED],
+        TOKENS,
+        state_prefix="bsdash-",
+    ) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

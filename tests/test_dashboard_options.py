@@ -11,22 +11,16 @@ why, when Playwright or the browser is missing.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import DashboardDaemon, dashboard_daemon
 
 from bot.dashboard.views import options_html
 
@@ -103,73 +97,21 @@ def test_the_options_fragment_by_hand() -> None:
 # ---- in the browser ---------------------------------------------------------------------
 
 
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[str]
-    port: int
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base + path, headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-
-
-def _drain(proc: subprocess.Popen[str], port: queue.Queue[int]) -> None:
-    """Read the daemon's JSON log (a pipe left unread would block it) and hand over the
-    TCP port once it listens."""
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == "control_listening" and record.get("tcp"):
-                port.put(int(str(record["tcp"]).rsplit(":", 1)[1]))
-    port.put(0)
+Daemon = DashboardDaemon
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    state = Path(tempfile.mkdtemp(prefix="bsopt-", dir="/tmp"))  # short: a socket lives there
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "BACKSTOP_CONTROL__TCP_ENABLED": "true",
-        "BACKSTOP_CONTROL__TCP_PORT": "0",
-        "BACKSTOP_CONTROL__DASHBOARD": "true",
-        "BACKSTOP_CONTROL__DASHBOARD_REFRESH_S": "0.25",
-        "BACKSTOP_CONTROL__TOKENS": json.dumps({"viewer.grafana": TOKEN}),
-        "BACKSTOP_OPTIONS__SYNTHETIC__STRESS": "fracture:band_bps=3000,start_s=45,hold_s=600",
-    }
-    exe = Path(sys.executable).parent / "backstop"
-    proc = subprocess.Popen(
-        [
-            str(exe), "run", "--config", str(CONFIG), "--speed", "10", "--control",
-            "--state-dir", str(state), "--log-format", "json",
-        ],
+    with dashboard_daemon(
+        ["--config", str(CONFIG), "--speed", "10"],
+        {"viewer.grafana": TOKEN},
+        state_prefix="bsopt-",
+        env={"BACKSTOP_OPTIONS__SYNTHETIC__STRESS": "fracture:band_bps=3000,start_s=45,hold_s=600"},
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    ports: queue.Queue[int] = queue.Queue()
-    threading.Thread(target=_drain, args=(proc, ports), daemon=True).start()
-    try:
-        port = ports.get(timeout=60)
-        assert port, f"the daemon exited before listening (status {proc.poll()})"
-        yield Daemon(proc, port)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(state, ignore_errors=True)
+    ) as d:
+        yield d
 
 
 def test_the_overview_shows_the_options_panel_of_a_live_options_daemon(daemon: Daemon) -> None:
@@ -224,7 +166,7 @@ def test_the_overview_shows_the_options_panel_of_a_live_options_daemon(daemon: D
         shutil.rmtree(profile, ignore_errors=True)
     assert problems == []
     # The numbers are the daemon's: its caps, and a net delta within them.
-    status = daemon.api("/status")["options"]
+    status = daemon.api("/status", TOKEN)["options"]
     limits = status["limits"]
     m = re.match(r"^(-?[\d.]+) of ±([\d.]+)", net)
     assert m is not None, net

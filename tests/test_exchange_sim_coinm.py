@@ -14,45 +14,42 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import time
 import tomllib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
-from test_exchange_sim_usdm_funding import (
+from futures_support import (
     HOUR_NS,
     MINUTE_NS,
     Session,
     ShiftedClock,
     assert_books_agree,
+    ccxt_venue,
+    exchange_info,
 )
 
 from bot.cli import build_parser
 from bot.clock import ManualClock, WallClock
 from bot.exchange_sim.cli import options_from_args, serve
 from bot.exchange_sim.futures_server import COINM, BinanceFuturesEmulator
-from bot.exchanges import make_exchange
-from bot.logs import null_logger
 from bot.settings import Settings, load_settings
 from bot.venues.ccxt_venue import CcxtVenue
 
 PERP, RAW = "BTC/USD:BTC", "BTCUSD_PERP"
 KEY, SECRET = "coinm-key", "coinm-secret"
-EXCHANGE_INFO = Path(__file__).parent.parent / "bot" / "data" / "binance_exchange_info_symbols.json"
 WITHIN_S = 5.0
 ONE = Decimal(1)
 
 
 @pytest.fixture(scope="module")
 def coinm_entry() -> dict[str, Any]:
-    entry: dict[str, Any] = json.loads(EXCHANGE_INFO.read_text())["coinm"]
-    return entry
+    return exchange_info("coinm")
 
 
 @asynccontextmanager
@@ -74,22 +71,8 @@ async def emulator(
         yield emu
 
 
-@asynccontextmanager
-async def venue(emu: BinanceFuturesEmulator) -> AsyncIterator[CcxtVenue]:
-    """The bot's adapter over ccxt.pro ``binancecoinm`` in sandbox mode, on the emulator."""
-    ex = make_exchange(
-        "binancecoinm",
-        sandbox=True,
-        api_key=KEY,
-        secret=SECRET,
-        url_overrides=emu.url_overrides(websockets=True),
-    )
-    v = CcxtVenue(ex, log=null_logger())
-    try:
-        await v.load_markets()
-        yield v
-    finally:
-        await v.close()
+def venue(emu: BinanceFuturesEmulator) -> AbstractAsyncContextManager[CcxtVenue]:
+    return ccxt_venue("binancecoinm", emu, KEY, SECRET)
 
 
 @pytest.fixture

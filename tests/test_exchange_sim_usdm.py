@@ -7,36 +7,31 @@ taker 0.04 %, maintenance 2.5 %, tick 0.1, lot 0.001, minimum notional 5 USDT.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import ccxt
 import pytest
+from futures_support import ccxt_venue, exchange_info
 
 from bot.clock import ManualClock, WallClock
 from bot.exchange_sim.events import AccountChanged
 from bot.exchange_sim.futures import FuturesEngine
 from bot.exchange_sim.futures_server import BinanceFuturesEmulator
-from bot.exchanges import make_exchange
-from bot.logs import null_logger
 from bot.venues.ccxt_venue import CcxtVenue
 
 PERP, RAW = "BTC/USDT:USDT", "BTCUSDT"
 KEY, SECRET = "usdm-key", "usdm-secret"
-EXCHANGE_INFO = Path(__file__).parent.parent / "bot" / "data" / "binance_exchange_info_symbols.json"
 WITHIN_S = 5.0
 
 
 @pytest.fixture(scope="module")
 def usdm_entry() -> dict[str, Any]:
-    entry: dict[str, Any] = json.loads(EXCHANGE_INFO.read_text())["usdm"]
-    return entry
+    return exchange_info("usdm")
 
 
 @asynccontextmanager
@@ -53,22 +48,8 @@ async def emulator(
         yield emu
 
 
-@asynccontextmanager
-async def venue(emu: BinanceFuturesEmulator) -> AsyncIterator[CcxtVenue]:
-    """The bot's adapter over ccxt.pro ``binanceusdm`` in sandbox mode, on the emulator."""
-    ex = make_exchange(
-        "binanceusdm",
-        sandbox=True,
-        api_key=KEY,
-        secret=SECRET,
-        url_overrides=emu.url_overrides(websockets=True),
-    )
-    v = CcxtVenue(ex, log=null_logger())
-    try:
-        await v.load_markets()
-        yield v
-    finally:
-        await v.close()
+def venue(emu: BinanceFuturesEmulator) -> AbstractAsyncContextManager[CcxtVenue]:
+    return ccxt_venue("binanceusdm", emu, KEY, SECRET)
 
 
 @pytest.fixture
@@ -274,7 +255,7 @@ async def test_depth_and_trades_stream_on_fstream_with_contiguous_ids(
 
 
 async def test_funding_is_paid_from_the_isolated_margin_at_the_funding_time() -> None:
-    entry = json.loads(EXCHANGE_INFO.read_text())["usdm"]
+    entry = exchange_info("usdm")
     clock = ManualClock(start_ns=3_600 * 10**9 * 1000)  # a whole hour: a funding time
     engine = FuturesEngine([entry], clock, {"USDT": "10000"}, funding_interval_s=3600.0)
     events: list[Any] = []

@@ -14,8 +14,6 @@ Figures are hand-computed from the bundled BTCUSDT perpetual (taker 0.04 %).
 
 from __future__ import annotations
 
-import json
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,45 +21,26 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from futures_support import (
+    HOUR_NS,
+    MINUTE_NS,
+    Session,
+    ShiftedClock,
+    assert_books_agree,
+    exchange_info,
+)
 
-from bot.app import build_trader
-from bot.clock import WallClock
 from bot.exchange_sim.futures_server import BinanceFuturesEmulator
-from bot.exchanges import make_exchange
 from bot.inventory import PerpInventory
-from bot.journal import Journal
 from bot.journal import records as rk
 from bot.logs import null_logger
 from bot.markets import offline_markets
 from bot.orders.events import OrderFilled
-from bot.recovery import Recovery, VenueFunding, _fill_from_journal, recover
+from bot.recovery import VenueFunding, _fill_from_journal
 from bot.settings import Settings, load_settings
-from bot.trader import Trader
-from bot.venues.ccxt_venue import CcxtVenue
 
 PERP, RAW = "BTC/USDT:USDT", "BTCUSDT"
 KEY, SECRET = "funding-key", "funding-secret"
-EXCHANGE_INFO = Path(__file__).parent.parent / "bot" / "data" / "binance_exchange_info_symbols.json"
-HOUR_NS = 3_600 * 10**9
-MINUTE_NS = 60 * 10**9
-
-
-class ShiftedClock:
-    """The wall clock plus an offset the test moves forward (the venue's clock)."""
-
-    def __init__(self, start_ns: int) -> None:
-        self._offset = start_ns - time.time_ns()
-
-    def now_ns(self) -> int:
-        return time.time_ns() + self._offset
-
-    def jump_to(self, ns: int) -> None:
-        assert ns > self.now_ns()
-        self._offset = ns - time.time_ns()
-
-    @property
-    def offset_ms(self) -> int:
-        return self._offset // 1_000_000
 
 
 @pytest.fixture
@@ -85,7 +64,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @asynccontextmanager
 async def emulator(clock: ShiftedClock) -> AsyncIterator[BinanceFuturesEmulator]:
-    usdm = json.loads(EXCHANGE_INFO.read_text())["usdm"]
+    usdm = exchange_info("usdm")
     async with BinanceFuturesEmulator(
         exchange_info=[usdm],
         api_key=KEY,
@@ -98,109 +77,12 @@ async def emulator(clock: ShiftedClock) -> AsyncIterator[BinanceFuturesEmulator]
         yield emu
 
 
-class Session:
-    """What a testnet daemon builds at start, minus the feed (tests/test_recovery.py)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        emu: BinanceFuturesEmulator,
-        clock: ShiftedClock,
-        *,
-        key: str = KEY,
-        secret: str = SECRET,
-    ) -> None:
-        exchange = make_exchange(
-            settings.exchange.id,
-            sandbox=True,
-            api_key=key,
-            secret=secret,
-            pro=False,
-            url_overrides=emu.url_overrides(),
-        )
-        # ccxt spaces requests by Binance's weights (an income read weighs 30: 1.5 s);
-        # a local venue with no limits of its own needs no spacing.
-        exchange.enableRateLimit = False
-        self._clock = clock
-        self.venue = CcxtVenue(exchange, log=null_logger())
-        self.journal = Journal(settings.journal_path, clock=WallClock())
-        self.journal.record_start(settings)
-        self.settings = settings
-        self.symbol = settings.markets[0].symbol
-        self.funding = VenueFunding(self.journal, log=null_logger())
-        self.trader: Trader | None = None
-
-    def follow_venue_clock(self) -> None:
-        # ccxt signs with milliseconds() - timeDifference: the venue's time.
-        self.venue.exchange.options["timeDifference"] = -self._clock.offset_ms
-
-    async def start(self) -> Recovery:
-        self.follow_venue_clock()
-        markets = await self.venue.load_markets()
-        self.trader, _killswitch = build_trader(
-            self.settings,
-            self.settings.markets,
-            markets,
-            self.venue,
-            clock=WallClock(),
-            log=null_logger(),
-            state_dir=self.settings.state_dir,
-            journal=self.journal,
-            throttler=None,
-            rng=random.Random(),
-        )
-        return await recover(
-            self.trader,
-            self.venue,
-            self.journal,
-            exchange_id=self.settings.exchange.id,
-            prefix=self.settings.orders.client_id_prefix,
-            log=null_logger(),
-            funding=self.funding,
-        )
-
-    @property
-    def inventory(self) -> PerpInventory:
-        assert self.trader is not None
-        inventory = self.trader.desks[self.symbol].inventory
-        assert isinstance(inventory, PerpInventory)
-        return inventory
-
-    async def take(self, side: str, amount: float, price: float, n: int) -> None:
-        """A taker order of ours (the client-id prefix) the bot's stream never saw."""
-        self.follow_venue_clock()
-        client_id = f"{self.settings.orders.client_id_prefix}-t{n}"
-        await self.venue.create_order(
-            self.symbol, "limit", side, amount, price, {"clientOrderId": client_id}
-        )
-
-    async def crash(self) -> None:
-        if self.trader is not None:
-            await self.trader.manager.aclose()
-        await self.journal.flush()  # committed, but no clean close record
-        self.journal.close(timeout=5)
-        await self.venue.close()
-
-
-def assert_books_agree(session: Session, emu: BinanceFuturesEmulator) -> None:
-    """The bot's account is the venue's, to the last digit."""
-    inv = session.inventory
-    pos = emu.engine.positions[session.venue.markets[session.symbol]["id"]]
-    assert inv.wallet == emu.engine.wallets[inv.spec.settle]
-    assert inv.position.contracts == pos.contracts
-    assert inv.position.entry == pos.entry
-    assert inv.position.margin == pos.margin
-    assert inv.position.funding == pos.funding
-    assert inv.position.realised == pos.realised
-    assert inv.position.fees == pos.fees
-
-
 async def test_venue_funding_is_booked_once_and_survives_restarts(settings: Settings) -> None:
     start = (time.time_ns() // HOUR_NS + 1) * HOUR_NS + MINUTE_NS
     clock = ShiftedClock(start)
     first_funding = start - MINUTE_NS + HOUR_NS
     async with emulator(clock) as emu:
-        one = Session(settings, emu, clock)
+        one = Session(settings, emu, clock, key=KEY, secret=SECRET)
         await one.start()
         assert emu.engine.margin_types[RAW] == "ISOLATED"
         # Long 0.1 @ 60,000.1 at 5x: fee 2.400004, margin 1,200.002.
@@ -214,7 +96,7 @@ async def test_venue_funding_is_booked_once_and_survives_restarts(settings: Sett
         await one.crash()
 
         # Restarted: both fills and the payment were made while the bot was down.
-        two = Session(settings, emu, clock)
+        two = Session(settings, emu, clock, key=KEY, secret=SECRET)
         report = (await two.start()).markets[PERP]
         assert (report.fills_missed, report.funding_missed, report.funding_restored) == (2, 1, 0)
         assert_books_agree(two, emu)
@@ -235,7 +117,7 @@ async def test_venue_funding_is_booked_once_and_survives_restarts(settings: Sett
         await two.crash()
 
         # Restarted again: the journal has both payments, the venue nothing new.
-        three = Session(settings, emu, clock)
+        three = Session(settings, emu, clock, key=KEY, secret=SECRET)
         report = (await three.start()).markets[PERP]
         assert (report.funding_missed, report.funding_restored) == (0, 2)
         assert_books_agree(three, emu)
@@ -255,7 +137,7 @@ async def test_a_payment_booked_after_a_later_fill_reaches_the_margin_as_at_its_
     start = (time.time_ns() // HOUR_NS + 1) * HOUR_NS + MINUTE_NS
     clock = ShiftedClock(start)
     async with emulator(clock) as emu:
-        session = Session(settings, emu, clock)
+        session = Session(settings, emu, clock, key=KEY, secret=SECRET)
         await session.start()
         await session.take("sell", 0.2, 60000.0, 1)  # short 0.2
         clock.jump_to(start + HOUR_NS)
@@ -282,7 +164,7 @@ async def test_the_running_bot_reads_income_only_after_a_funding_time(settings: 
     hour = (time.time_ns() // HOUR_NS + 1) * HOUR_NS
     clock = ShiftedClock(hour + 10 * MINUTE_NS)
     async with emulator(clock) as emu:
-        session = Session(settings, emu, clock)
+        session = Session(settings, emu, clock, key=KEY, secret=SECRET)
         session.funding = VenueFunding(session.journal, log=null_logger(), clock=clock)
         await session.start()
         await session.take("buy", 0.1, 60000.1, 1)

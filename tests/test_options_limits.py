@@ -11,10 +11,10 @@ USD, i.e. 0.0158335 BTC of delta per 1 % move; call premium 5,968.59 USD = 0.099
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
+from options_support import CONFIG, SHORT, is_option
 
 from bot.app import assemble
 from bot.book import OrderBook
@@ -35,7 +35,6 @@ from bot.risk.options import OptionSpec
 from bot.settings import load_settings
 from strategies.base import Quote
 
-CONFIG = Path("config/paper-options.toml")
 NOW_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC
 QUARTER_MS = round(0.25 * 365 * 86_400_000)
 CALL = "BTC/USD:BTC-241108-60000-C"
@@ -189,21 +188,6 @@ def test_the_premium_band_by_hand() -> None:
 
 # ---- in a run ---------------------------------------------------------------------------
 
-SHORT = {
-    "feed": {"duration_s": 130.0},
-    "options": {
-        "synthetic": {
-            "expiries": ["2024-08-08T23:56:00Z", "2024-08-09T08:00:00Z", "2024-08-30T08:00:00Z"],
-            "strikes": [61000, 62000],
-            "stress": "fracture:band_bps=3000,start_s=50,ramp_s=2,hold_s=30,recover_s=20",
-        }
-    },
-}
-
-
-def _is_option(symbol: str) -> bool:
-    return symbol.startswith("BTC/USD:BTC-")
-
 
 @pytest.fixture(scope="module")
 def stressed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -230,14 +214,14 @@ def stressed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             # desk's option positions, must be within the cap when it is admitted.
             if not (isinstance(notice, OrderStateChanged) and notice.previous is None):
                 return
-            if not _is_option(notice.symbol):
+            if not is_option(notice.symbol):
                 return
             order = manager.get(notice.client_id)
             assert order is not None
             perp = manager.open_orders(PERP)
             buys = sum(rules.base_amount(o.price, o.remaining) for o in perp if o.side == "buy")
             sells = sum(rules.base_amount(o.price, o.remaining) for o in perp if o.side == "sell")
-            options = [desk._exposure_of(o) for o in manager.open_orders() if _is_option(o.symbol)]
+            options = [desk._exposure_of(o) for o in manager.open_orders() if is_option(o.symbol)]
             net = desk.net_exposure().delta
             push = desk._exposure_of(order).delta
             if push > 0:

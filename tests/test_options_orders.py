@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
+from options_support import CONFIG, SHORT, is_option
 
 from bot.app import assemble
 from bot.control.commands import print_status
@@ -27,22 +27,7 @@ from bot.logs import make_logger
 from bot.orders import OrderFilled, OrderStateChanged
 from bot.settings import load_settings
 
-CONFIG = Path("config/paper-options.toml")
 TRIP_AFTER_S = 60.0
-SHORT = {
-    "feed": {"duration_s": 130.0},
-    "options": {
-        "synthetic": {
-            "expiries": ["2024-08-08T23:56:00Z", "2024-08-09T08:00:00Z", "2024-08-30T08:00:00Z"],
-            "strikes": [61000, 62000],
-            "stress": "fracture:band_bps=3000,start_s=50,ramp_s=2,hold_s=30,recover_s=20",
-        }
-    },
-}
-
-
-def _is_option(symbol: str) -> bool:
-    return symbol.startswith("BTC/USD:BTC-")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +48,10 @@ def tripped_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         fills: list[OrderFilled] = []
 
         def on_notice(notice: object) -> None:
-            if isinstance(notice, OrderStateChanged) and _is_option(notice.symbol):
+            if isinstance(notice, OrderStateChanged) and is_option(notice.symbol):
                 if notice.previous is None:
                     created[notice.client_id] = notice.ts_ns
-            elif isinstance(notice, OrderFilled) and _is_option(notice.symbol):
+            elif isinstance(notice, OrderFilled) and is_option(notice.symbol):
                 fills.append(notice)
 
         manager.subscribe(on_notice)

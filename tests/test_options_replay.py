@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
+from options_support import CONFIG, SHORT
 
 from bot.app import assemble
 from bot.daemon import Daemon
@@ -20,18 +20,6 @@ from bot.logs import make_logger
 from bot.options.runner import MergedFeed, OptionsPlan, spec_from_symbol
 from bot.orders import OrderFilled
 from bot.settings import load_settings
-
-CONFIG = Path("config/paper-options.toml")
-SHORT = {
-    "feed": {"duration_s": 130.0},
-    "options": {
-        "synthetic": {
-            "expiries": ["2024-08-08T23:56:00Z", "2024-08-09T08:00:00Z", "2024-08-30T08:00:00Z"],
-            "strikes": [61000, 62000],
-            "stress": "fracture:band_bps=3000,start_s=50,ramp_s=2,hold_s=30,recover_s=20",
-        }
-    },
-}
 
 
 @pytest.fixture(scope="module")

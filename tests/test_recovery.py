@@ -8,8 +8,6 @@ order, journal the fill it missed, and agree with the venue's balances exactly.
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -17,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from futures_support import exchange_info, start_trader
 
-from bot.app import build_trader
 from bot.clock import WallClock
 from bot.errors import UserError
 from bot.exchange_sim import BinanceSpotEmulator
@@ -35,7 +33,6 @@ from strategies.base import Quote
 
 KEY, SECRET = "recovery-key", "recovery-secret"
 BTC = "BTC/USDT"
-EXCHANGE_INFO = Path(__file__).parent.parent / "bot" / "data" / "binance_exchange_info_symbols.json"
 # The account holds more than the reserve: the rest is the operator's.
 ACCOUNT = {"BTC": "1", "USDT": "100000"}
 RESERVE = {"base": 0.05, "quote": 5000.0}
@@ -54,7 +51,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @asynccontextmanager
 async def emulator() -> AsyncIterator[BinanceSpotEmulator]:
-    spot = json.loads(EXCHANGE_INFO.read_text())["spot"]
+    spot = exchange_info("spot")
     async with BinanceSpotEmulator(
         exchange_info=[spot], api_key=KEY, secret=SECRET, clock=WallClock(), balances=ACCOUNT
     ) as emu:
@@ -85,17 +82,8 @@ class Session:
 
     async def start(self) -> None:
         markets = await self.venue.load_markets()
-        self.trader, self.killswitch = build_trader(
-            self.settings,
-            self.settings.markets,
-            markets,
-            self.venue,
-            clock=WallClock(),
-            log=null_logger(),
-            state_dir=self.settings.state_dir,
-            journal=self.journal,
-            throttler=None,
-            rng=random.Random(),
+        self.trader, self.killswitch = start_trader(
+            self.settings, markets, self.venue, self.journal
         )
 
     async def recover(self) -> Any:
@@ -160,9 +148,7 @@ async def test_restart_adopts_its_order_and_journals_the_fill_it_missed(
         assert float(inventory.quote) == pytest.approx(RESERVE["quote"] - 0.004 * 59_000.0)
 
         # The bot's accounting plus the operator's untouched funds is the venue, exactly.
-        venue_totals = {
-            asset: float(b.free + b.locked) for asset, b in emu.engine.balances.items()
-        }
+        venue_totals = {asset: float(b.free + b.locked) for asset, b in emu.engine.balances.items()}
         expected = second.trader.expected_balances()
         for asset in ("BTC", "USDT"):
             assert expected[asset] == pytest.approx(venue_totals[asset], abs=1e-9)

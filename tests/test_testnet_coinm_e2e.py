@@ -12,23 +12,20 @@ after a restart that finds the payments made while it was down.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import e2e_support as e2e
 import pytest
 from daemon_process import Daemon
+from e2e_support import EmulatedTestnet, market_running, run_faster
+from futures_support import exchange_info
 
 from bot.clock import ManualClock, WallClock
-from bot.control.client import ControlClient, ControlTarget
-from bot.exchange_sim.engine import SimOrder
 from bot.exchange_sim.futures_server import COINM, BinanceFuturesEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
@@ -39,14 +36,12 @@ pytestmark = pytest.mark.e2e
 
 KEY, SECRET = "coinm-e2e-key", "coinm-e2e-secret"
 SYMBOL, RAW = "BTC/USD:BTC", "BTCUSD_PERP"
-PREFIX = "bs1-"
 REPO = Path(__file__).resolve().parent.parent
 PAPER_COINM = REPO / "config" / "paper-coinm.toml"
 RECORDINGS = [
     REPO / "bot" / "data" / "cm_btcusd_perp_20240808.gz",
     REPO / "bot" / "data" / "cm_btcusd_perp_20240809.gz",
 ]
-EXCHANGE_INFO = REPO / "bot" / "data" / "binance_exchange_info_symbols.json"
 MARGIN = "0.3"
 """The futures wallet holds exactly the configured reserve (paper-coinm's 0.3 BTC)."""
 SPEED = 3.0
@@ -57,61 +52,22 @@ VENUE_FUNDING_RATE = "0.0002"
 """Not the configured 0.0001: the bot must take the venue's payments."""
 
 
-def env() -> dict[str, str]:
-    return {"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET}
-
-
 def coinm_config(emu: BinanceFuturesEmulator, state_dir: Path) -> dict[str, Any]:
     """paper-coinm.toml on the emulator, its windows shortened for a 3x market."""
     config = rehearsal_config(emu, load_toml(PAPER_COINM), state_dir=state_dir)
-    config["feed"]["stale_after_s"] = 5
     config["exchange"]["timeout_s"] = 10.0
-    market = config["markets"][0]
-    market.update(baseline_window_s=6.0, engage_dwell_s=0.3, disengage_dwell_s=1.5)
-    market["perp"]["funding_interval_h"] = FUNDING_INTERVAL_S / 3600
+    run_faster(config, SPEED)
+    config["markets"][0]["perp"]["funding_interval_h"] = FUNDING_INTERVAL_S / 3600
     config["risk"]["guards"] = {"balance_check_s": 1.0}
-    config["risk"]["max_orders_per_second"] *= SPEED
-    config["risk"]["max_order_burst"] = round(config["risk"]["max_order_burst"] * SPEED)
-    config["orders"] = {"rate_limit": round(8 * SPEED)}
-    config["logging"] = {"format": "json", "level": "info"}
     return config
 
 
-@dataclass
-class CoinmTestnet:
-    emu: BinanceFuturesEmulator
-    driver: MarketDriver
-    config: Path
-    state_dir: Path
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def daemon(self) -> Daemon:
-        return Daemon(["run", "--config", str(self.config)], env())
-
-    def ours(self) -> list[SimOrder]:
-        return [o for o in self.emu.engine.orders.values() if o.client_order_id.startswith(PREFIX)]
-
-    def ours_open(self) -> list[SimOrder]:
-        return [o for o in self.ours() if o.is_open]
-
-    async def until(self, predicate: Callable[[], bool], *, within_s: float, what: str) -> None:
-        async def wait() -> None:
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-        try:
-            await asyncio.wait_for(wait(), within_s)
-        except TimeoutError:
-            raise AssertionError(f"not within {within_s}s: {what}") from None
-
-    def control(self) -> ControlClient:
-        return ControlClient(ControlTarget.for_state_dir(self.state_dir))
+CoinmTestnet = EmulatedTestnet[BinanceFuturesEmulator]
 
 
 @asynccontextmanager
 async def coinm_testnet(tmp_path: Path) -> AsyncIterator[CoinmTestnet]:
-    coinm = json.loads(EXCHANGE_INFO.read_text())["coinm"]
+    coinm = exchange_info("coinm")
     async with BinanceFuturesEmulator(
         market=COINM,
         exchange_info=[coinm],
@@ -130,17 +86,9 @@ async def coinm_testnet(tmp_path: Path) -> AsyncIterator[CoinmTestnet]:
         state_dir = tmp_path / "state"
         path = tmp_path / "testnet-coinm.toml"
         path.write_text(toml_document(coinm_config(emu, state_dir)))
-        net = CoinmTestnet(emu, driver, path, state_dir)
-        unsubscribe = emu.engine.subscribe(lambda _event: net.changed.set())
-        market = asyncio.ensure_future(driver.run())
-        try:
-            await driver.wait_applied(1)
+        net = CoinmTestnet(emu, driver, path, state_dir, KEY, SECRET)
+        async with market_running(net):
             yield net
-        finally:
-            unsubscribe()
-            market.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await market
 
 
 def venue_holdings(net: CoinmTestnet) -> dict[str, float]:
@@ -154,34 +102,13 @@ def venue_holdings(net: CoinmTestnet) -> dict[str, float]:
     return {"BTC": float(base), "USD": float(-size)}
 
 
-async def books_agree(net: CoinmTestnet, within_s: float = 10.0) -> None:
-    """Until the account the daemon reports equals the emulator's exactly (a fill or a
-    funding payment reaches the bot a moment after the venue books it)."""
-    last: tuple[Any, Any] = (None, None)
-
-    async def agreed() -> None:
-        nonlocal last
-        async with net.control() as control:
-            while True:
-                status = await control.status()
-                market = next(m for m in status["markets"] if m["symbol"] == SYMBOL)
-                last = (market["inventory"], venue_holdings(net))
-                if last[0] == last[1]:
-                    return
-                net.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(net.changed.wait(), 0.5)
-
-    try:
-        await asyncio.wait_for(agreed(), within_s)
-    except TimeoutError:
-        raise AssertionError(f"bot {last[0]} != venue {last[1]} for {within_s}s") from None
+async def books_agree(net: CoinmTestnet) -> None:
+    """Until the account the daemon reports equals the emulator's exactly."""
+    await e2e.books_agree(net, SYMBOL, lambda: venue_holdings(net))
 
 
 def reported(daemon: Daemon) -> dict[str, Any]:
-    summary = daemon.events("run_summary")[-1]
-    inventory: dict[str, Any] = summary["trading"]["markets"][SYMBOL]["inventory"]
-    return inventory
+    return e2e.reported(daemon, SYMBOL)
 
 
 def pause_funding(net: CoinmTestnet, paused: bool) -> None:

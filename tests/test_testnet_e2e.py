@@ -10,21 +10,20 @@ emulator's own books (its order log, balances, trades), not the bot's word.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import e2e_support as e2e
 import pytest
 from daemon_process import Daemon
+from e2e_support import EmulatedTestnet, market_running, run_faster
+from futures_support import exchange_info
 
 from bot.clock import ManualClock, WallClock
-from bot.control.client import ControlClient, ControlTarget
-from bot.exchange_sim import BinanceSpotEmulator, SimOrder
+from bot.exchange_sim import BinanceSpotEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
@@ -35,10 +34,8 @@ pytestmark = pytest.mark.e2e
 
 KEY, SECRET = "e2e-key", "e2e-secret"
 SYMBOL, RAW = "BTC/USDT", "BTCUSDT"
-PREFIX = "bs1-"
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "config" / "paper.toml"
-EXCHANGE_INFO = REPO / "bot" / "data" / "binance_exchange_info_symbols.json"
 # The emulator's account holds exactly the configured reserve, so the bot's inventory
 # and the venue's balances must agree to the last satoshi, not within a tolerance.
 RESERVE = {"BTC": "2", "USDT": "120000"}
@@ -54,22 +51,12 @@ FRACTURE = "fracture:start_s=160,hold_s=40,recover_s=40"
 def emulated_config(
     emu: BinanceSpotEmulator, state_dir: Path, strategy: str, speed: float
 ) -> dict[str, Any]:
-    """config/paper.toml rehearsed on the emulator (as ``exchange-sim --write-config``).
-
-    A daemon's windows and rates are wall time; the market runs at ``speed`` x, so the
-    detector's windows are shortened and the order rates raised by about that factor
-    (else quotes wait in the rate limiter while the market moves ``speed`` x faster).
-    """
+    """config/paper.toml rehearsed on the emulator (as ``exchange-sim --write-config``),
+    its windows and rates fitted to a ``speed`` x market."""
     config = rehearsal_config(emu, load_toml(PAPER), state_dir=state_dir)
-    config["feed"]["stale_after_s"] = 5
-    market = config["markets"][0]
-    market.update(baseline_window_s=6.0, engage_dwell_s=0.3, disengage_dwell_s=1.5)
+    run_faster(config, speed)
     config["strategy"]["name"] = strategy
     config["risk"]["guards"]["balance_check_s"] = 1.0
-    config["risk"]["max_orders_per_second"] *= speed
-    config["risk"]["max_order_burst"] = round(config["risk"]["max_order_burst"] * speed)
-    config["orders"] = {"rate_limit": round(8 * speed)}
-    config["logging"] = {"format": "json", "level": "info"}
     return config
 
 
@@ -78,45 +65,9 @@ def write_config(path: Path, config: Mapping[str, Any]) -> Path:
     return path
 
 
-def env(secret: str = SECRET) -> dict[str, str]:
-    return {"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": secret}
-
-
-@dataclass
-class LocalTestnet:
-    emu: BinanceSpotEmulator
-    driver: MarketDriver
-    config: Path
-    state_dir: Path
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def daemon(self, secret: str = SECRET) -> Daemon:
-        return Daemon(["run", "--config", str(self.config)], env(secret))
-
-    def ours(self) -> list[SimOrder]:
-        return [o for o in self.emu.engine.orders.values() if o.client_order_id.startswith(PREFIX)]
-
-    def ours_open(self) -> list[SimOrder]:
-        return [o for o in self.ours() if o.is_open]
-
+class LocalTestnet(EmulatedTestnet[BinanceSpotEmulator]):
     def totals(self) -> dict[str, float]:
         return {a: float(b.free + b.locked) for a, b in self.emu.engine.balances.items()}
-
-    async def until(self, predicate: Callable[[], bool], *, within_s: float, what: str) -> None:
-        """Await the emulator's own events until ``predicate`` holds."""
-
-        async def wait() -> None:
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-        try:
-            await asyncio.wait_for(wait(), within_s)
-        except TimeoutError:
-            raise AssertionError(f"not within {within_s}s: {what}") from None
-
-    def control(self) -> ControlClient:
-        return ControlClient(ControlTarget.for_state_dir(self.state_dir))
 
 
 @asynccontextmanager
@@ -129,7 +80,7 @@ async def local_testnet(
     speed: float = SPEED,
     unpaced_s: float = 0.0,
 ) -> AsyncIterator[LocalTestnet]:
-    spot = json.loads(EXCHANGE_INFO.read_text())["spot"]
+    spot = exchange_info("spot")
     async with BinanceSpotEmulator(
         exchange_info=[spot], api_key=KEY, secret=SECRET, clock=WallClock(), balances=RESERVE
     ) as emu:
@@ -143,11 +94,9 @@ async def local_testnet(
         config = emulated_config(emu, state_dir, strategy, speed)
         if config_changes is not None:
             config_changes(config)
-        net = LocalTestnet(emu, driver, write_config(tmp_path / "testnet.toml", config), state_dir)
-        unsubscribe = emu.engine.subscribe(lambda _event: net.changed.set())
-        market = asyncio.ensure_future(driver.run())
-        try:
-            await driver.wait_applied(1)  # the venue has a book before the bot connects
+        path = write_config(tmp_path / "testnet.toml", config)
+        net = LocalTestnet(emu, driver, path, state_dir, KEY, SECRET)
+        async with market_running(net):  # the venue has a book before the bot connects
             first_ns = replay.stats.first_ts_ns
             assert first_ns is not None
             # Skip to the interesting part of the recording before the bot connects.
@@ -157,11 +106,6 @@ async def local_testnet(
                 what=f"the market reaches {unpaced_s:g} s into the recording",
             )
             yield net
-        finally:
-            unsubscribe()
-            market.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await market
 
 
 async def started(net: LocalTestnet, secret: str = SECRET) -> Daemon:
@@ -220,34 +164,13 @@ async def test_the_daemon_backstops_a_fracture_on_the_emulated_testnet(tmp_path:
         assert not net.ours_open()
 
 
-async def books_agree(net: LocalTestnet, within_s: float = 10.0) -> None:
-    """Until the inventory the daemon reports equals the emulator's balances exactly.
+async def books_agree(net: LocalTestnet) -> None:
+    """Until the inventory the daemon reports equals the emulator's balances exactly."""
 
-    A fill reaches the bot a moment after the venue books it (its report is on the
-    websocket), so the two may differ for that moment; they must then agree.
-    """
-    last: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    def same(ours: dict[str, float], venue: dict[str, float]) -> bool:
+        return abs(ours["BTC"] - venue["BTC"]) <= 1e-9 and abs(ours["USDT"] - venue["USDT"]) <= 1e-6
 
-    async def agreed() -> None:
-        nonlocal last
-        async with net.control() as control:
-            while True:
-                status = await control.status()
-                market = next(m for m in status["markets"] if m["symbol"] == SYMBOL)
-                ours, venue = market["inventory"], net.totals()
-                last = (ours, venue)
-                if (
-                    abs(ours["BTC"] - venue["BTC"]) <= 1e-9
-                    and abs(ours["USDT"] - venue["USDT"]) <= 1e-6
-                ):
-                    return
-                net.changed.clear()
-                await net.changed.wait()
-
-    try:
-        await asyncio.wait_for(agreed(), within_s)
-    except TimeoutError:
-        raise AssertionError(f"bot {last[0]} != venue {last[1]} for {within_s}s") from None
+    await e2e.books_agree(net, SYMBOL, net.totals, same=same)
 
 
 async def quoting(net: LocalTestnet, secret: str = SECRET) -> Daemon:

@@ -58,10 +58,10 @@ from bot.exchange_sim.server import (
     Handler,
     Json,
     Params,
-    _decimal,
     _depth_weight,
     _fixed,
     _int_or_none,
+    order_side,
 )
 from bot.positions import funding_times
 
@@ -284,9 +284,7 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
     # ----- trading ----------------------------------------------------------------------
     async def _new_order(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
-        side = params.get("side", "")
-        if side not in ("BUY", "SELL"):
-            raise missing_param("side") if not side else ApiError(400, -1117, "Invalid side.")
+        side = order_side(params)
         order_type = params.get("type", "")
         if order_type != "LIMIT":
             # The bot places limit orders only; market and stop orders are not emulated.
@@ -303,29 +301,8 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
         if (params.get("positionSide") or "BOTH") != "BOTH":
             raise ApiError(400, -4061, "Order's position side does not match user's setting.")
         reduce_only = _bool(params, "reduceOnly")
-        rejection = self.faults.take_order_reject()
-        if rejection is not None:
-            raise rejection
-        client_id = params.get("newClientOrderId") or f"emu{next(self._client_ids):019d}"
-        order, _fills = self.engine.place(
-            symbol=symbol,
-            side="BUY" if side == "BUY" else "SELL",
-            order_type=order_type,
-            time_in_force=tif,
-            price=_decimal(params, "price"),
-            qty=_decimal(params, "quantity"),
-            client_order_id=client_id,
-            reduce_only=reduce_only,
-        )
+        order, _fills = self._place(params, symbol, side, order_type, tif, reduce_only=reduce_only)
         return self._order_json(order, with_time=False)
-
-    async def _query_order(self, params: Params) -> Json:
-        order = self.engine.find(
-            self.engine.symbol_rules(params.get("symbol")).symbol,
-            _int_or_none(params, "orderId"),
-            params.get("origClientOrderId"),
-        )
-        return self._order_json(order)
 
     async def _cancel_order(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
@@ -343,31 +320,6 @@ class BinanceFuturesEmulator(BinanceSpotEmulator):
                 raise
         # Binance's futures cancel-all answers success even with nothing to cancel.
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
-
-    async def _open_orders(self, params: Params) -> Json:
-        symbol = params.get("symbol")
-        if symbol:
-            self.engine.symbol_rules(symbol)
-        return [self._order_json(o) for o in self.engine.open_orders(symbol or None)]
-
-    async def _my_trades(self, params: Params) -> Json:
-        symbol = self.engine.symbol_rules(params.get("symbol")).symbol
-        order_id = _int_or_none(params, "orderId")
-        start = _int_or_none(params, "startTime")
-        end = _int_or_none(params, "endTime")
-        from_id = _int_or_none(params, "fromId")
-        limit = min(_int_or_none(params, "limit") or 500, 1000)
-        trades = [
-            t
-            for t in self.engine.trades
-            if t.symbol == symbol
-            and (order_id is None or t.order_id == order_id)
-            and (start is None or t.time_ms >= start)
-            and (end is None or t.time_ms <= end)
-            and (from_id is None or t.trade_id >= from_id)
-        ]
-        trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
-        return [self._trade_json(t) for t in trades]
 
     # ----- account ----------------------------------------------------------------------
     async def _account(self, _params: Params) -> Json:

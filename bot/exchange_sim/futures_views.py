@@ -15,6 +15,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from bot.exchange_sim import ws_wire
 from bot.exchange_sim.engine import SimOrder, SimTrade
 from bot.exchange_sim.events import AccountChanged, DepthDiff, OrderChanged, PublicTrade
 from bot.exchange_sim.futures import MAX_LEVERAGE, FuturesEngine, Income
@@ -287,31 +288,15 @@ def income_json(row: Income) -> Json:
 # ----- streams ----------------------------------------------------------------------------
 def depth_update(event: DepthDiff) -> Json:
     """A futures diff: spot's plus ``pu`` (the previous diff's ``u``) and ``T``."""
-    return {
-        "e": "depthUpdate",
-        "E": event.time_ms,
-        "T": event.time_ms,
-        "s": event.symbol,
-        "U": event.first_id,
-        "u": event.last_id,
-        "pu": event.first_id - 1,
-        "b": [[num(p), num(q)] for p, q in event.bids],
-        "a": [[num(p), num(q)] for p, q in event.asks],
-    }
+    return {**ws_wire.depth_update(event), "T": event.time_ms, "pu": event.first_id - 1}
 
 
 def trade(event: PublicTrade) -> Json:
-    return {
-        "e": "trade",
-        "E": event.time_ms,
-        "T": event.time_ms,
-        "s": event.symbol,
-        "t": event.trade_id,
-        "p": num(event.price),
-        "q": num(event.qty),
-        "X": "MARKET",
-        "m": event.buyer_is_maker,
-    }
+    """Spot's print less its best-match flag ``M``, plus the order type ``X``."""
+    out = ws_wire.trade(event)
+    del out["M"]
+    out["X"] = "MARKET"
+    return out
 
 
 def order_trade_update(event: OrderChanged) -> Json:

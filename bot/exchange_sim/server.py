@@ -30,7 +30,7 @@ from aiohttp import web
 from bot.clock import Clock
 from bot.exchange_sim import admin, auth, views
 from bot.exchange_sim.bans import BanPolicy
-from bot.exchange_sim.engine import NS_PER_MS, SpotEngine
+from bot.exchange_sim.engine import NS_PER_MS, Side, SimOrder, SimTrade, SpotEngine
 from bot.exchange_sim.errors import ApiError, bad_param, missing_param, unknown_order
 from bot.exchange_sim.faults import Faults
 from bot.exchange_sim.symbols import SymbolRules
@@ -85,6 +85,13 @@ def _decimal(params: Params, name: str) -> Decimal:
     if not value.is_finite():
         raise bad_param(name)
     return value
+
+
+def order_side(params: Params) -> Side:
+    side = params.get("side", "")
+    if side not in ("BUY", "SELL"):
+        raise missing_param("side") if not side else ApiError(400, -1117, "Invalid side.")
+    return "BUY" if side == "BUY" else "SELL"
 
 
 def _int_or_none(params: Params, name: str) -> int | None:
@@ -405,9 +412,7 @@ class BinanceSpotEmulator:
     # ----- trading endpoints ----------------------------------------------------
     async def _new_order(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
-        side = params.get("side", "")
-        if side not in ("BUY", "SELL"):
-            raise missing_param("side") if not side else ApiError(400, -1117, "Invalid side.")
+        side = order_side(params)
         order_type = params.get("type", "")
         if order_type not in ("LIMIT", "LIMIT_MAKER"):
             # This slice of the emulator trades limit orders only (the bot places no others).
@@ -424,19 +429,7 @@ class BinanceSpotEmulator:
                 raise ApiError(400, -1115, "Invalid timeInForce.")
         else:
             tif = "GTC"  # Binance reports LIMIT_MAKER orders as GTC.
-        rejection = self.faults.take_order_reject()
-        if rejection is not None:
-            raise rejection
-        client_id = params.get("newClientOrderId") or f"emu{next(self._client_ids):019d}"
-        order, fills = self.engine.place(
-            symbol=symbol,
-            side="BUY" if side == "BUY" else "SELL",
-            order_type=order_type,
-            time_in_force=tif,
-            price=_decimal(params, "price"),
-            qty=_decimal(params, "quantity"),
-            client_order_id=client_id,
-        )
+        order, fills = self._place(params, symbol, side, order_type, tif)
         return views.new_order_json(order, fills, params.get("newOrderRespType") or "FULL")
 
     async def _query_order(self, params: Params) -> Json:
@@ -445,7 +438,7 @@ class BinanceSpotEmulator:
             _int_or_none(params, "orderId"),
             params.get("origClientOrderId"),
         )
-        return views.query_order_json(order)
+        return self._order_json(order)
 
     async def _cancel_order(self, params: Params) -> Json:
         symbol = self.engine.symbol_rules(params.get("symbol")).symbol
@@ -476,7 +469,7 @@ class BinanceSpotEmulator:
         symbol = params.get("symbol")
         if symbol:
             self.engine.symbol_rules(symbol)
-        return [views.query_order_json(o) for o in self.engine.open_orders(symbol or None)]
+        return [self._order_json(o) for o in self.engine.open_orders(symbol or None)]
 
     async def _account(self, params: Params) -> Json:
         rules = next(iter(self.engine.rules.values()), None)
@@ -503,7 +496,40 @@ class BinanceSpotEmulator:
         ]
         # Binance returns the most recent `limit` trades unless paging from an id/time.
         trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
-        return [views.trade_json(t) for t in trades]
+        return [self._trade_json(t) for t in trades]
+
+    # An order and a trade as queries answer them: the futures emulator overrides these
+    # (its own fields) and inherits the handlers that list them.
+    def _order_json(self, order: SimOrder) -> Json:
+        return views.query_order_json(order)
+
+    def _trade_json(self, trade: SimTrade) -> Json:
+        return views.trade_json(trade)
+
+    def _place(
+        self,
+        params: Params,
+        symbol: str,
+        side: Side,
+        order_type: str,
+        tif: str,
+        *,
+        reduce_only: bool = False,
+    ) -> tuple[SimOrder, list[SimTrade]]:
+        """A new order, its request checked: an injected rejection comes first."""
+        rejection = self.faults.take_order_reject()
+        if rejection is not None:
+            raise rejection
+        return self.engine.place(
+            symbol=symbol,
+            side=side,
+            order_type=order_type,
+            time_in_force=tif,
+            price=_decimal(params, "price"),
+            qty=_decimal(params, "quantity"),
+            client_order_id=params.get("newClientOrderId") or f"emu{next(self._client_ids):019d}",
+            reduce_only=reduce_only,
+        )
 
     def _cancel_client_id(self, params: Params) -> str:
         return params.get("newClientOrderId") or f"emucancel{next(self._cancel_ids):013d}"
