@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.detector import DetectorState, DetectorUpdate
 from bot.settings.models import BackstopParams
-from strategies.base import REPLENISH_TAG, Decision, MarketContext, Quote
+from strategies.base import REDUCE_TAG, REPLENISH_TAG, Decision, MarketContext, Quote
 from strategies.ladder import (
     BPS,
     HeldLadders,
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 
 BID_TAG = "backstop:bid:"
 ASK_TAG = "backstop:ask:"
-REDUCE_TAG = "reduce:"
 
 _INF = float("inf")
 

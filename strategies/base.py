@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bot.orders.events import OrderFilled
 
 __all__ = [
+    "REDUCE_TAG",
     "REPLENISH_TAG",
     "BudgetView",
     "Decision",
@@ -44,6 +45,10 @@ __all__ = [
 REPLENISH_TAG = "replenish:"
 """Tag prefix of quotes that rebalance the reserve after an episode: the episode tracker
 books their fills as the episode's replenishment (and its cost), not as backstop flow."""
+
+REDUCE_TAG = "reduce:"
+"""Tag prefix of quotes that may only shrink a position (a perpetual in the REDUCING
+state): the order manager sends them with ccxt's ``reduceOnly``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from bot.orders.state import OrderEvent, OrderState, TrackedOrder
 from bot.orders.tracker import OrderTracker
 from bot.orders.updates import OrderUpdate
 from bot.venues.base import Venue
-from strategies.backstop import REDUCE_TAG
+from strategies.base import REDUCE_TAG
 
 
 def _cause_is_venue_answer(err: BaseException) -> bool:
