@@ -399,9 +399,14 @@ async def assemble(
             # The venue sees each book state before the strategy reacts to it.
             all_listeners.insert(0, paper)
         else:
+            from bot.exchanges import make_reader
             from bot.venues.ccxt_venue import CcxtVenue
 
-            venue = CcxtVenue(exchange, log=log)
+            # Bookkeeping reads get their own ccxt throttle: a kill's cancels must not
+            # wait out an income read's weight (docs/runbook.md, "Kill priority").
+            reader = make_reader(exchange)
+            closers.append(reader.close)
+            venue = CcxtVenue(exchange, log=log, reader=reader)
             throttler = None  # the order manager's own asyncio-throttle limiter
         trader, killswitch = build_trader(
             settings,

@@ -9,6 +9,9 @@ classes to the four actions in :mod:`bot.errors` (retry, back off, stop).
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,6 +89,7 @@ def make_exchange(
         config["password"] = password
 
     exchange = getattr(module, exchange_id)(config)
+    _credit_idle_time(exchange)
     if sandbox:
         try:
             exchange.set_sandbox_mode(True)
@@ -96,6 +100,86 @@ def make_exchange(
     if url_overrides:
         _apply_url_overrides(exchange, url_overrides)
     return exchange
+
+
+# What a reader copies from its trading exchange: credentials, transport and proxy
+# settings. Not ``session``: the reader keeps its own connections, so a slow read
+# never holds the socket a cancel is waiting for.
+_READER_CONFIG = (
+    "apiKey", "secret", "password", "uid", "accountId", "login", "privateKey",
+    "walletAddress", "token", "twofa", "timeout", "rateLimit", "headers", "userAgent",
+    "verify", "aiohttp_trust_env", "proxies", "proxy", "proxyUrl", "proxy_url",
+    "httpProxy", "http_proxy", "httpsProxy", "https_proxy", "socksProxy", "socks_proxy",
+    "isSandboxModeEnabled",
+)  # fmt: skip
+
+
+def make_reader(trading: Any) -> Any:
+    """A second exchange of ``trading``'s class for bookkeeping reads, with its own throttle.
+
+    ccxt's client-side throttle is a token bucket per instance that charges each
+    request its endpoint weight: after a weight-30 income read on the trading
+    instance, its next request (a kill's cancel) waits ~1.5 s. A reader moves that
+    debt to a bucket of its own. It shares the trading exchange's credentials, URLs
+    (sandbox + overrides), its ``options`` *by reference* (Binance's
+    ``timeDifference`` and cached account state stay one truth) and its loaded
+    markets (no second ``load_markets``). The venue's server-side weight limit is
+    per IP/account, so both still draw on one budget there.
+
+    The caller owns it and must ``await reader.close()``.
+    """
+    config: dict[str, Any] = {}
+    for key in _READER_CONFIG:
+        value = getattr(trading, key, None)
+        if value is not None:
+            config[key] = value
+    config["enableRateLimit"] = True
+    reader = type(trading)(config)
+    _credit_idle_time(reader)
+    reader.urls = copy.deepcopy(trading.urls)
+    reader.options = trading.options
+    if trading.markets:
+        reader.set_markets_from_exchange(trading)
+    return reader
+
+
+def _credit_idle_time(exchange: Any) -> None:
+    """Give ``exchange`` a throttle that also refills while no request is queued.
+
+    ccxt's leaky bucket refills only while requests wait in it (ccxt/ccxt#25556), so
+    the debt of the last request is paid by the next one however long after: a
+    weight-20 book snapshot an hour ago still holds the next cancel ~1 s. Capacity
+    stays ccxt's (1), so the pace never exceeds ccxt's own; only idle time counts.
+    """
+    bucket = getattr(exchange, "tokenBucket", None)
+    if isinstance(bucket, dict) and getattr(exchange, "throttler", None) is not None:
+        exchange.throttler = _idle_credit_throttler()(bucket, exchange.asyncio_loop)
+
+
+@functools.cache
+def _idle_credit_throttler() -> type[Any]:
+    from ccxt.async_support.base.throttler import Throttler
+
+    class IdleCreditThrottler(Throttler):  # type: ignore[misc]
+        def __init__(self, config: dict[str, Any], loop: Any = None) -> None:
+            super().__init__(config, loop)
+            self._idle_since: float | None = None
+
+        def __call__(self, cost: float | None = None) -> Any:
+            if not self.running and self._idle_since is not None:
+                idle_ms = (time.monotonic() - self._idle_since) * 1000
+                c = self.config
+                c["tokens"] = min(c["tokens"] + idle_ms * c["refillRate"], c["capacity"])
+            return super().__call__(cost)
+
+        async def looper(self) -> None:
+            try:
+                await super().looper()
+            finally:
+                # No await between the loop's last refill and here: nothing admitted since.
+                self._idle_since = time.monotonic()
+
+    return IdleCreditThrottler
 
 
 def _apply_url_overrides(exchange: Any, overrides: Mapping[str, str]) -> None:

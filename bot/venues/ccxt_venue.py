@@ -24,6 +24,14 @@ few places where exchanges differ in ways the order manager must not care about:
   overridden URLs (the local emulator) the adapter tells ccxt by the path instead, so the
   bot meets the exceptions it would meet on the real host.
 
+- Bookkeeping reads (:meth:`fetch_balance`, :meth:`fetch_funding_history`,
+  :meth:`fetch_positions`, :meth:`fetch_funding_rate`, :meth:`fetch_my_trades`) go
+  through an optional second exchange, the *reader* (:func:`bot.exchanges.make_reader`),
+  so their weight is charged to its ccxt throttle, not to the one a kill's cancels wait
+  on. Orders (create/cancel/fetch), open-order listings (the kill switch's flat
+  confirmation, reconcile), leverage/margin settings and market data stay on the
+  trading exchange. See docs/runbook.md, "Kill priority".
+
 Errors are ccxt's own, unchanged (the manager maps them). Everything else is passed
 through as is.
 """
@@ -71,15 +79,27 @@ class CcxtVenue:
     """Wraps a ccxt.pro exchange (e.g. from :func:`bot.exchanges.make_exchange`).
 
     The caller owns the exchange's lifetime only through this object: :meth:`close`
-    closes it.
+    closes it (and the ``reader``, when given: an exchange of the same class and
+    account for bookkeeping reads, see the module doc; without one they share
+    ``exchange``).
     """
 
-    def __init__(self, exchange: Any, *, log: Logger, style: ClientIdStyle | None = None) -> None:
+    def __init__(
+        self,
+        exchange: Any,
+        *,
+        log: Logger,
+        style: ClientIdStyle | None = None,
+        reader: Any | None = None,
+    ) -> None:
         self._ex = exchange
+        self._reader = reader if reader is not None else exchange
         self._log = log
         self.id: str = str(exchange.id)
         self._style = style if style is not None else CLIENT_ID_STYLES.get(self.id, ClientIdStyle())
         _errors_by_path(exchange)
+        if self._reader is not exchange:
+            _errors_by_path(self._reader)
 
     # The Venue protocol's attributes, kept live on the exchange's own.
     @property
@@ -90,6 +110,7 @@ class CcxtVenue:
     @markets.setter
     def markets(self, value: dict[str, MarketDict]) -> None:
         self._ex.markets = value
+        self._reader.markets = value
 
     @property
     def has(self) -> dict[str, Any]:
@@ -105,16 +126,23 @@ class CcxtVenue:
     def exchange(self) -> Any:
         return self._ex
 
+    @property
+    def reader(self) -> Any:
+        """The exchange bookkeeping reads go through (``exchange`` when there is none)."""
+        return self._reader
+
     # ------------------------------------------------------------------ pass-through
 
     async def load_markets(self, reload: bool = False) -> dict[str, MarketDict]:
         markets: dict[str, MarketDict] = await self._ex.load_markets(reload)
+        if self._reader is not self._ex:
+            self._reader.set_markets_from_exchange(self._ex)
         return markets
 
     async def fetch_order_book(
         self, symbol: str, limit: int | None = None, params: dict[str, Any] | None = None
     ) -> OrderBookDict:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             book: OrderBookDict = await self._ex.fetch_order_book(symbol, limit, params or {})
         return book
 
@@ -131,8 +159,10 @@ class CcxtVenue:
         limit: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> list[Trade]:
-        with self._retry_after_noted():
-            trades: list[Trade] = await self._ex.fetch_my_trades(symbol, since, limit, params or {})
+        with self._retry_after_noted(self._reader):
+            trades: list[Trade] = await self._reader.fetch_my_trades(
+                symbol, since, limit, params or {}
+            )
         return trades
 
     async def watch_my_trades(
@@ -146,8 +176,8 @@ class CcxtVenue:
         return trades
 
     async def fetch_balance(self, params: dict[str, Any] | None = None) -> Balance:
-        with self._retry_after_noted():
-            balance: Balance = await self._ex.fetch_balance(params or {})
+        with self._retry_after_noted(self._reader):
+            balance: Balance = await self._reader.fetch_balance(params or {})
         return _wallet_totals(balance)
 
     # ------------------------------------------------------------------ derivatives
@@ -155,21 +185,23 @@ class CcxtVenue:
     async def fetch_positions(
         self, symbols: list[str] | None = None, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        with self._retry_after_noted():
-            positions: list[dict[str, Any]] = await self._ex.fetch_positions(symbols, params or {})
+        with self._retry_after_noted(self._reader):
+            positions: list[dict[str, Any]] = await self._reader.fetch_positions(
+                symbols, params or {}
+            )
         return positions
 
     async def set_leverage(
         self, leverage: float, symbol: str | None = None, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             reply: dict[str, Any] = await self._ex.set_leverage(leverage, symbol, params or {})
         return reply
 
     async def set_margin_mode(
         self, margin_mode: str, symbol: str | None = None, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             reply: dict[str, Any] = await self._ex.set_margin_mode(
                 margin_mode, symbol, params or {}
             )
@@ -178,8 +210,8 @@ class CcxtVenue:
     async def fetch_funding_rate(
         self, symbol: str, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        with self._retry_after_noted():
-            rate: dict[str, Any] = await self._ex.fetch_funding_rate(symbol, params or {})
+        with self._retry_after_noted(self._reader):
+            rate: dict[str, Any] = await self._reader.fetch_funding_rate(symbol, params or {})
         return rate
 
     async def fetch_funding_history(
@@ -191,8 +223,8 @@ class CcxtVenue:
     ) -> list[dict[str, Any]]:
         """The account's funding payments (Binance: ``GET /fapi/v1/income`` or
         ``/dapi/v1/income``, ``incomeType=FUNDING_FEE``), oldest first."""
-        with self._retry_after_noted():
-            rows: list[dict[str, Any]] = await self._ex.fetch_funding_history(
+        with self._retry_after_noted(self._reader):
+            rows: list[dict[str, Any]] = await self._reader.fetch_funding_history(
                 symbol, since, limit, params or {}
             )
         return rows
@@ -204,6 +236,8 @@ class CcxtVenue:
         return str(self._ex.price_to_precision(symbol, price))
 
     async def close(self) -> None:
+        if self._reader is not self._ex:
+            await self._reader.close()
         await self._ex.close()
 
     # ------------------------------------------------------------------ orders
@@ -217,7 +251,7 @@ class CcxtVenue:
         price: float | None = None,
         params: dict[str, Any] | None = None,
     ) -> Order:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             order: Order = await self._ex.create_order(
                 symbol, type, side, amount, price, self._outgoing(params)
             )
@@ -226,7 +260,7 @@ class CcxtVenue:
     async def cancel_order(
         self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None
     ) -> Order:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             order: Order = await self._ex.cancel_order(id, symbol, self._outgoing(params))
         return self._incoming(order)
 
@@ -239,7 +273,7 @@ class CcxtVenue:
         manager never calls it (it cancels its own orders by id).
         """
         if self._ex.has.get("cancelAllOrders"):
-            with self._retry_after_noted():
+            with self._retry_after_noted(self._ex):
                 orders: list[Order] = await self._ex.cancel_all_orders(symbol, params or {})
             return [self._incoming(o) for o in orders]
         canceled: list[Order] = []
@@ -260,7 +294,7 @@ class CcxtVenue:
         limit: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> list[Order]:
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             orders: list[Order] = await self._ex.fetch_open_orders(
                 symbol, since, limit, params or {}
             )
@@ -272,7 +306,7 @@ class CcxtVenue:
         client_id = (params or {}).get("clientOrderId")
         if client_id is not None and not self._style.by_client_id_lookup:
             return await self._find_by_client_id(str(client_id), symbol, params or {})
-        with self._retry_after_noted():
+        with self._retry_after_noted(self._ex):
             order: Order = await self._ex.fetch_order(id, symbol, self._outgoing(params))
         return self._incoming(order)
 
@@ -289,7 +323,7 @@ class CcxtVenue:
     # ------------------------------------------------------------------ rate limits
 
     @contextlib.contextmanager
-    def _retry_after_noted(self) -> Iterator[None]:
+    def _retry_after_noted(self, exchange: Any) -> Iterator[None]:
         """Keep the venue's ``Retry-After`` on a rate-limit error (ccxt drops it), so
         the caller waits at least that long: sooner is what gets an IP banned."""
         try:
@@ -297,7 +331,7 @@ class CcxtVenue:
         except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
             # ccxt stored this reply's headers just before raising, with no await in
             # between, so they are this request's even with other calls in flight.
-            note_retry_after(e, getattr(self._ex, "last_response_headers", None))
+            note_retry_after(e, getattr(exchange, "last_response_headers", None))
             raise
 
     # ------------------------------------------------------------------ client ids
