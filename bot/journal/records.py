@@ -26,6 +26,9 @@ Kinds and their payload keys (every payload is a JSON object):
 ``balance``   a balance snapshot: source, balances {currency: {free, used, total}}
 ``episode``   an episode's ``Episode.to_dict()`` (recorded at its start and at its end;
               the latest record per id is its final state)
+``option_episode``  an option episode's ``OptionEpisode.to_dict()`` plus underlying,
+              synthetic and caps (``[options.limits]``), recorded at its start, at its end
+              and at shutdown; the latest record per (symbol, start_ms) is its final state
 ``guard``     a guard fired: guard, level, symbol, reason, numbers
 ``market_state``  a market paused/resumed: symbol, previous, state, reasons, cause
 ``trading_state`` account trading state: previous, state, reason, who
@@ -72,6 +75,7 @@ FUNDING: Final = "funding"
 ORDER_FAILED: Final = "order_failed"
 BALANCE: Final = "balance"
 EPISODE: Final = "episode"
+OPTION_EPISODE: Final = "option_episode"
 GUARD: Final = "guard"
 MARKET_STATE: Final = "market_state"
 TRADING_STATE: Final = "trading_state"
@@ -95,6 +99,7 @@ KINDS: Final = frozenset(
         ORDER_FAILED,
         BALANCE,
         EPISODE,
+        OPTION_EPISODE,
         GUARD,
         MARKET_STATE,
         TRADING_STATE,

@@ -35,6 +35,7 @@ from bot.detect.machine import DetectorState
 from bot.detect.report import DetectorUpdate
 from bot.detector import FractureDetector
 from bot.feeds.events import Trade
+from bot.journal import records as rk
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.options.chain import LOT, TICK, surface_vol
@@ -47,7 +48,7 @@ from bot.options.checks import (
     option_checks,
 )
 from bot.options.detect import detector_config, vega_sample
-from bot.options.episodes import EpisodeLog, episodes_html
+from bot.options.episodes import EpisodeLog, OptionEpisode, episodes_html
 from bot.options.gate import Extremes, GreekGate
 from bot.options.inventory import OptionInventory
 from bot.options.settings import OptionsSettings
@@ -60,6 +61,7 @@ from strategies.base import Quote
 from strategies.option_backstop import OptionBackstopStrategy, OptionQuoteContext
 
 if TYPE_CHECKING:
+    from bot.journal import Journal
     from bot.orders import OrderManager, TrackedOrder
     from bot.risk import RiskEngine
 
@@ -103,6 +105,8 @@ class OptionDesk:
     risk: RiskEngine | None = None
     skip: Callable[[], str | None] = lambda: None
     """Why not to quote now (the trader's: kill switch tripped, journal behind)."""
+    journal: Journal | None = None
+    """Where option episodes are recorded (``option_episode``), for ``backstop report``."""
     monitor: OptionBookMonitor = field(init=False)
     detectors: dict[str, FractureDetector] = field(init=False)
     updates: dict[str, DetectorUpdate] = field(default_factory=dict)
@@ -112,6 +116,8 @@ class OptionDesk:
     now_ms: int = 0
     episodes: Counter[str] = field(default_factory=Counter)
     episode_log: EpisodeLog = field(default_factory=EpisodeLog)
+    _journaled: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """What was last journaled of each episode (by ``id()``)."""
     quotes_sent: int = 0
     flatten_orders: int = 0
     refused: Counter[str] = field(default_factory=Counter)
@@ -287,9 +293,9 @@ class OptionDesk:
                 and update.transition.from_state is not DetectorState.RECOVERING
             ):
                 self.episodes[symbol] += 1
-                self.episode_log.start(symbol, self.now_ms, update.baseline)
+                self._journal_episode(self.episode_log.start(symbol, self.now_ms, update.baseline))
             elif not update.active:
-                self.episode_log.end(symbol, self.now_ms)
+                self._journal_episode(self.episode_log.end(symbol, self.now_ms))
             self.log.info(
                 "option_detector_transition",
                 symbol=symbol,
@@ -450,6 +456,11 @@ class OptionDesk:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._watchers.clear()
+        # Fills landing after an episode ended, and an episode still open, are in the
+        # journal's final word on each episode (the latest record).
+        if self.journal is not None and not self.journal.closed:
+            for episode in self.episode_log.episodes:
+                self._journal_episode(episode)
 
     def _settle(self) -> None:
         f = self.monitor.forward
@@ -461,7 +472,27 @@ class OptionDesk:
             # An expired book updates no more: its episode ends at expiry.
             expiry = self.specs[symbol].expiry_ms
             if expiry <= self.now_ms:
-                self.episode_log.end(symbol, expiry)
+                self._journal_episode(self.episode_log.end(symbol, expiry))
+
+    def _journal_episode(self, episode: OptionEpisode | None) -> None:
+        if self.journal is None or episode is None:
+            return
+        payload = episode.to_dict()
+        if self._journaled.get(id(episode)) == payload:
+            return
+        self._journaled[id(episode)] = payload
+        end = payload["end_ms"]
+        self.journal.append(
+            rk.OPTION_EPISODE,
+            {
+                **payload,
+                "underlying": self.settings.underlying,
+                "synthetic": self.settings.source == "synthetic",
+                "caps": self.settings.limits.model_dump(),
+            },
+            ts_ns=int(end if end is not None else payload["start_ms"]) * 1_000_000,
+            owned=True,
+        )
 
     def _peaks(self) -> None:
         g = self.options_exposure()

@@ -63,16 +63,20 @@ class EpisodeLog:
     episodes: list[OptionEpisode] = field(default_factory=list)
     _open: dict[str, OptionEpisode] = field(default_factory=dict)
 
-    def start(self, symbol: str, now_ms: int, baseline: tuple[float | None, float | None]) -> None:
+    def start(
+        self, symbol: str, now_ms: int, baseline: tuple[float | None, float | None]
+    ) -> OptionEpisode:
         self.end(symbol, now_ms)
         ep = OptionEpisode(symbol, now_ms, baseline_vega=baseline)
         self._open[symbol] = ep
         self.episodes.append(ep)
+        return ep
 
-    def end(self, symbol: str, now_ms: int) -> None:
+    def end(self, symbol: str, now_ms: int) -> OptionEpisode | None:
         ep = self._open.pop(symbol, None)
         if ep is not None:
             ep.end_ms = now_ms
+        return ep
 
     def is_open(self, symbol: str) -> bool:
         return symbol in self._open
@@ -161,7 +165,7 @@ def episodes_html(
         )
     caps_text = ", ".join(
         f"{html.escape(k)} {_n(v, 3)}"
-        for k, v in caps.items()
+        for k, v in sorted(caps.items())  # the journal's order (canonical JSON)
         if k.startswith("max_") and k.endswith("_total")
     )
     return (

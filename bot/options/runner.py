@@ -222,6 +222,7 @@ class OptionsPlan:
             orders=trader.manager if trade and trader is not None else None,
             risk=trader.risk if trade and trader is not None else None,
             skip=_skip_reader(trader),
+            journal=trader.journal if trader is not None else None,
         )
         self.closers.append(self.desk.aclose)
         listeners.append(self.desk)

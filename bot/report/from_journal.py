@@ -5,19 +5,25 @@ inventory); ``order`` records give our quotes (placed, ended) and ``fill`` recor
 fills. Fed in journal order into the same :class:`~bot.report.ReportRecorder` a replay
 fills live, they draw the same charts. A journal from before traces were written
 still gives quotes, fills and episode numbers; its charts are then empty.
+
+Option books are not drawn (as in a live run's report): their ``option_episode``
+records give the same table of option episodes, appended after the charts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.detect.config import DetectorConfig
 from bot.detect.machine import DetectorState
 from bot.journal import records as rk
 from bot.journal.reader import JournalReader
 from bot.report.recorder import FillMark, QuoteMark, ReportRecorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _TERMINAL = frozenset({"filled", "canceled", "rejected"})
 _NAN = float("nan")
@@ -50,13 +56,18 @@ def recorder_from_journal(
     detectors: Mapping[str, DetectorConfig] | None = None,
 ) -> ReportRecorder:
     recorder = ReportRecorder(detectors)
+    options = option_episodes(reader, window)
+    recorder.skip.update(str(e["symbol"]) for e in options)
+    section = _option_section(options)
+    if section is not None:
+        recorder.appendix.append(section)
     kinds = [rk.TRACE, rk.ORDER, rk.FILL]
     for record in reader.records(
         kinds, since_ns=window.since_ns, until_ns=window.until_ns, symbol=window.symbol
     ):
         payload = record.payload
         symbol = payload.get("symbol")
-        if not isinstance(symbol, str):
+        if not isinstance(symbol, str) or symbol in recorder.skip:
             continue
         trace = recorder.market(symbol)
         if record.kind == rk.TRACE:
@@ -95,6 +106,40 @@ def recorder_from_journal(
                 )
             )
     return recorder
+
+
+def option_episodes(reader: JournalReader, window: JournalWindow) -> list[dict[str, Any]]:
+    """The option episodes overlapping ``window``, each in its latest (final) record, in
+    order of start. ``window.symbol`` selects an option, or every option on an underlying."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in reader.records([rk.OPTION_EPISODE]):
+        e = dict(record.payload)
+        if window.symbol is not None and window.symbol not in (e["symbol"], e.get("underlying")):
+            continue
+        start_ns = int(e["start_ms"]) * 1_000_000
+        end = e.get("end_ms")
+        end_ns = None if end is None else int(end) * 1_000_000
+        if window.until_ns is not None and start_ns >= window.until_ns:
+            continue
+        if window.since_ns is not None and end_ns is not None and end_ns < window.since_ns:
+            continue
+        latest[(str(e["symbol"]), int(e["start_ms"]))] = e
+    return sorted(latest.values(), key=lambda e: (int(e["start_ms"]), str(e["symbol"])))
+
+
+def _option_section(episodes: list[dict[str, Any]]) -> Callable[[], str] | None:
+    if not episodes:
+        return None
+    from bot.options.episodes import episodes_html
+
+    first = episodes[-1]  # the latest session's caps and labels
+    html = episodes_html(
+        episodes,
+        dict(first.get("caps") or {}),
+        synthetic=bool(first.get("synthetic")),
+        underlying=str(first.get("underlying") or "?"),
+    )
+    return lambda: html
 
 
 def _row(values: Sequence[float | None] | None) -> tuple[float, ...]:
