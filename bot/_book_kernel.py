@@ -16,7 +16,7 @@ compiled store needs no Python objects to say why it refused an input.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final, Literal, Protocol
 
@@ -26,10 +26,14 @@ import numpy.typing as npt
 __all__ = [
     "COMPILED_AVAILABLE",
     "PURE_ENV",
+    "DepthRows",
     "Kernel",
     "LevelStore",
+    "TopFlow",
+    "depth_rows",
     "kernel",
     "new_store",
+    "top_flow",
     "use",
     "using",
 ]
@@ -85,12 +89,34 @@ class LevelStore(Protocol):
         and a notional > 0."""
 
 
+FlowResult = tuple[float, float, float, float, float, float]
+
+
+class TopFlow(Protocol):
+    """``top_flow(prev_bids, prev_asks, bids, asks)`` -> ``(bid size, ask size, removed
+    bid, added bid, removed ask, added ask)`` of the best levels (the early warning's
+    cancel/add flow; ``bot._book_numpy.top_flow`` defines it)."""
+
+    def __call__(
+        self, prev_bids: FloatArray, prev_asks: FloatArray, bids: FloatArray, asks: FloatArray, /
+    ) -> FlowResult: ...
+
+
+DepthRows = Callable[[bytes, int, int], tuple[bytearray, bytearray] | None]
+"""``depth_rows(text, start, stop)``: a depth message's price levels (see bot/_bookc.c)."""
+
 try:
     from bot._bookc import Levels as _Compiled
+    from bot._bookc import depth_rows as _compiled_depth_rows
+    from bot._bookc import top_flow as _compiled_top_flow
 except ImportError:  # not built: a source tree used without `pip install`
     _compiled: type[LevelStore] | None = None
+    _compiled_flow: TopFlow | None = None
+    _depth_rows: DepthRows | None = None
 else:
     _compiled = _Compiled
+    _compiled_flow = _compiled_top_flow
+    _depth_rows = _compiled_depth_rows
 
 COMPILED_AVAILABLE: Final = _compiled is not None
 
@@ -136,3 +162,20 @@ def new_store() -> tuple[Kernel, LevelStore]:
     from bot._book_numpy import NumpyLevels  # imports this module: no cycle at load time
 
     return "pure", NumpyLevels()
+
+
+def top_flow() -> TopFlow:
+    """The top-level flow function of the kernel new books get (both give the same
+    bits; ``tests/test_calm_paths.py`` holds them to it)."""
+    if _kernel == "compiled" and _compiled_flow is not None:
+        return _compiled_flow
+    from bot._book_numpy import top_flow as pure
+
+    return pure
+
+
+def depth_rows() -> DepthRows | None:
+    """The compiled depth-level reader for the Binance parser, None when the package is
+    not built or ``BACKSTOP_PURE_BOOK`` asks for the pure path (read at the caller's
+    import; the general path gives the same arrays)."""
+    return None if _default() == "pure" else _depth_rows

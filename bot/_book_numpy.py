@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Final
 
@@ -409,3 +410,92 @@ _empty = np.empty
 _dot = np.dot
 _ARANGE: Final = np.arange(4096, dtype=np.intp)
 _TRUES: Final = np.ones(16384, dtype=np.bool_)
+
+
+# ----------------------------------------------------------------------------- top-level flow
+# The early warning's cancel/add flow (bot/warning/features.py). Here, beside the store,
+# because bot/_bookc.c's ``top_flow`` must give the same bits and the kernel tests hold
+# the two against each other.
+
+
+@dataclass(frozen=True, slots=True)
+class TopLevels:
+    """Both sides' best levels as one ascending array: bids first (keyed by minus their
+    price), then asks; ``nb`` bids. ``cum`` is the running total of ``sizes``."""
+
+    keys: FloatArray
+    sizes: FloatArray
+    nb: int
+    cum: list[float]
+
+    @classmethod
+    def of(cls, bids: FloatArray, asks: FloatArray) -> TopLevels:
+        """From :meth:`bot.book.OrderBook.top` rows (``[price, size]``, best first)."""
+        nb = bids.shape[0]
+        keys = np.concatenate((np.negative(bids[:, 0]), asks[:, 0]))
+        sizes = np.concatenate((bids[:, 1], asks[:, 1]))
+        cum: list[float] = sizes.cumsum().tolist()
+        return cls(keys, sizes, nb, cum)
+
+    def total(self, lo: int, hi: int) -> float:
+        """Sum of ``sizes[lo:hi]``."""
+        if hi <= lo:
+            return 0.0
+        c = self.cum
+        return c[hi - 1] - (c[lo - 1] if lo else 0.0)
+
+
+def book_flow(prev: TopLevels, cur: TopLevels) -> tuple[float, float, float, float]:
+    """(removed bid, added bid, removed ask, added ask) size between two snapshots.
+
+    Per side, only the price range both snapshots cover counts, so a level that merely
+    slid out of the top-N window is not a cancel. Per price, removed is the fall in
+    size and added the rise; ``added - removed`` is the change of the side's total,
+    which spares a second matching pass. One matching pass serves both sides.
+    """
+    pk, ck = prev.keys, cur.keys
+    pn, cn, pnb, cnb = pk.shape[0], ck.shape[0], prev.nb, cur.nb
+    if not (0 < pnb < pn and 0 < cnb < cn):
+        return 0.0, 0.0, 0.0, 0.0  # a side is empty: no flow to compare
+    # Each side's range ends at the nearer of the two last levels.
+    ib, jb, ia, ja = pnb, cnb, pn, cn
+    p_last, c_last = pk.item(pnb - 1), ck.item(cnb - 1)
+    if p_last <= c_last:
+        jb = int(ck[:cnb].searchsorted(p_last, side="right"))
+    else:
+        ib = int(pk[:pnb].searchsorted(c_last, side="right"))
+    p_last, c_last = pk.item(-1), ck.item(-1)
+    if p_last <= c_last:
+        ja = int(ck.searchsorted(p_last, side="right"))
+    else:
+        ia = int(pk.searchsorted(c_last, side="right"))
+    idx = ck.searchsorted(pk)
+    np.minimum(idx, cn - 1, out=idx)
+    now = cur.sizes[idx]  # the size now at each earlier level's price (0 if it is gone)
+    now[ck[idx] != pk] = 0.0
+    fall = np.subtract(prev.sizes, now, out=now)
+    np.maximum(fall, 0.0, out=fall)
+    cut: list[float] = fall.cumsum().tolist()
+    rem_b = cut[ib - 1] if ib else 0.0
+    rem_a = cut[ia - 1] - cut[pnb - 1] if ia > pnb else 0.0
+    add_b = rem_b + cur.total(0, jb) - prev.total(0, ib)
+    add_a = rem_a + cur.total(cnb, ja) - prev.total(pnb, ia)
+    return rem_b, max(add_b, 0.0), rem_a, max(add_a, 0.0)
+
+
+def top_flow(
+    prev_bids: FloatArray, prev_asks: FloatArray, bids: FloatArray, asks: FloatArray
+) -> tuple[float, float, float, float, float, float]:
+    """``(bid size, ask size, removed bid, added bid, removed ask, added ask)``: the
+    sizes of the best levels now (``bids``, ``asks``: :meth:`bot.book.OrderBook.top`
+    rows) and :func:`book_flow` since the previous ones."""
+    prev, cur = TopLevels.of(prev_bids, prev_asks), TopLevels.of(bids, asks)
+    rem_b, add_b, rem_a, add_a = book_flow(prev, cur)
+    return (
+        cur.total(0, cur.nb),
+        cur.total(cur.nb, len(cur.cum)),
+        rem_b,
+        add_b,
+        rem_a,
+        add_a,
+    )

@@ -857,11 +857,492 @@ static PyTypeObject BookType = {
     .tp_methods = Book_methods,
 };
 
+/* ------------------------------------------------------------------ top-level flow */
+
+/* The early warning's cancel/add flow between two reads of the best levels
+ * (bot/warning/features.py). bot/_book_numpy.py's top_flow is the reference: every
+ * sum here is taken in the order numpy's cumsum takes it, so the two give the same
+ * bits. Both snapshots are laid out as one ascending key sequence: bids (keyed by
+ * minus their price, best first), then asks (by price, best first). */
+
+typedef struct {
+    const Rows *b, *a;
+    Py_ssize_t nb, n;
+} Top;
+
+static inline double
+top_key(const Top *t, Py_ssize_t i)
+{
+    return i < t->nb ? -PRICE(t->b, i) : PRICE(t->a, i - t->nb);
+}
+
+static inline double
+top_size(const Top *t, Py_ssize_t i)
+{
+    return i < t->nb ? SIZE(t->b, i) : SIZE(t->a, i - t->nb);
+}
+
+/* First i in [0, hi) with key(i) > v (numpy's searchsorted side="right"). */
+static Py_ssize_t
+top_upper(const Top *t, Py_ssize_t hi, double v)
+{
+    Py_ssize_t lo = 0;
+    while (lo < hi) {
+        Py_ssize_t m = lo + (hi - lo) / 2;
+        if (top_key(t, m) <= v) {
+            lo = m + 1;
+        }
+        else {
+            hi = m;
+        }
+    }
+    return lo;
+}
+
+/* Running totals of the sizes (cumsum order) read at up to three indices; an index
+ * < 0 reads nothing. */
+static void
+top_cums(const Top *t, const Py_ssize_t at[3], double out[3])
+{
+    Py_ssize_t last = -1;
+    for (int j = 0; j < 3; j++) {
+        out[j] = 0.0;
+        if (at[j] > last) {
+            last = at[j];
+        }
+    }
+    double c = 0.0;
+    for (Py_ssize_t i = 0; i <= last; i++) {
+        c += top_size(t, i);
+        for (int j = 0; j < 3; j++) {
+            if (at[j] == i) {
+                out[j] = c;
+            }
+        }
+    }
+}
+
+/* TopLevels.total(lo, hi) given cum[lo - 1] and cum[hi - 1]. */
+static inline double
+top_total(Py_ssize_t lo, Py_ssize_t hi, double c_lo1, double c_hi1)
+{
+    if (hi <= lo) {
+        return 0.0;
+    }
+    return c_hi1 - (lo ? c_lo1 : 0.0);
+}
+
+static inline double
+max0(double x)
+{
+    return 0.0 > x ? 0.0 : x; /* Python's max(x, 0.0): x unless 0.0 is greater */
+}
+
+PyDoc_STRVAR(top_flow_doc,
+             "top_flow(prev_bids, prev_asks, bids, asks)\n"
+             "    -> (bid size, ask size, removed bid, added bid, removed ask, added ask)\n\n"
+             "The sizes of the best levels now and the flow since the previous ones; all\n"
+             "four are float64 [price, size] rows, best first (OrderBook.top).");
+
+static PyObject *
+top_flow(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "top_flow(prev_bids, prev_asks, bids, asks)");
+        return NULL;
+    }
+    Py_buffer views[4];
+    Rows rows[4];
+    int held = 0;
+    PyObject *ret = NULL;
+    for (; held < 4; held++) {
+        int rc = get_rows(args[held], &views[held], &rows[held]);
+        if (rc != 0) {
+            if (rc == RC_CONVERT) {
+                PyErr_SetString(PyExc_TypeError, "top_flow wants (n, 2) float64 arrays");
+            }
+            goto done;
+        }
+    }
+    Top p = {&rows[0], &rows[1], rows[0].n, rows[0].n + rows[1].n};
+    Top c = {&rows[2], &rows[3], rows[2].n, rows[2].n + rows[3].n};
+    Py_ssize_t pn = p.n, cn = c.n, pnb = p.nb, cnb = c.nb;
+
+    /* The sizes now: TopLevels.total(0, nb) and total(nb, n). */
+    Py_ssize_t c_at[3] = {cnb - 1, cn - 1, -1};
+    double cc[3];
+    top_cums(&c, c_at, cc);
+    double size_b = top_total(0, cnb, 0.0, cc[0]);
+    double size_a = top_total(cnb, cn, cc[0], cc[1]);
+    double rem_b = 0.0, add_b = 0.0, rem_a = 0.0, add_a = 0.0;
+
+    if (0 < pnb && pnb < pn && 0 < cnb && cnb < cn) {
+        /* Each side's range ends at the nearer of the two last levels. */
+        Py_ssize_t ib = pnb, jb = cnb, ia = pn, ja = cn;
+        double pl = top_key(&p, pnb - 1), cl = top_key(&c, cnb - 1);
+        if (pl <= cl) {
+            jb = top_upper(&c, cnb, pl);
+        }
+        else {
+            ib = top_upper(&p, pnb, cl);
+        }
+        pl = top_key(&p, pn - 1);
+        cl = top_key(&c, cn - 1);
+        if (pl <= cl) {
+            ja = top_upper(&c, cn, pl);
+        }
+        else {
+            ia = top_upper(&p, pn, cl);
+        }
+        /* Fall in size at each earlier level's price (0 if it is gone now), summed:
+         * one walk, both key sequences ascend. */
+        double cut = 0.0, cut_ib = 0.0, cut_pnb = 0.0, cut_ia = 0.0;
+        Py_ssize_t j = 0;
+        for (Py_ssize_t i = 0; i < pn; i++) {
+            double k = top_key(&p, i);
+            while (j < cn && top_key(&c, j) < k) {
+                j++;
+            }
+            Py_ssize_t jj = j < cn ? j : cn - 1;
+            double now = top_key(&c, jj) != k ? 0.0 : top_size(&c, jj);
+            double fall = top_size(&p, i) - now;
+            if (!(fall >= 0.0 || isnan(fall))) { /* np.maximum(fall, 0.0) */
+                fall = 0.0;
+            }
+            cut += fall;
+            if (i == ib - 1) {
+                cut_ib = cut;
+            }
+            if (i == pnb - 1) {
+                cut_pnb = cut;
+            }
+            if (i == ia - 1) {
+                cut_ia = cut;
+            }
+        }
+        rem_b = ib ? cut_ib : 0.0;
+        rem_a = ia > pnb ? cut_ia - cut_pnb : 0.0;
+        Py_ssize_t c2_at[3] = {jb - 1, cnb - 1, ja - 1};
+        double c2[3];
+        top_cums(&c, c2_at, c2);
+        Py_ssize_t p_at[3] = {ib - 1, pnb - 1, ia - 1};
+        double pc[3];
+        top_cums(&p, p_at, pc);
+        add_b = rem_b + top_total(0, jb, 0.0, c2[0]) - top_total(0, ib, 0.0, pc[0]);
+        add_a = rem_a + top_total(cnb, ja, c2[1], c2[2]) - top_total(pnb, ia, pc[1], pc[2]);
+        add_b = max0(add_b);
+        add_a = max0(add_a);
+    }
+    ret = Py_BuildValue("dddddd", size_b, size_a, rem_b, add_b, rem_a, add_a);
+done:
+    for (int i = 0; i < held; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    return ret;
+}
+
+/* ------------------------------------------------------------------ depth message rows */
+
+/* The price levels of a Binance depth message, as bot/feeds/binance_raw.py's fast path
+ * reads them: `"b":[ROWS],"a":[ROWS]` where a row is `["price","size"]` (or bare
+ * numbers). Only strict JSON numbers are taken, each converted exactly as the JSON
+ * path converts it (a number with a fraction or exponent: correctly rounded, as
+ * orjson's parser; a bare integer: as numpy converts orjson's int), so the arrays are
+ * the same bits. Anything else (whitespace, other columns, other keys, long integers,
+ * out-of-range values) answers None and the caller takes its general path. */
+
+static inline int
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path: a decimal whose digits make an integer m <= 2^53 and whose
+ * power of ten is within 1e22 is m * 10^e or m / 10^-e, one IEEE operation on two
+ * exact operands, so correctly rounded: the value the full conversion gives (Python's
+ * dtoa, orjson's parser), at a fraction of its cost. 0 when it does not apply. `s` is
+ * a strict JSON number with a fraction or an exponent. */
+static int
+depth_fast(const char *s, double *out)
+{
+    int neg = *s == '-';
+    s += neg;
+    unsigned long long m = 0;
+    int digits = 0, e = 0;
+    for (; is_digit(*s); s++) {
+        if (m || *s != '0') {
+            if (++digits > 19) {
+                return 0;
+            }
+        }
+        m = m * 10 + (unsigned long long)(*s - '0');
+    }
+    if (*s == '.') {
+        for (s++; is_digit(*s); s++) {
+            if (m || *s != '0') {
+                if (++digits > 19) {
+                    return 0;
+                }
+            }
+            m = m * 10 + (unsigned long long)(*s - '0');
+            e--;
+        }
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        int eneg = *s == '-';
+        s += (*s == '-' || *s == '+');
+        int x = 0;
+        for (; is_digit(*s); s++) {
+            if (x > 10000) {
+                return 0;
+            }
+            x = x * 10 + (*s - '0');
+        }
+        e += eneg ? -x : x;
+    }
+    if (m > (1ULL << 53) || e < -22 || e > 22) {
+        return 0;
+    }
+    double v = (double)m;
+    v = e < 0 ? v / POW10[-e] : v * POW10[e];
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* One number at *pp (< end), optionally quoted; 0 and *pp moved past it, or -1. */
+static int
+depth_number(const char **pp, const char *end, double *out)
+{
+    const char *p = *pp;
+    int quoted = 0;
+    if (p < end && *p == '"') {
+        quoted = 1;
+        p++;
+    }
+    const char *s = p;
+    if (p < end && *p == '-') {
+        p++;
+    }
+    if (p >= end) {
+        return -1;
+    }
+    if (*p == '0') {
+        p++;
+    }
+    else if (*p >= '1' && *p <= '9') {
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+    }
+    else {
+        return -1;
+    }
+    int real = 0;
+    if (p < end && *p == '.') {
+        real = 1;
+        p++;
+        if (!(p < end && is_digit(*p))) {
+            return -1;
+        }
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (!(p < end && is_digit(*p))) {
+            return -1;
+        }
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+    }
+    Py_ssize_t len = p - s;
+    char buf[64];
+    if (len >= (Py_ssize_t)sizeof(buf) || (!real && len - (*s == '-') > 15)) {
+        return -1;
+    }
+    if (quoted) {
+        if (!(p < end && *p == '"')) {
+            return -1;
+        }
+        p++;
+    }
+    memcpy(buf, s, (size_t)len);
+    buf[len] = '\0';
+    double v;
+    if (real && depth_fast(buf, &v)) {
+        /* exact: see depth_fast */
+    }
+    else if (real) {
+        char *stop = NULL;
+        v = PyOS_string_to_double(buf, &stop, NULL);
+        if (v == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (stop != buf + len || !isfinite(v)) {
+            return -1;
+        }
+    }
+    else {
+        /* At most 15 digits: exact as a double; "-0" is the integer 0 (+0.0), as JSON
+         * decoding it to an int and then to a float gives. */
+        long long n = 0;
+        const char *q = buf[0] == '-' ? buf + 1 : buf;
+        for (; *q; q++) {
+            n = n * 10 + (*q - '0');
+        }
+        v = (double)(buf[0] == '-' ? -n : n);
+    }
+    *out = v;
+    *pp = p;
+    return 0;
+}
+
+/* `[ROWS]` at *pp into a new bytearray of float64 pairs; NULL with no error set when
+ * the text is not that, NULL with an error on a real failure. */
+static PyObject *
+depth_side(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    if (!(p < end && *p == '[')) {
+        return NULL;
+    }
+    p++;
+    /* Rows are at least 5 bytes ("[0,0]"): bounds the room needed. */
+    Py_ssize_t cap = ((end - p) / 5 + 1) * 2;
+    double *vals = PyMem_Malloc((size_t)cap * sizeof(double));
+    if (vals == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    PyObject *out = NULL;
+    if (p < end && *p == ']') {
+        p++;
+        goto ok;
+    }
+    for (;;) {
+        if (!(p < end && *p == '[')) {
+            goto fail;
+        }
+        p++;
+        if (n + 2 > cap || depth_number(&p, end, &vals[n]) < 0) {
+            goto fail;
+        }
+        if (!(p < end && *p == ',')) {
+            goto fail;
+        }
+        p++;
+        if (depth_number(&p, end, &vals[n + 1]) < 0) {
+            goto fail;
+        }
+        if (!(p < end && *p == ']')) {
+            goto fail;
+        }
+        p++;
+        n += 2;
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == ']') {
+            p++;
+            break;
+        }
+        goto fail;
+    }
+ok:
+    out = PyByteArray_FromStringAndSize((const char *)vals, (Py_ssize_t)(n * sizeof(double)));
+    if (out != NULL) {
+        *pp = p;
+    }
+fail:
+    PyMem_Free(vals);
+    return out;
+}
+
+PyDoc_STRVAR(depth_rows_doc,
+             "depth_rows(text, start, stop) -> (bids, asks) | None\n\n"
+             "text[start:stop] must be exactly '\"b\":[ROWS],\"a\":[ROWS]' (rows of two JSON\n"
+             "numbers, quoted or not, no whitespace); the rows as bytearrays of native float64\n"
+             "[price, size] pairs, or None when the text is anything else.");
+
+static PyObject *
+depth_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "depth_rows(text: bytes, start, stop)");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || stop > size || start > stop) {
+        Py_RETURN_NONE;
+    }
+    const char *base = PyBytes_AS_STRING(args[0]);
+    const char *p = base + start, *end = base + stop;
+    if (end - p < 4 || memcmp(p, "\"b\":", 4) != 0) {
+        Py_RETURN_NONE;
+    }
+    p += 4;
+    PyObject *bids = depth_side(&p, end);
+    if (bids == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (end - p < 5 || memcmp(p, ",\"a\":", 5) != 0) {
+        Py_DECREF(bids);
+        Py_RETURN_NONE;
+    }
+    p += 5;
+    PyObject *asks = depth_side(&p, end);
+    if (asks == NULL) {
+        Py_DECREF(bids);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (p != end) {
+        Py_DECREF(bids);
+        Py_DECREF(asks);
+        Py_RETURN_NONE;
+    }
+    PyObject *ret = PyTuple_Pack(2, bids, asks);
+    Py_DECREF(bids);
+    Py_DECREF(asks);
+    return ret;
+}
+
+static PyMethodDef module_methods[] = {
+    {"top_flow", (PyCFunction)(void (*)(void))top_flow, METH_FASTCALL, top_flow_doc},
+    {"depth_rows", (PyCFunction)(void (*)(void))depth_rows, METH_FASTCALL, depth_rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef bookc_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "bot._bookc",
     .m_doc = "Compiled level store for bot.book.OrderBook.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

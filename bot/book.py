@@ -387,6 +387,26 @@ class OrderBook:
             side, notional_quote, filled_quote, filled_base, avg, worst, slip, complete
         )
 
+    def fill_slippage_bps(self, side: Side, notional_quote: float) -> float | None:
+        """``fill_estimate(side, notional_quote).slippage_bps`` when that fill is
+        complete, else None: the same figure without building the estimate (the depth
+        monitor asks for both sides on every update)."""
+        if not math.isfinite(notional_quote) or notional_quote < 0:
+            raise ValueError(f"notional must be finite and >= 0, got {notional_quote}")
+        if self._state is not BookState.VALID or notional_quote == 0:
+            return None
+        j = 0 if side is Side.BID else 1
+        if not self._lv.count(j):
+            return None
+        filled_quote, filled_base, _, complete = self._lv.fill(j, notional_quote)
+        if not complete:
+            return None
+        avg = filled_quote / filled_base
+        mid = self._lv.mid()
+        if mid is None:
+            return None
+        return (avg - mid) / mid * _BPS if side is Side.ASK else (mid - avg) / mid * _BPS
+
     # ------------------------------------------------------------------ internals
 
     def _applied(self, ts_ns: int | None) -> None:

@@ -70,6 +70,11 @@ class DepthMonitor:
     last: DepthSample | None = None
     max_spread_bps: float = 0.0
     lows: dict[tuple[Side, float], BandLow] = field(default_factory=dict)
+    # ``lows`` in the order of a sample's depth rows (side, then band), looked up once
+    # per ``lows`` dict and band set instead of hashing enum keys on every update.
+    _cells: tuple[Any, tuple[float, ...], list[BandLow]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def for_bands(cls, bands_bps: Sequence[float], reference_notional_quote: float) -> DepthMonitor:
@@ -88,8 +93,7 @@ class DepthMonitor:
         mid = (ask + bid) / 2.0
         spread = (ask - bid) / mid * _BPS
         depth = book.depth_bands(self.bands_bps)
-        buy = book.fill_estimate(Side.ASK, self.reference_notional_quote)
-        sell = book.fill_estimate(Side.BID, self.reference_notional_quote)
+        notional = self.reference_notional_quote
         sample = DepthSample(
             ts_ns=ts_ns,
             best_bid=bid,
@@ -98,8 +102,8 @@ class DepthMonitor:
             spread_bps=spread,
             bands_bps=self.bands_bps,
             depth=depth,
-            buy_slippage_bps=buy.slippage_bps if buy.complete else None,
-            sell_slippage_bps=sell.slippage_bps if sell.complete else None,
+            buy_slippage_bps=book.fill_slippage_bps(Side.ASK, notional),
+            sell_slippage_bps=book.fill_slippage_bps(Side.BID, notional),
         )
         self._record(sample)
         return sample
@@ -108,14 +112,17 @@ class DepthMonitor:
         self.samples += 1
         self.last = sample
         self.max_spread_bps = max(self.max_spread_bps, sample.spread_bps)
-        lows = self.lows
+        lows, bands = self.lows, self.bands_bps
+        cells = self._cells
+        if cells is None or cells[0] is not lows or cells[1] != bands:
+            order = [lows[(side, band)] for side in SIDES for band in bands]
+            cells = self._cells = (lows, bands, order)
         # One conversion to Python floats, not a numpy scalar per cell.
-        for side, rows in zip(SIDES, sample.depth.tolist(), strict=True):
-            for band, (base, quote) in zip(self.bands_bps, rows, strict=True):
-                low = lows[(side, band)]
-                if quote < low.quote:
-                    low.quote, low.base = quote, base
-                    low.ts_ns, low.mid = sample.ts_ns, sample.mid
+        bid_rows, ask_rows = sample.depth.tolist()  # (2, bands, 2): from depth_bands
+        for low, (base, quote) in zip(cells[2], bid_rows + ask_rows, strict=True):
+            if quote < low.quote:
+                low.quote, low.base = quote, base
+                low.ts_ns, low.mid = sample.ts_ns, sample.mid
 
     def lows_dict(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{"bid": {"10": {...}, ...}, "ask": {...}}`` for the JSON summary."""

@@ -35,8 +35,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
+from bot import _book_kernel
 from bot.clock import NS_PER_MS
 from bot.feeds.events import BookDelta, BookSnapshot, Levels, Trade, levels
 
@@ -291,14 +293,21 @@ def sniff_capture(lines: Iterable[bytes], max_lines: int = 2000) -> CaptureInfo:
     return CaptureInfo(raw_symbol=raw_symbol, market=market, first_ts_ns=first_ts)
 
 
+_depth_rows = _book_kernel.depth_rows()
+_F64 = np.float64
+
+
 def _loads_depth_fast(body: bytes) -> Any:
     """Decodes a depth message with its price levels as JSON numbers, not strings.
 
     Binance quotes every price and size (``["61800.20","2.909"]``), and turning ~50-2000
     short strings per message into floats one by one dominates replay time. The level
-    arrays come last in a ``depthUpdate``; stripping their quotes lets the JSON parser
-    read them as numbers (about twice as fast overall). Any surprise in the layout makes
-    the result invalid JSON, and the caller falls back to the plain path.
+    arrays come last in a ``depthUpdate``. The compiled reader (``bot/_bookc.c``
+    ``depth_rows``) turns them into float64 rows directly, the same bits as the JSON
+    path; else (not built, or a layout it does not take) stripping their quotes lets
+    the JSON parser read them as numbers (about twice as fast as strings). Any surprise
+    in the layout makes the result invalid JSON, and the caller falls back to the plain
+    path.
     """
     i = body.find(b',"b":[')
     if i < 0:
@@ -308,6 +317,16 @@ def _loads_depth_fast(body: bytes) -> Any:
     if closers == 0:
         return None
     head = body[:i] + end[-closers:]
+    rows = None if _depth_rows is None else _depth_rows(end, i + 1, len(end) - closers)
+    if rows is not None:
+        msg = _loads(head)
+        data = msg.get("data", msg) if isinstance(msg, dict) else None
+        if not isinstance(data, dict):
+            return None
+        # Reshaped here, judged by levels() as the JSON path's lists are.
+        data["b"] = np.frombuffer(rows[0], _F64).reshape(-1, 2)
+        data["a"] = np.frombuffer(rows[1], _F64).reshape(-1, 2)
+        return msg
     tail = end[i + 1 : -closers].translate(None, b'"')  # b:[[1,2],...],a:[[...]]
     if not tail.startswith(b"b:["):
         return None

@@ -77,13 +77,29 @@ def _fast(obj: Any, skip: frozenset[str] = frozenset()) -> Any:
         return {"$t": [_fast(x) for x in obj]}
     if t is dict:
         return {"$d": [[_fast(k), _fast(v)] for k, v in obj.items()]}
-    if isinstance(obj, Enum | bool | str | int | float | tuple | list | deque | dict):
-        return _dump(obj)  # subclasses: as the careful walk does (rare)
-    cls = type(obj)
-    if not _allowed(cls.__module__):
-        raise SnapshotError(f"{cls.__module__}.{cls.__qualname__} is not snapshottable")
-    fields = {k: _fast(v) for k, v in _fields(obj).items() if k not in skip}
-    return {"$o": f"{cls.__module__}:{cls.__qualname__}", "f": fields}
+    info = _CLASSES.get(t)
+    if info is None:
+        if isinstance(obj, Enum | bool | str | int | float | tuple | list | deque | dict):
+            return _dump(obj)  # subclasses: as the careful walk does (rare)
+        if not _allowed(t.__module__):
+            raise SnapshotError(f"{t.__module__}.{t.__qualname__} is not snapshottable")
+        names = (
+            tuple(f.name for f in dataclasses.fields(obj))
+            if dataclasses.is_dataclass(obj)
+            else None
+        )
+        info = _CLASSES[t] = (f"{t.__module__}:{t.__qualname__}", names)
+    tag, names = info
+    if names is None:
+        fields = {k: _fast(v) for k, v in _fields(obj).items() if k not in skip}
+    else:
+        fields = {k: _fast(getattr(obj, k)) for k in names if k not in skip}
+    return {"$o": tag, "f": fields}
+
+
+_CLASSES: dict[type, tuple[str, tuple[str, ...] | None]] = {}
+"""Per snapshottable class, learnt on first sight (a checkpoint is taken every
+``checkpoint_s``): its ``$o`` tag and, for a dataclass, its field names."""
 
 
 def _dump(obj: Any, *, skip: frozenset[str] = frozenset(), path: str = "") -> Any:

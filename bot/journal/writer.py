@@ -335,6 +335,10 @@ class Journal:
 
         Returns False if some had to go to the overflow list (:attr:`backpressure`).
         """
+        if self._held is None:
+            # Not holding (most events: trades): nothing to hand over. Only this
+            # thread's hold() sets it, so the unlocked read cannot miss a hold.
+            return True
         ok = True
         while True:
             with self._lock:

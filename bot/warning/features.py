@@ -2,9 +2,10 @@
 
 :class:`FeatureTracker` turns each book sample (plus the trades since the previous one
 and the detector's reading of it) into one vector, in the order of :data:`FEATURES`.
-Everything is O(1) in the book's size apart from two small numpy passes over the best
-:data:`TOP_LEVELS` levels of each side (cancel/add flow); there is no Python loop over
-levels. Time is the sample's ``ts_ns``, never the wall clock.
+Everything is O(1) in the book's size apart from one pass over the best
+:data:`TOP_LEVELS` levels of each side (cancel/add flow, in the book kernel:
+``bot._book_kernel.top_flow``); there is no Python loop over levels. Time is the
+sample's ``ts_ns``, never the wall clock.
 
 Averages are time-aware exponential ones (``exp(-dt / tau)`` per interval), bias
 corrected like the detector's baseline (:mod:`bot.detect.baseline`), so the first
@@ -20,12 +21,14 @@ trained on one market's scale can be read on another's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from bot import _book_kernel
+from bot._book_numpy import TopLevels as TopLevels
+from bot._book_numpy import book_flow as book_flow
 from bot.book import OrderBook, Side
 from bot.detect.report import DetectorUpdate
 from bot.feeds.events import Trade
@@ -35,7 +38,7 @@ FloatArray = npt.NDArray[np.float64]
 _exp = math.exp
 _log = math.log
 _sqrt = math.sqrt
-_NONE: Final[FloatArray] = np.empty(0, dtype=np.float64)
+_NO_LEVELS: Final[FloatArray] = np.empty((0, 2), dtype=np.float64)
 
 FEATURES: Final[tuple[str, ...]] = (
     "ratio_min",
@@ -101,71 +104,6 @@ _BPS: Final = 1e4
 NS_PER_S: Final = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class TopLevels:
-    """Both sides' best levels as one ascending array: bids first (keyed by minus their
-    price), then asks; ``nb`` bids. ``cum`` is the running total of ``sizes``."""
-
-    keys: FloatArray
-    sizes: FloatArray
-    nb: int
-    cum: list[float]
-
-    @classmethod
-    def of(cls, bids: FloatArray, asks: FloatArray) -> TopLevels:
-        """From :meth:`OrderBook.top` rows (``[price, size]``, best first)."""
-        nb = bids.shape[0]
-        keys = np.concatenate((np.negative(bids[:, 0]), asks[:, 0]))
-        sizes = np.concatenate((bids[:, 1], asks[:, 1]))
-        cum: list[float] = sizes.cumsum().tolist()
-        return cls(keys, sizes, nb, cum)
-
-    def total(self, lo: int, hi: int) -> float:
-        """Sum of ``sizes[lo:hi]``."""
-        if hi <= lo:
-            return 0.0
-        c = self.cum
-        return c[hi - 1] - (c[lo - 1] if lo else 0.0)
-
-
-def book_flow(prev: TopLevels, cur: TopLevels) -> tuple[float, float, float, float]:
-    """(removed bid, added bid, removed ask, added ask) size between two snapshots.
-
-    Per side, only the price range both snapshots cover counts, so a level that merely
-    slid out of the top-N window is not a cancel. Per price, removed is the fall in
-    size and added the rise; ``added - removed`` is the change of the side's total,
-    which spares a second matching pass. One matching pass serves both sides.
-    """
-    pk, ck = prev.keys, cur.keys
-    pn, cn, pnb, cnb = pk.shape[0], ck.shape[0], prev.nb, cur.nb
-    if not (0 < pnb < pn and 0 < cnb < cn):
-        return 0.0, 0.0, 0.0, 0.0  # a side is empty: no flow to compare
-    # Each side's range ends at the nearer of the two last levels.
-    ib, jb, ia, ja = pnb, cnb, pn, cn
-    p_last, c_last = pk.item(pnb - 1), ck.item(cnb - 1)
-    if p_last <= c_last:
-        jb = int(ck[:cnb].searchsorted(p_last, side="right"))
-    else:
-        ib = int(pk[:pnb].searchsorted(c_last, side="right"))
-    p_last, c_last = pk.item(-1), ck.item(-1)
-    if p_last <= c_last:
-        ja = int(ck.searchsorted(p_last, side="right"))
-    else:
-        ia = int(pk.searchsorted(c_last, side="right"))
-    idx = ck.searchsorted(pk)
-    np.minimum(idx, cn - 1, out=idx)
-    now = cur.sizes[idx]  # the size now at each earlier level's price (0 if it is gone)
-    now[ck[idx] != pk] = 0.0
-    fall = np.subtract(prev.sizes, now, out=now)
-    np.maximum(fall, 0.0, out=fall)
-    cut: list[float] = fall.cumsum().tolist()
-    rem_b = cut[ib - 1] if ib else 0.0
-    rem_a = cut[ia - 1] - cut[pnb - 1] if ia > pnb else 0.0
-    add_b = rem_b + cur.total(0, jb) - prev.total(0, ib)
-    add_a = rem_a + cur.total(cnb, ja) - prev.total(pnb, ia)
-    return rem_b, max(add_b, 0.0), rem_a, max(add_a, 0.0)
-
-
 class FeatureTracker:
     """One market's features. Call :meth:`on_trade` for its trades and :meth:`update`
     for each book sample, after the detector has read it. Not thread-safe.
@@ -180,10 +118,12 @@ class FeatureTracker:
         "_buy",
         "_buy_base",
         "_c",
-        "_levels",
+        "_flow",
         "_mid",
         "_n_trades",
         "_ofi",
+        "_pa",
+        "_pb",
         "_q",
         "_sell",
         "_sell_base",
@@ -221,7 +161,10 @@ class FeatureTracker:
         self._sell_base = 0.0
         self._mid = 0.0
         self._touch: tuple[float, float, float, float] | None = None
-        self._levels = TopLevels(_NONE, _NONE, 0, [])
+        # The previous sample's best levels, and the kernel's flow between two reads
+        # (one C call: the numpy version was ~10 array calls per sample).
+        self._pb = self._pa = _NO_LEVELS
+        self._flow = _book_kernel.top_flow()
 
     def on_trade(self, trade: Trade) -> None:
         self._n_trades += 1
@@ -298,7 +241,7 @@ class FeatureTracker:
 
         # The touch and the best levels: order-flow imbalance, cancels and adds.
         bids, asks = top if top is not None else self.levels(book)
-        levels = TopLevels.of(bids, asks)
+        size_b, size_a, rem_b, add_b, rem_a, add_a = self._flow(self._pb, self._pa, bids, asks)
         mid = sample.mid
         touch = (
             bids.item(0, 0) if bids.shape[0] else 0.0,
@@ -306,8 +249,8 @@ class FeatureTracker:
             asks.item(0, 0) if asks.shape[0] else 0.0,
             asks.item(0, 1) if asks.shape[0] else 0.0,
         )
-        top_b = levels.total(0, levels.nb) * mid
-        top_a = levels.total(levels.nb, len(levels.cum)) * mid
+        top_b = size_b * mid
+        top_a = size_a * mid
         prev = self._touch
         ofi = 0.0
         can_b = can_a = wd_b = wd_a = 0.0
@@ -320,14 +263,13 @@ class FeatureTracker:
                 - (asz if ap <= pap else 0.0)
                 + (pas if ap >= pap else 0.0)
             )
-            rem_b, add_b, rem_a, add_a = book_flow(self._levels, levels)
             # Sells hit bids, buys lift asks: what traded is not a cancel.
             can_b = max(rem_b - self._sell_base, 0.0) * mid
             can_a = max(rem_a - self._buy_base, 0.0) * mid
             wd_b = can_b - add_b * mid
             wd_a = can_a - add_a * mid
         self._touch = touch
-        self._levels = levels
+        self._pb, self._pa = bids, asks
         a[6] = k60 * a[6] + j60 * (touch[1] + touch[3]) / 2.0
         a[8] = k60 * a[8] + j60 * top_b
         a[9] = k60 * a[9] + j60 * top_a
