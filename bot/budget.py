@@ -388,19 +388,27 @@ class Budget:
                 refused.append(BudgetNote(q, BAD_QUOTE, bad))
                 continue
             unit = q.price + tick / 2.0  # notional per unit of amount
-            bounds: list[tuple[str, float]] = [
-                (ORDER_CAP, lim.max_order_quote / unit),
-                (MARKET_CAP, market_room / unit),
-                (TOTAL_CAP, total_room / unit),
-            ]
+            # The tightest bound, the first of equals (as min() over them in this order);
+            # compared one by one: this runs for every quote of every decision.
+            reason, allowed = ORDER_CAP, lim.max_order_quote / unit
+            bound = market_room / unit
+            if bound < allowed:
+                reason, allowed = MARKET_CAP, bound
+            bound = total_room / unit
+            if bound < allowed:
+                reason, allowed = TOTAL_CAP, bound
             if q.side == "buy":
-                bounds += [
-                    (QUOTE_BALANCE, quote_room / (q.price * fee)),
-                    (POSITION_CAP, buy_pos_room),
-                ]
+                bound = quote_room / (q.price * fee)
+                if bound < allowed:
+                    reason, allowed = QUOTE_BALANCE, bound
+                if buy_pos_room < allowed:
+                    reason, allowed = POSITION_CAP, buy_pos_room
             else:
-                bounds += [(BASE_BALANCE, base_room / fee), (POSITION_CAP, sell_pos_room)]
-            reason, allowed = min(bounds, key=lambda b: b[1])
+                bound = base_room / fee
+                if bound < allowed:
+                    reason, allowed = BASE_BALANCE, bound
+                if sell_pos_room < allowed:
+                    reason, allowed = POSITION_CAP, sell_pos_room
             amount = q.amount
             if allowed < amount:
                 amount = allowed * (1.0 - _SHAVE)

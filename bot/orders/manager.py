@@ -36,6 +36,7 @@ from bot.orders.config import OrderManagerConfig
 from bot.orders.events import Action, Observer
 from bot.orders.ids import ClientIdFactory
 from bot.orders.quotes import (
+    FastQuotes,
     PreparedQuote,
     QuoteKey,
     diff_quotes,
@@ -123,6 +124,9 @@ class OrderManager:
         self._keys: dict[tuple[str, str, float, float], tuple[Any, QuoteKey | None]] = {}
         # Market structures whose constants are derived (see warm_market), by symbol.
         self._warm: dict[str, Any] = {}
+        # Per symbol: the market structure and its fast quote preparation (None: the
+        # venue's rounding is not known to be bot.venues.rules' own).
+        self._fast: dict[str, tuple[Any, FastQuotes | None]] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -373,15 +377,34 @@ class OrderManager:
         hit = self._prepared.get(quote)
         if hit is not None and hit[0] is market:
             done = hit[1]
-            return done if isinstance(done, str) else PreparedQuote(quote, done.price, done.amount)
-        result = prepare_quote(
-            quote, market, self._venue.amount_to_precision, self._venue.price_to_precision
-        )
+            if isinstance(done, str) or done.quote is quote:  # a held ladder: same objects
+                return done
+            return PreparedQuote(quote, done.price, done.amount)
+        fast = self._fast.get(symbol)
+        if fast is None or fast[0] is not market:
+            fast = (market, self._fast_quotes(symbol, market))
+            self._fast[symbol] = fast
+        result: PreparedQuote | str | None = None
+        if fast[1] is not None:
+            result = fast[1].prepare(quote)
+        if result is None:
+            result = prepare_quote(
+                quote, market, self._venue.amount_to_precision, self._venue.price_to_precision
+            )
         if market is not None:
             if len(self._prepared) >= _MEMO_SIZE:
                 self._prepared.clear()
             self._prepared[quote] = (market, result)
         return result
+
+    def _fast_quotes(self, symbol: str, market: Any) -> FastQuotes | None:
+        rounding = getattr(self._venue, "rounding", None)
+        if market is None or rounding is None:
+            return None
+        try:
+            return FastQuotes.of(market, rounding(symbol))
+        except Exception:  # an odd market: the general path reports what is wrong
+            return None
 
     def _warm_up(self, symbol: str) -> None:
         # On a quiet reading (nothing asked): the first quotes are the urgent ones.
@@ -393,6 +416,7 @@ class OrderManager:
         warm_market(
             symbol, market, self._venue.amount_to_precision, self._venue.price_to_precision
         )
+        self._fast[symbol] = (market, self._fast_quotes(symbol, market))
 
     def _key(self, order: TrackedOrder) -> QuoteKey | None:
         markets = getattr(self._venue, "markets", None) or {}

@@ -13,12 +13,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, cast
 
 import ccxt
 
 from bot.orders.state import OrderState, TrackedOrder
-from bot.venues.rules import check_limits, limits_of
+from bot.venues.rules import (
+    MarketPrecision,
+    check_limits,
+    limits_of,
+)
 from strategies.base import Quote
 
 # (side, price, amount) after rounding with the venue's precision helpers.
@@ -67,6 +71,156 @@ def prepare_quote(
     except ccxt.InvalidOrder as e:
         return f"OUTSIDE_LIMITS: {e}"
     return PreparedQuote(quote, float(price_s), float(amount_s))
+
+
+class FastQuotes:
+    """:func:`prepare_quote` for one market, in integers, when the venue rounds with
+    :class:`~bot.venues.rules.TickRounding` on the market's own tick (below 1) and step.
+
+    ``prepare_quote`` snaps ``Decimal(str(price))`` to the tick away from the touch,
+    rounds it and the amount with ccxt's arithmetic, and checks the limits in decimals.
+    Here a price is a count of ticks and an amount a count of steps: ``str(x)`` is read
+    as an exact integer over a power of ten, snapped and truncated by integer division,
+    and the limits are compared as integers on the same grids. Every value this answers
+    for is exact: the grid price has at most 15 significant digits, so ``str()`` of its
+    float is its own digits and ccxt's rounding leaves it as it is; the amount is
+    ccxt's truncation of the same decimal; ``int / int`` and ``float(str)`` both round
+    correctly. Anything else (a refusal, an exponent form, an odd value) answers None,
+    and the caller takes :func:`prepare_quote`: refusals keep its exact wording.
+    """
+
+    __slots__ = (
+        "_amount_bounds",
+        "_amount_scale",
+        "_cost_bounds",
+        "_price_bounds",
+        "_price_scale",
+        "_step_units",
+        "_tick_units",
+    )
+
+    def __init__(
+        self,
+        tick: tuple[int, int],
+        step: tuple[int, int],
+        price_bounds: tuple[int | None, int | None],
+        amount_bounds: tuple[int | None, int | None],
+        cost_bounds: tuple[int | None, int | None],
+    ) -> None:
+        # A tick is tick_units / 10**p, a step step_units / 10**q; bounds are integers
+        # in units of 10**-p (price), 10**-q (amount) and 10**-(p+q) (cost).
+        self._tick_units, p = tick
+        self._step_units, q = step
+        self._price_scale = 10**p
+        self._amount_scale = 10**q
+        self._price_bounds = price_bounds
+        self._amount_bounds = amount_bounds
+        self._cost_bounds = cost_bounds
+
+    @classmethod
+    def of(cls, market: Mapping[str, Any] | None, rounding: MarketPrecision) -> FastQuotes | None:
+        if market is None or rounding.price is None or rounding.amount is None:
+            return None
+        tick = (market.get("precision") or {}).get("price")
+        if not isinstance(tick, int | float) or not 0 < tick < 1:
+            return None  # passive_price leaves such prices to the venue's rounding
+        tick_d = _tick_decimal(tick)
+        if tick_d != rounding.price.tick:
+            return None
+        tick_grid = _grid(tick_d)
+        step_grid = _grid(rounding.amount.tick)
+        if tick_grid is None or step_grid is None:
+            return None
+        p, q = tick_grid[1], step_grid[1]
+        limits = limits_of(market)
+        bounds = [
+            tuple(_on_scale(b, places) for b in pair)
+            for pair, places in ((limits.price, p), (limits.amount, q), (limits.cost, p + q))
+        ]
+        if any(b is _OFF_GRID for pair in bounds for b in pair):
+            return None  # a limit between grid points: compared in decimals only
+        price_b, amount_b, cost_b = (cast(tuple[int | None, int | None], b) for b in bounds)
+        return cls(tick_grid, step_grid, price_b, amount_b, cost_b)
+
+    def prepare(self, quote: Quote) -> PreparedQuote | None:
+        price, amount = quote.price, quote.amount
+        if type(price) is not float or type(amount) is not float:
+            return None
+        if not (0.0 < price < _FAST_MAX and 0.0 < amount < _FAST_MAX):
+            return None  # NaN, inf, <= 0 and huge values: the general path
+        p_digits, p_exp = _exact(price)
+        a_digits, a_exp = _exact(amount)
+        if p_digits < 0 or a_digits < 0:
+            return None
+        # Price: whole ticks, bids down and asks up (passive_price).
+        num = p_digits * self._price_scale
+        den = self._tick_units * p_exp
+        side = quote.side
+        if side == "buy":
+            ticks = num // den
+        elif side == "sell":
+            ticks = -(-num // den)
+        else:
+            return None
+        # Amount: whole steps, truncated (amount_to_precision).
+        steps = a_digits * self._amount_scale // (self._step_units * a_exp)
+        price_units = ticks * self._tick_units
+        amount_units = steps * self._step_units
+        if not (0 < price_units < _MAX_UNITS and 0 < amount_units < _MAX_UNITS):
+            return None  # zero: the venue hands it to ccxt; 16+ digits: not exact here
+        lo, hi = self._price_bounds
+        if (lo is not None and price_units < lo) or (hi is not None and price_units > hi):
+            return None
+        lo, hi = self._amount_bounds
+        if (lo is not None and amount_units < lo) or (hi is not None and amount_units > hi):
+            return None
+        cost = price_units * amount_units
+        lo, hi = self._cost_bounds
+        if (lo is not None and cost < lo) or (hi is not None and cost > hi):
+            return None
+        return PreparedQuote(
+            quote, price_units / self._price_scale, amount_units / self._amount_scale
+        )
+
+
+_FAST_MAX = 1e15
+"""Prices and amounts from here up take the general path (ccxt's exponent forms)."""
+_MAX_UNITS = 10**15
+"""Grid values of at most 15 digits: their float's ``str()`` gives the same digits."""
+_OFF_GRID = object()
+_POW10 = tuple(10**i for i in range(24))
+
+
+def _exact(x: float) -> tuple[int, int]:
+    """``Decimal(str(x))`` as (digits, 10**decimals); (-1, 0) for an exponent form."""
+    text = repr(x)
+    whole, _, frac = text.partition(".")
+    if "e" in frac or "e" in whole:
+        return -1, 0
+    return int(whole + frac), _POW10[len(frac)]
+
+
+def _grid(unit: Decimal) -> tuple[int, int] | None:
+    """A positive decimal as (digits, decimals): ``unit == digits / 10**decimals``."""
+    sign, digits, exponent = unit.as_tuple()
+    if sign or not isinstance(exponent, int) or not digits:
+        return None
+    value = int("".join(map(str, digits)))
+    if value <= 0:
+        return None
+    if exponent >= 0:
+        return value * 10**exponent, 0
+    return value, -exponent
+
+
+def _on_scale(bound: Decimal | None, places: int) -> int | object | None:
+    """``bound`` in units of 10**-places, or _OFF_GRID if it falls between two."""
+    if bound is None:
+        return None
+    scaled = bound.scaleb(places)
+    if not scaled.is_finite() or scaled != scaled.to_integral_value():
+        return _OFF_GRID
+    return int(scaled)
 
 
 def warm_market(

@@ -9,6 +9,7 @@ make and feeds their answers (and the websocket pushes) in here.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from bot.orders.events import (
     OrderStateChanged,
 )
 from bot.orders.ids import ClientIdFactory
-from bot.orders.state import OrderEvent, OrderState, TrackedOrder, is_complete
+from bot.orders.state import TERMINAL_STATES, OrderEvent, OrderState, TrackedOrder, is_complete
 from bot.orders.updates import OrderUpdate, TradeUpdate, events_for, is_news_for_finished
 
 
@@ -38,9 +39,15 @@ class OrderTracker:
         self._log = log
         self._config = config
         self._orders: dict[str, TrackedOrder] = {}
+        # The same orders by symbol, in the same (insertion) order: a market's orders are
+        # read on every reading of it, and with many markets scanning all was the cost.
+        self._by_symbol: dict[str, dict[str, TrackedOrder]] = {}
         self._by_exchange_id: dict[str, str] = {}
         self._unmatched_trades: OrderedDict[str, list[TradeUpdate]] = OrderedDict()
         self._observers: list[Observer] = []
+        # Building a debug line's fields costs an order ~µs even when the level drops it.
+        is_enabled_for = getattr(log, "is_enabled_for", None)
+        self._debug = not callable(is_enabled_for) or bool(is_enabled_for(logging.DEBUG))
 
     # ------------------------------------------------------------------ queries
 
@@ -52,11 +59,12 @@ class OrderTracker:
 
     def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
         """Unfinished orders (including pending and unknown ones), oldest first."""
-        return [
-            o
-            for o in self._orders.values()
-            if not o.is_finished and (symbol is None or o.symbol == symbol)
-        ]
+        if symbol is None:
+            return [o for o in self._orders.values() if o.state not in TERMINAL_STATES]
+        orders = self._by_symbol.get(symbol)
+        if not orders:
+            return []
+        return [o for o in orders.values() if o.state not in TERMINAL_STATES]
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` with every notice; returns the unsubscribe function."""
@@ -72,7 +80,7 @@ class OrderTracker:
 
     def add(self, order: TrackedOrder) -> None:
         """Start tracking an order we are about to send (state PENDING_NEW)."""
-        self._orders[order.client_id] = order
+        self._track(order)
         self.notify_state(order, None, OrderEvent.SUBMITTED)
 
     def on_order_update(self, raw: dict[str, Any]) -> None:
@@ -222,7 +230,7 @@ class OrderTracker:
             order.trade_ids = set(previous.trade_ids)
             order.trade_filled = previous.trade_filled
             order.post_only, order.tag = previous.post_only, previous.tag
-        self._orders[order.client_id] = order
+        self._track(order)
         if order.exchange_id is not None:
             self._learn_exchange_id(order, order.exchange_id)
         self.notify_state(order, None, OrderEvent.ADOPTED)
@@ -247,14 +255,15 @@ class OrderTracker:
     def notify_state(
         self, order: TrackedOrder, previous: OrderState | None, event: OrderEvent
     ) -> None:
-        self._log.debug(
-            "order_state",
-            client_id=order.client_id,
-            previous=str(previous) if previous else None,
-            state=str(order.state),
-            trigger=str(event),
-            reason=order.reason,
-        )
+        if self._debug:
+            self._log.debug(
+                "order_state",
+                client_id=order.client_id,
+                previous=str(previous) if previous else None,
+                state=str(order.state),
+                trigger=str(event),
+                reason=order.reason,
+            )
         self._emit(
             OrderStateChanged(
                 ts_ns=self._clock.now_ns(),
@@ -284,6 +293,20 @@ class OrderTracker:
             )
         )
 
+    def _track(self, order: TrackedOrder) -> None:
+        cid = order.client_id
+        previous = self._orders.get(cid)
+        self._orders[cid] = order  # a known id keeps its place, as in the index below
+        if previous is not None and previous.symbol != order.symbol:
+            # Re-adopted under another symbol (never seen in practice): both indexes
+            # rebuilt from the main one, so the order stays where the main one has it.
+            for symbol in (previous.symbol, order.symbol):
+                self._by_symbol[symbol] = {
+                    c: o for c, o in self._orders.items() if o.symbol == symbol
+                }
+            return
+        self._by_symbol.setdefault(order.symbol, {})[cid] = order
+
     def _emit(self, notice: OrderNotice) -> None:
         for observer in list(self._observers):
             try:
@@ -300,5 +323,10 @@ class OrderTracker:
             if o.is_finished and o.updated_ns < horizon and not is_busy(o)
         ]:
             order = self._orders.pop(cid)
+            same = self._by_symbol.get(order.symbol)
+            if same is not None:
+                same.pop(cid, None)
+                if not same:
+                    del self._by_symbol[order.symbol]
             if order.exchange_id is not None:
                 self._by_exchange_id.pop(order.exchange_id, None)

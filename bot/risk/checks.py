@@ -139,7 +139,7 @@ class QuoteContext:
         mid = book.mid() if valid and book is not None else None
         committed = inventory.committed_quote(resting, mid)
         perp = isinstance(inventory, PerpInventory)
-        rules, leverage, limits = MarketRules(), None, None
+        rules, leverage, limits = _SPOT_RULES, None, None
         if isinstance(inventory, PerpInventory):
             spec = inventory.spec
             rules = MarketRules(contract_size=float(spec.contract_size), inverse=spec.inverse)
@@ -160,6 +160,10 @@ class QuoteContext:
             leverage=leverage,
             perp=limits,
         )
+
+
+_SPOT_RULES = MarketRules()
+"""Spot's rules (immutable): shared rather than built for every context."""
 
 
 def is_taker(quote: Quote, limits: RiskSettings) -> bool:
@@ -349,6 +353,65 @@ CHECKS: tuple[Check, ...] = (
 )
 CHECKS_AFTER_VALID: tuple[Check, ...] = CHECKS[1:]
 """:data:`CHECKS` for a quote that already passed :func:`check_valid` (the engine's)."""
+
+
+def check_after_valid(quote: Quote, ctx: QuoteContext, limits: RiskSettings) -> str | None:
+    """``check_order(quote, ctx, limits, CHECKS_AFTER_VALID)``, the same denials word for
+    word, with what several checks share (distance, notional, asset) computed once: the
+    engine runs it for every quote of every decision."""
+    mid = ctx.mid
+    if mid is None or not math.isfinite(mid) or mid <= 0:
+        return f"NO_REFERENCE_PRICE: symbol={quote.symbol} mid={mid}"
+    price, amount = quote.price, quote.amount
+    distance = abs(price - mid) / mid * BPS
+    fat_bps = limits.fat_finger_bps_limit
+    if distance > fat_bps:
+        return (
+            f"FAT_FINGER_PRICE: price={_n(price)} mid={_n(mid)} "
+            f"distance_bps={distance:.1f} max_bps={fat_bps:g}"
+        )
+    rules = ctx.rules
+    notional = rules.notional(price, amount)
+    fat_quote = limits.fat_finger_quote_limit
+    if notional > fat_quote:
+        return f"FAT_FINGER_NOTIONAL: notional={_n(notional)} max={fat_quote:g}"
+    if distance > limits.price_band_bps:
+        return (
+            f"PRICE_OUTSIDE_BAND: price={_n(price)} mid={_n(mid)} "
+            f"distance_bps={distance:.1f} max_bps={limits.price_band_bps:g}"
+        )
+    denial = check_cross(quote, ctx, limits)
+    if denial is not None:
+        return denial
+    if notional > limits.max_order_quote:
+        return (
+            f"NOTIONAL_EXCEEDS_MAX_PER_ORDER: notional={_n(notional)} "
+            f"max={limits.max_order_quote:g}"
+        )
+    asset = currencies(quote.symbol)[0]
+    max_base = limits.max_order_base.get(asset)
+    if max_base is not None:
+        base = rules.base_amount(price, amount)
+        if base > max_base:
+            return (
+                f"AMOUNT_EXCEEDS_MAX_PER_ORDER: asset={asset} amount={_n(base)} "
+                f"max={max_base:g}"
+            )
+    if ctx.open_orders + 1 > limits.max_open_orders_per_market:
+        return (
+            f"OPEN_ORDERS_EXCEED_MAX: symbol={quote.symbol} open={ctx.open_orders} "
+            f"max={limits.max_open_orders_per_market}"
+        )
+    denial = check_notional(quote, ctx, limits)
+    if denial is not None:
+        return denial
+    if limits.max_position_base.get(asset) is not None:
+        denial = check_position(quote, ctx, limits)
+        if denial is not None:
+            return denial
+    if ctx.perp is None:
+        return None
+    return check_contract_position(quote, ctx, limits)
 
 
 def check_order(

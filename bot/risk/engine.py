@@ -64,9 +64,9 @@ from bot.orders.events import OrderActionFailed, OrderNotice
 from bot.positions import PositionReading
 from bot.risk.bucket import TokenBucket
 from bot.risk.checks import (
-    CHECKS_AFTER_VALID,
     Check,
     QuoteContext,
+    check_after_valid,
     check_order,
     check_valid,
     reduces_position,
@@ -336,11 +336,13 @@ class RiskEngine:
         it with :meth:`admit_order` where an order is actually sent.
         """
         result = QuotesCheck()
-        for quote in quotes:
+        last = len(quotes) - 1
+        for i, quote in enumerate(quotes):
             denial = self._check(quote, ctx)
             if denial is None:
                 result.allowed.append(quote)
-                ctx = ctx.with_sent(quote)
+                if i < last:  # nothing reads the context after the last quote
+                    ctx = ctx.with_sent(quote)
             else:
                 self._deny(quote, denial)
                 result.denied.append((quote, denial))
@@ -389,9 +391,12 @@ class RiskEngine:
                 f"SIDE_PAUSED: symbol={quote.symbol} side={quote.side} "
                 f"guard={Guard.FUNDING_COST.value} position={_n(ctx.position_base)}"
             )
-        # check_valid passed above: the default set does not run it twice.
-        checks = self._checks.get(quote.symbol, CHECKS_AFTER_VALID)
-        denial = check_order(quote, ctx, self.config, checks)
+        # check_valid passed above: the default set (CHECKS_AFTER_VALID) skips it.
+        checks = self._checks.get(quote.symbol)
+        if checks is None:
+            denial = check_after_valid(quote, ctx, self.config)
+        else:
+            denial = check_order(quote, ctx, self.config, checks)
         if denial is not None and denial.startswith("FAT_FINGER"):
             self._fire_momentary(Guard.FAT_FINGER, quote.symbol, denial, {})
         return denial

@@ -46,7 +46,14 @@ from bot.feeds.events import Trade as PublicTrade
 from bot.monitor import DepthSample
 from bot.venues.base import Balance, MarketDict, Order, OrderBookDict, Trade, Venue
 from bot.venues.matching import ZERO, Fill, Matcher, OrderSide, dec
-from bot.venues.rules import amount_to_precision, prepare_order, price_to_precision, to_decimal
+from bot.venues.rules import (
+    MarketPrecision,
+    amount_to_precision,
+    precision_of,
+    prepare_order,
+    price_to_precision,
+    to_decimal,
+)
 
 __all__ = ["PaperVenue"]
 
@@ -277,6 +284,11 @@ class PaperVenue:
 
     def price_to_precision(self, symbol: str, price: float) -> str:
         return price_to_precision(self._ex, symbol, price)
+
+    def rounding(self, symbol: str) -> MarketPrecision:
+        """The rounding the two methods above apply where the market allows (the
+        order manager's fast path uses it directly)."""
+        return precision_of(self._ex, symbol)
 
     def market(self, symbol: str) -> MarketDict:
         market: MarketDict = self._ex.market(symbol)

@@ -263,6 +263,10 @@ class TickRounding:
         self._half = tick / 2
         self._quantum = Decimal(1).scaleb(-places)
 
+    @property
+    def tick(self) -> Decimal:
+        return self._tick
+
     @classmethod
     def for_tick(cls, tick: object) -> TickRounding | None:
         if type(tick) is not float and type(tick) is not int:
