@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 from bench._common import devnull_logger, header, paper_settings, percentiles, row
 from bot.app import Run, assemble
 from bot.clock import NS_PER_SECOND
-from bot.feeds.events import BookDelta, BookSnapshot, MarketEvent
+from bot.feeds.events import BookDelta, BookSnapshot, MarketEvent, levels
 from bot.feeds.stress import StressedFeed, parse_stress_spec
 
 TICK_NS = NS_PER_SECOND
@@ -133,12 +133,20 @@ class _TimedMonitor:
         return getattr(self._inner, name)
 
 
-def instrument(run: Run, probe: Probe, *, speed: float = 0.0) -> None:
+def instrument(run: Run, probe: Probe, *, speed: float = 0.0, conflate: bool = False) -> None:
     """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched).
 
     ``speed > 0`` paces the events at ``speed`` x their data time the way
     :class:`~bot.feeds.replay.ReplayFeed` does (sleep only when 1 ms or more ahead); the
     replay itself must then run unpaced, so that its iterator times parsing only.
+
+    ``conflate`` (paced only) hands the engine what the live feed would: the live feed
+    copies ccxt.pro's synced book each time ``watch_order_book`` resolves, so the diffs
+    of one market that arrived while the bot was busy reach it as one book update
+    (:mod:`bot.feeds.live`). Here, the depth diffs of a market already due when the
+    engine asks for its next event are merged into one (last size per price wins);
+    trades and other events are still handed over one by one, in order. A merged event
+    is charged the wait of its *oldest* diff and the parse time of all of them.
     """
     stressed = run.feed
     if not isinstance(stressed, StressedFeed):
@@ -189,8 +197,62 @@ def instrument(run: Run, probe: Probe, *, speed: float = 0.0) -> None:
             probe.records.append((event.ts_ns, received, parse, late, event.symbol, book))
             yield event
 
+    async def conflated() -> AsyncIterator[MarketEvent]:
+        it = outer_events().__aiter__()
+        wall0 = data0 = 0
+        shift = 0  # as in stamped(): feed-side work and sleep overshoot, not the bot's
+        ahead_event: tuple[MarketEvent, int, int] | None = None
+        done = False
+
+        async def read() -> tuple[MarketEvent, int, int] | None:
+            nonlocal shift, done
+            if done:
+                return None
+            t = clock()
+            try:
+                event = await it.__anext__()
+            except StopAsyncIteration:
+                done = True
+                return None
+            started, parse = parse_times.popleft()
+            shift += clock() - t - parse  # the overlay's work stands in for the market
+            return event, started, parse
+
+        def due_of(event: MarketEvent) -> int:
+            return wall0 + int((event.ts_ns - data0) / speed)
+
+        while True:
+            first = ahead_event or await read()
+            ahead_event = None
+            if first is None:
+                return
+            event, started, parse = first
+            if not wall0:
+                wall0, data0 = started, event.ts_ns
+            ahead = due_of(event) - (clock() - shift)
+            if ahead >= 1_000_000:
+                t = clock()
+                await asyncio.sleep(ahead / 1e9)
+                shift += clock() - t - ahead  # sleep overshoot
+            batch = [first]
+            while (nxt := await read()) is not None:
+                if due_of(nxt[0]) > clock() - shift:
+                    ahead_event = nxt
+                    break
+                batch.append(nxt)
+            for event, due, parse in _conflate(batch, due_of):
+                received = clock()
+                # Reaction = late + parse + (stamp - received) = stamp - shift - due: from
+                # the oldest diff's arrival, on the bot's timeline, including the parse
+                # of every message read meanwhile and the engine's work on the events
+                # of this batch handed over before it.
+                late = max(0, received - shift - due - parse)
+                book = isinstance(event, BookSnapshot | BookDelta)
+                probe.records.append((event.ts_ns, received, parse, late, event.symbol, book))
+                yield event
+
     setattr(replay, "events", timed_replay)  # noqa: B010 - instance attribute on purpose
-    setattr(stressed, "events", stamped)  # noqa: B010
+    setattr(stressed, "events", conflated if conflate and speed > 0 else stamped)  # noqa: B010
 
     trader = run.trader
     assert trader is not None
@@ -247,6 +309,55 @@ def instrument(run: Run, probe: Probe, *, speed: float = 0.0) -> None:
         return result
 
     setattr(trader.manager, "sync_quotes", timed_sync)  # noqa: B010
+
+
+def _conflate(
+    batch: Sequence[tuple[MarketEvent, int, int]], due_of: Callable[[MarketEvent], int]
+) -> list[tuple[MarketEvent, int, int]]:
+    """``batch`` (event, read start, parse ns), all due: each market's depth diffs merged
+    into one at the place of its last, due when the oldest was, with their summed parse
+    time; everything else as it came. Returns (event, due, parse)."""
+    last: dict[str, int] = {}
+    for i, (event, _, _) in enumerate(batch):
+        if type(event) is BookDelta:
+            last[event.symbol] = i
+    merged: dict[str, list[BookDelta]] = {}
+    out: list[tuple[MarketEvent, int, int]] = []
+    dues: dict[str, int] = {}
+    parses: dict[str, int] = {}
+    for i, (event, _, parse) in enumerate(batch):
+        if type(event) is not BookDelta:
+            out.append((event, due_of(event), parse))
+            continue
+        sym = event.symbol
+        merged.setdefault(sym, []).append(event)
+        dues.setdefault(sym, due_of(event))
+        parses[sym] = parses.get(sym, 0) + parse
+        if i == last[sym]:
+            out.append((_merge(merged.pop(sym)), dues.pop(sym), parses.pop(sym)))
+    return out
+
+
+def _merge(deltas: Sequence[BookDelta]) -> BookDelta:
+    """One diff with the effect of ``deltas`` applied in order (last size per price)."""
+    if len(deltas) == 1:
+        return deltas[0]
+    bids: dict[float, float] = {}
+    asks: dict[float, float] = {}
+    for d in deltas:
+        bids.update(d.bids.tolist())
+        asks.update(d.asks.tolist())
+    first, final = deltas[0], deltas[-1]
+    return BookDelta(
+        symbol=final.symbol,
+        ts_ns=final.ts_ns,
+        bids=levels(list(bids.items())),
+        asks=levels(list(asks.items())),
+        first_id=first.first_id,
+        last_id=final.last_id,
+        prev_id=first.prev_id,
+        exchange_ts_ns=final.exchange_ts_ns,
+    )
 
 
 async def one_run(start_s: float) -> Probe:

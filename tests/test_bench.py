@@ -94,7 +94,10 @@ def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFix
     ]
     many = out.index(next(line for line in out if line.startswith("measure (reaction")))
     assert has_columns(out[many], ["n", "p50 ms", "p99 ms", "max ms", "1 market p99", "ratio p99"])
-    assert out[many + 1].startswith("book message -> strategy decision")
+    assert out[many + 1] == "3 markets, every depth message handed to the engine:"
+    assert out[many + 2].strip().startswith("book message -> strategy decision")
+    conflated = out.index("3 markets, depth messages conflated as the live feed does:")
+    assert out[conflated + 1].strip().startswith("book message -> strategy decision")
 
 
 def test_book_bench_parts_run_and_agree_on_a_small_stream(bench: object) -> None:
@@ -112,3 +115,52 @@ def test_book_bench_parts_run_and_agree_on_a_small_stream(bench: object) -> None
         "(c) depth query p99",
     ]
     assert all(v > 0 for r in rows for v in r[2:])
+
+
+def test_conflated_diffs_leave_the_book_as_the_diffs_one_by_one(bench: object) -> None:
+    """The replay benchmark's live-feed model merges a market's pending diffs: the book
+    after the merged diff must be the book after each of them in turn."""
+    import random
+
+    import numpy as np
+
+    from bot.book import OrderBook
+    from bot.clock import ManualClock
+    from bot.feeds.events import BookDelta, BookSnapshot, Trade, levels
+
+    reaction = bench("reaction")  # type: ignore[operator]
+    rng = random.Random(7)
+
+    def rows(lo: float) -> list[list[float]]:
+        return [[lo + rng.randrange(20) * 0.5, float(rng.choice([0, 1, 2, 3]))] for _ in range(6)]
+
+    snap = BookSnapshot(
+        "X",
+        1,
+        levels([[90.0 + i * 0.5, 1.0] for i in range(20)]),
+        levels([[101.0 + i * 0.5, 1.0] for i in range(20)]),
+        update_id=10,
+    )
+    diffs = [
+        BookDelta(
+            "X", 2 + k, levels(rows(90.0)), levels(rows(101.0)), first_id=11 + k, last_id=11 + k
+        )
+        for k in range(8)
+    ]
+    trade = Trade("X", 5, 100.0, 1.0, "buy", "t1")
+    one_by_one, merged = OrderBook("X", clock=ManualClock()), OrderBook("X", clock=ManualClock())
+    for book in (one_by_one, merged):
+        assert book.apply(snap) is None
+    for d in diffs:
+        assert one_by_one.apply(d) is None
+    batch = [(e, 0, 10) for e in (*diffs[:3], trade, *diffs[3:])]
+    out = reaction._conflate(batch, lambda e: e.ts_ns)
+    # The trade keeps its place; the diffs become one, at the last one's place, due
+    # when the first was, charged every diff's parse time.
+    assert [type(e).__name__ for e, _, _ in out] == ["Trade", "BookDelta"]
+    event, due, parse = out[1]
+    assert (due, parse) == (2, 80)
+    assert (event.first_id, event.last_id) == (11, 18)
+    assert merged.apply(event) is None
+    for side in ("bid", "ask"):
+        assert np.array_equal(one_by_one.top(50, side), merged.top(50, side))
