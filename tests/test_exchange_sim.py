@@ -431,3 +431,32 @@ async def test_the_venue_keeps_retry_after_that_ccxt_drops(emu: BinanceSpotEmula
             await venue.fetch_open_orders(BTC)
     mapped = map_ccxt_error(refused.value)
     assert mapped.retry_after_s == 7.0  # type: ignore[attr-defined]
+
+
+async def test_a_cancel_reply_names_the_cancelled_order_not_the_cancel(
+    emu: BinanceSpotEmulator,
+) -> None:
+    """Binance spot's cancel reply carries the cancel request's own clientOrderId; the
+    venue hands back our order's, so the order manager matches the reply to it."""
+    from bot.logs import null_logger
+    from bot.orders.updates import OrderUpdate
+    from bot.venues.ccxt_venue import CcxtVenue
+
+    async with exchange(emu) as ex:
+        venue = CcxtVenue(ex, log=null_logger())
+        await venue.load_markets()
+        placed = await venue.create_order(
+            BTC, "limit", "buy", 0.01, 59000.0, {"clientOrderId": "bs1-abc"}
+        )
+        raw = await ex.cancel_order(placed["id"], BTC)  # what ccxt itself reports
+        assert raw["clientOrderId"] != "bs1-abc"
+        again = await venue.create_order(
+            BTC, "limit", "buy", 0.01, 59000.0, {"clientOrderId": "bs1-def"}
+        )
+        cancelled = await venue.cancel_order(again["id"], BTC)
+    update = OrderUpdate.from_ccxt(cancelled)
+    assert (update.client_id, update.exchange_id, update.status) == (
+        "bs1-def",
+        again["id"],
+        "canceled",
+    )

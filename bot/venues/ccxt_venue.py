@@ -262,7 +262,7 @@ class CcxtVenue:
     ) -> Order:
         with self._retry_after_noted(self._ex):
             order: Order = await self._ex.cancel_order(id, symbol, self._outgoing(params))
-        return self._incoming(order)
+        return self._incoming(_own_client_id(order))
 
     async def cancel_all_orders(
         self, symbol: str | None = None, params: dict[str, Any] | None = None
@@ -275,7 +275,7 @@ class CcxtVenue:
         if self._ex.has.get("cancelAllOrders"):
             with self._retry_after_noted(self._ex):
                 orders: list[Order] = await self._ex.cancel_all_orders(symbol, params or {})
-            return [self._incoming(o) for o in orders]
+            return [self._incoming(_own_client_id(o)) for o in orders]
         canceled: list[Order] = []
         for order in await self.fetch_open_orders(symbol, params=params):
             try:
@@ -285,7 +285,7 @@ class CcxtVenue:
             except ccxt.OrderNotFound:
                 # Filled or cancelled between the listing and our cancel: already gone.
                 self._log.debug("cancel_all_already_gone", order_id=order["id"])
-        return [self._incoming(o) for o in canceled]
+        return [self._incoming(_own_client_id(o)) for o in canceled]
 
     async def fetch_open_orders(
         self,
@@ -365,6 +365,22 @@ class CcxtVenue:
                 if incoming.get("clientOrderId") == client_id:
                     return incoming
         raise ccxt.OrderNotFound(f"{self.id}: no order with clientOrderId {client_id!r}")
+
+
+def _own_client_id(order: Order) -> Order:
+    """A cancel reply with the cancelled order's own client id.
+
+    Binance spot answers a cancel with the *cancel request's* ``clientOrderId`` (one it
+    makes up when none is sent) and the order's own in ``origClientOrderId``; ccxt's
+    ``parse_order`` reads the former. Left so, the order manager could not match the
+    reply to our order and would confirm every cancel with an extra lookup.
+    """
+    info = order.get("info")
+    own = info.get("origClientOrderId") if isinstance(info, dict) else None
+    if isinstance(own, str) and own and own != order.get("clientOrderId"):
+        order = dict(order)
+        order["clientOrderId"] = own
+    return order
 
 
 # ---------------------------------------------------------------------- Binance futures
