@@ -14,14 +14,17 @@ import operator
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from daemon_process import Daemon
 
 from bot.control.client import ControlClient, ControlTarget
-from bot.exchange_sim import BinanceSpotEmulator, SimOrder
+from bot.exchange_sim import BinanceSpotEmulator, SimOrder, SimTrade
+from bot.exchange_sim.engine import Side
 from bot.exchange_sim.market import MarketDriver
+from bot.venues.matching import RestingOrder
 
 PREFIX = "bs1-"
 """The bot's client order ids start with this: the venue's orders that are ours."""
@@ -85,6 +88,69 @@ async def market_running(net: EmulatedTestnet[Any]) -> AsyncIterator[None]:
         market.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await market
+
+
+def taker_hits(
+    net: EmulatedTestnet[Any], symbol: str, side: Side, qty: Decimal | None = None
+) -> list[SimTrade]:
+    """A taker trades ``qty`` (None: all) of our best ``side`` quote on the venue's
+    ``symbol`` (its id, e.g. ``BTCUSDT``) now; the print's fills of ours.
+
+    It sells through our best bid (``side="BUY"``) or buys through our best ask: a
+    print one tick beyond our price which, in the emulator's fill model, means our
+    level was taken first, us included, and ``qty`` of our quote fills at its price,
+    as maker (the emulator's own matcher books it). A print *at* our price would first
+    fill the queue the venue estimates ahead of us, a float-derived size, so the fill
+    would not be an exact lot. The fill reaches the bot the way any fill does, on the
+    user-data websocket. No quote of ours resting: ``[]``.
+    """
+    engine = net.emu.engine
+    ours = [
+        resting
+        for resting in engine.books[symbol].matcher.orders.values()
+        if engine.orders[int(resting.order_id)].side == side
+        and engine.orders[int(resting.order_id)].client_order_id.startswith(PREFIX)
+    ]
+    if not ours:
+        return []
+    # Best price, then first in time: a print through it fills it before any other.
+    best = min(ours, key=RestingOrder.priority)
+    order = engine.orders[int(best.order_id)]
+    take = best.remaining if qty is None else min(qty, best.remaining)
+    tick = engine.rules[symbol].tick_size
+    through = order.price - tick if side == "BUY" else order.price + tick
+    aggressor = "sell" if side == "BUY" else "buy"
+    trades = engine.market_trade(symbol, float(through), float(take), aggressor)
+    filled = sum((t.qty for t in trades if t.order_id == order.order_id), Decimal(0))
+    assert filled == take, f"a print of {take} at {through} filled {filled} of {order}"
+    return trades
+
+
+async def taker_fills(
+    net: EmulatedTestnet[Any],
+    symbol: str,
+    side: Side,
+    qty: Decimal | None = None,
+    *,
+    within_s: float = 30.0,
+) -> list[SimTrade]:
+    """Once a ``side`` quote of ours rests at the venue, a taker fills ``qty`` of it.
+
+    The recorded market fills our quotes only if they happen to rest when one of its
+    sweeps passes: a race with the daemon's scheduling on a loaded machine. A test that
+    needs a fill plays the taker itself. The print is made in the same event-loop turn
+    as the check that the quote rests (the predicate below), so the venue cannot have
+    cancelled it in between.
+    """
+    trades: list[SimTrade] = []
+
+    def hit() -> bool:
+        trades.extend(taker_hits(net, symbol, side, qty))
+        return bool(trades)
+
+    what = f"a {side.lower()} quote of ours rests, for a taker to fill"
+    await net.until(hit, within_s=within_s, what=what)
+    return trades
 
 
 def run_faster(config: dict[str, Any], speed: float) -> None:

@@ -130,15 +130,20 @@ async def test_a_wrong_api_secret_stops_the_daemon_with_one_clear_line(tmp_path:
 
 
 async def test_the_daemon_backstops_a_fracture_on_the_emulated_testnet(tmp_path: Path) -> None:
+    """The bot quotes into the fracture, one quote fills, and it steps back when calm.
+
+    The fill comes from a taker the test plays (it sells into our best bid once that
+    rests at the venue), not from the recording: whether a quote rests when one of the
+    recording's sweeps passes is a race with wall-clock scheduling on a loaded machine.
+    The recorded sweeps may still add fills; every assertion holds either way.
+    """
     async with local_testnet(tmp_path, stress=FRACTURE, unpaced_s=SKIP_S) as net:
         daemon = await started(net)
         try:
             await daemon.wait_event("detector_transition", state="engaged", within_s=60)
             # The quotes are on the venue's book (its own order log, not the bot's word).
             await net.until(lambda: len(net.ours_open()) > 0, within_s=10, what="quotes rest")
-            await net.until(
-                lambda: bool(net.emu.engine.trades), within_s=30, what="a quote is filled"
-            )
+            hit = await e2e.taker_fills(net, RAW, "BUY")
             await daemon.wait_for(
                 lambda r: r.get("event") == "detector_transition" and r.get("state") == "calm",
                 within_s=60,
@@ -158,6 +163,10 @@ async def test_the_daemon_backstops_a_fracture_on_the_emulated_testnet(tmp_path:
         assert {o.side for o in placed} == {"BUY", "SELL"}  # two-sided
         fills = net.emu.engine.trades
         assert fills
+        # The taker's fill reached the bot by the user-data stream and was journaled.
+        with JournalReader(net.state_dir / "journal.sqlite") as journal:
+            journaled = {str(f["trade_id"]) for f in journal.fills(SYMBOL)}
+        assert {str(t.trade_id) for t in hit} <= journaled
         # No guard fired: the book never went stale, balances always agreed.
         assert not daemon.events("guard"), daemon.events("guard")
         assert code == 0, "\n".join(daemon.lines[-30:])
