@@ -19,6 +19,9 @@ from bot.feeds.events import BookDelta, BookSnapshot, FeedState, FeedStatus, Mar
 from bot.logs import Logger
 from bot.monitor import DepthMonitor, DepthSample
 
+_BOOK_EVENTS = (BookSnapshot, BookDelta)
+"""A tuple: isinstance() takes it faster than the ``X | Y`` union (once per event)."""
+
 
 class Feed(Protocol):
     def events(self) -> AsyncIterator[MarketEvent]: ...
@@ -105,7 +108,7 @@ class Engine:
             self.first_ts_ns = ts
         if self.last_ts_ns is None or ts > self.last_ts_ns:
             self.last_ts_ns = ts
-        if isinstance(event, BookSnapshot | BookDelta):
+        if isinstance(event, _BOOK_EVENTS):
             self._on_book_event(event)
         elif isinstance(event, Trade):
             if event.symbol in self.markets:

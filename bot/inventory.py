@@ -36,6 +36,7 @@ fees cost (base fees valued at the fill price); they are already inside the PnL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,6 +142,22 @@ class _FillLedger:
         return price, amount
 
 
+@dataclass(slots=True)
+class _Fixed:
+    """An :class:`Inventory`'s figures as floats between two fills."""
+
+    base: float
+    quote: float
+    start_base: float
+    start_quote: float
+    net_base: float
+    avg_cost: float | None
+    realised_pnl: float
+    fees_quote: float
+    flat: bool
+    """No position (exactly: the Decimal difference is zero)."""
+
+
 class Inventory(_FillLedger):
     """One spot market's balances, position, PnL, fees and volume. Not thread-safe."""
 
@@ -162,6 +179,7 @@ class Inventory(_FillLedger):
         self.fees: dict[str, Decimal] = {}
         """Fees paid, per currency."""
         self._fees_quote = ZERO
+        self._fixed: _Fixed | None = None
         self.fills = 0
         self.buys = 0
         self.sells = 0
@@ -180,6 +198,7 @@ class Inventory(_FillLedger):
         admitted = self._admit(fill)
         if admitted is None:
             return False
+        self._fixed = None
         price, amount = admitted
         cost = price * amount
         d_base, d_quote = (amount, -cost) if fill.side == "buy" else (-amount, cost)
@@ -300,25 +319,48 @@ class Inventory(_FillLedger):
 
     def equity_quote(self, mid: float) -> float:
         """The market's holdings valued at ``mid``, in quote (the loss guards' equity)."""
-        return self.base * mid + self.quote
+        f = self._floats()
+        return f.base * mid + f.quote
 
     def balances(self) -> dict[str, float]:
         """What the venue account should hold for this market, per currency."""
         return {self.base_currency: self.base, self.quote_currency: self.quote}
 
+    def _floats(self) -> _Fixed:
+        # Read on every book update, changed only by a fill (apply() drops it): the
+        # Decimal -> float conversions are done once per fill instead.
+        f = self._fixed
+        if f is None:
+            f = self._fixed = _Fixed(
+                self.base,
+                self.quote,
+                float(self.start_base),
+                float(self.start_quote),
+                self.net_base,
+                self.avg_cost,
+                self.realised_pnl,
+                self.fees_quote,
+                not (self._base - self.start_base),
+            )
+        return f
+
     def view(self, mid: float | None, resting_orders: Iterable[RestingOrder] = ()) -> InventoryView:
-        return InventoryView(
-            base=self.base,
-            quote=self.quote,
-            start_base=float(self.start_base),
-            start_quote=float(self.start_quote),
-            net_base=self.net_base,
-            avg_cost=self.avg_cost,
-            realised_pnl=self.realised_pnl,
-            unrealised_pnl=self.unrealised_pnl(mid),
-            fees_quote=self.fees_quote,
-            committed_quote=self.committed_quote(resting_orders, mid),
-            mid=mid,
+        f = self._floats()
+        # What unrealised_pnl() and committed_quote() compute, from the cached floats.
+        unrealised = 0.0 if f.flat or mid is None else self.unrealised_pnl(mid)
+        position = abs(f.net_base) * mid if mid is not None else 0.0
+        return InventoryView(  # positional, in field order (keywords cost per call)
+            f.base,
+            f.quote,
+            f.start_base,
+            f.start_quote,
+            f.net_base,
+            f.avg_cost,
+            f.realised_pnl,
+            unrealised,
+            f.fees_quote,
+            resting_notional(resting_orders) + position,
+            mid,
         )
 
     def to_dict(self, mid: float | None = None) -> dict[str, Any]:

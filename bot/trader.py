@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.book import OrderBook
 from bot.budget import Budget
+from bot.detect.machine import DetectorState
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
 from bot.feeds.events import FeedStatus, Trade
@@ -30,6 +31,7 @@ from bot.journal.trace import JournalTrace
 from bot.logs import Logger
 from bot.monitor import DepthSample
 from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
+from bot.orders.gcpace import collect_young
 from bot.report import ReportRecorder
 from bot.risk import (
     GuardEvent,
@@ -119,6 +121,8 @@ class Trader:
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     _later: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """Info log lines of the current event, written once its orders have left."""
+    _collect_young: bool = False
+    """A market started arming: collect garbage after this event (bot.orders.gcpace)."""
     _warnings: list[tuple[MarketWarning, OrderBook, DepthSample, DetectorUpdate, Any]] = field(
         default_factory=list
     )
@@ -184,6 +188,7 @@ class Trader:
         if self.trace is not None:
             self.trace.on_reading(symbol, sample, update, view, committed)
         if update.transition is not None:
+            self._collect_young |= update.state is DetectorState.ARMING
             self._later.append(
                 (
                     "detector_transition",
@@ -212,6 +217,15 @@ class Trader:
                 evidence.on_reading(
                     Reading(symbol, sample, book, own, update, view, desk.rules, skipped)
                 )
+            return
+        if self._quiet(symbol, update, view.net_base) and (
+            evidence is None or evidence.on_quiet(symbol, sample, own, update)
+        ):
+            # The strategy declares it asks for nothing on this reading and changes no
+            # state: the budget's fit and the risk checks of an empty set are empty, so
+            # only the order manager is told (it cancels whatever still rests).
+            desk.decisions += 1
+            self.held_back += len(self.manager.sync_quotes(symbol, ()).skipped)
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
         exposure = self.budget.exposure(
@@ -299,11 +313,18 @@ class Trader:
         the event's journal records and log lines (building and rendering them is not
         worth delaying an order for; see :meth:`bot.journal.Journal.hold`)."""
         self.risk.tick()
-        await self.settle()
-        self.score_warnings()
+        # Each step only when it has something to do: this runs after every feed event.
+        if self.manager.in_flight:
+            await self.settle()
+        if self._warnings:
+            self.score_warnings()
         if self.journal is not None:
             self.journal.release()
-        self.flush_logs()
+        if self._later:
+            self.flush_logs()
+        if self._collect_young:
+            self._collect_young = False
+            collect_young()
 
     def score_warnings(self) -> None:
         """Run the early warning on the readings since the last call, in order."""
@@ -392,6 +413,14 @@ class Trader:
             self.log.warning(
                 "guard", guard=str(event.guard), action=str(event.level), reason=event.reason
             )
+
+    def _quiet(self, symbol: str, update: DetectorUpdate, net_base: float) -> bool:
+        # A strategy's own declaration (``quiet``), looked up on every reading: the
+        # strategy can be swapped (the options delta hedge wraps it) and has to opt in.
+        quiet: Callable[..., bool] | None = getattr(self.strategy, "quiet", None)
+        return quiet is not None and quiet(
+            symbol, update, net_base=net_base, reduce_only=self.risk.is_reducing(symbol)
+        )
 
     def _committed_elsewhere(self, symbol: str) -> float:
         # Each market's figure changes only with its own orders, fills and mid, so it is

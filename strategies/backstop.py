@@ -111,6 +111,19 @@ class BackstopStrategy:
                 return decision
         return Decision((), "calm: no quotes")
 
+    def quiet(
+        self, symbol: str, update: DetectorUpdate, *, net_base: float, reduce_only: bool
+    ) -> bool:
+        """True when :meth:`decide` on this reading asks for no quotes and changes nothing:
+        calm, not reducing, no ladder held, nothing to replenish. The trader skips
+        building a decision's inputs on such readings (its calm fast path)."""
+        return (
+            not reduce_only
+            and update.state is DetectorState.CALM
+            and symbol not in self._ladders._resting
+            and (self.params.replenish == "off" or net_base == 0)
+        )
+
     # ------------------------------------------------------------------ engaged
 
     def half_spread_bps(self, update: DetectorUpdate, fair: float, tick: float) -> float:

@@ -185,9 +185,12 @@ class MarketRules:
         return replace(sample, depth=depth)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class InventoryView:
     """One market's inventory, as :class:`bot.inventory.Inventory` accounts it.
+
+    Not frozen (built on every book update; a frozen constructor costs ~5x as much),
+    but nothing assigns to a view once built; it hashes as the frozen one did.
 
     PnL is in quote units against simply holding the starting reserve: ``realised``
     closes position at average cost with fees folded into the cost basis, so

@@ -115,9 +115,13 @@ class Transition:
         return self.from_state.active and not self.to_state.active
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DetectorUpdate:
-    """The detector's reading after one book update."""
+    """The detector's reading after one book update.
+
+    Not frozen (built on every book update; a frozen constructor costs ~5x as much),
+    but nothing assigns to an update once built; it hashes as the frozen one did.
+    """
 
     ts_ns: int
     state: DetectorState

@@ -114,15 +114,16 @@ def parse_depth_update(data: Mapping[str, Any], ts_ns: int, symbol: str) -> Book
         raise MalformedMessage("missing_field", f"depthUpdate without {e}") from e
     except (TypeError, ValueError) as e:
         raise MalformedMessage("bad_field", f"depthUpdate ids: {e}") from e
+    # Positional, in field order: once per message, and keywords cost per call.
     return BookDelta(
-        symbol=symbol,
-        ts_ns=ts_ns,
-        bids=_levels(bids_raw),
-        asks=_levels(asks_raw),
-        first_id=first_id,
-        last_id=last_id,
-        prev_id=prev_id,
-        exchange_ts_ns=_exchange_ts(data),
+        symbol,
+        ts_ns,
+        _levels(bids_raw),
+        _levels(asks_raw),
+        first_id,
+        last_id,
+        prev_id,
+        _exchange_ts(data),
     )
 
 
@@ -142,14 +143,14 @@ def parse_trade(data: Mapping[str, Any], ts_ns: int, symbol: str) -> Trade | Non
         raise MalformedMessage("bad_field", f"trade: {e}") from e
     if type(buyer_is_maker) is not bool:
         raise MalformedMessage("bad_field", f"trade m={buyer_is_maker!r}")
-    return Trade(
-        symbol=symbol,
-        ts_ns=ts_ns,
-        price=price,
-        amount=amount,
-        side="sell" if buyer_is_maker else "buy",
-        trade_id=str(trade_id),
-        exchange_ts_ns=_exchange_ts(data),
+    return Trade(  # positional, in field order (as BookDelta above)
+        symbol,
+        ts_ns,
+        price,
+        amount,
+        "sell" if buyer_is_maker else "buy",
+        str(trade_id),
+        _exchange_ts(data),
     )
 
 
@@ -364,52 +365,72 @@ def iter_capture(
         file_symbol = (
             symbol_map.get(default_symbol, default_symbol) if symbol_map else default_symbol
         )
-    for line in lines:
-        sp = line.find(b" ")
-        if sp <= 0:
-            if line.strip():
-                malformed["no_timestamp"] += 1
-            else:
-                skipped["blank"] += 1
-            continue
-        if not book_tickers and line.find(_BOOK_TICKER, sp, sp + _TICKER_WINDOW) >= 0:
-            skipped["book_ticker"] += 1
-            continue
-        try:
-            ts_ns = int(line[:sp])
-        except ValueError:
-            malformed["bad_timestamp"] += 1
-            continue
-        body = line[sp + 1 :]
-        msg: Any = None
-        if body.find(b'"depthUpdate"', 0, 120) >= 0:
-            try:
-                msg = _loads_depth_fast(body)
-            except (ValueError, RecursionError):
-                msg = None
-        if msg is None:
-            try:
-                msg = _loads(body)
-            except (ValueError, RecursionError):
-                malformed["invalid_json"] += 1
+    # Skipped tickers (most lines of a capture) are counted here and added to ``skipped``
+    # before anything else touches it or an event is yielded: its counts and key order
+    # are the same to anyone who can look.
+    tickers = 0
+    try:
+        for line in lines:
+            sp = line.find(b" ")
+            if sp <= 0:
+                if line.strip():
+                    malformed["no_timestamp"] += 1
+                else:
+                    if tickers:
+                        skipped["book_ticker"] += tickers
+                        tickers = 0
+                    skipped["blank"] += 1
                 continue
-        try:
-            if type(msg) is dict and "lastUpdateId" in msg and "data" not in msg:
-                if file_symbol is None:
-                    raise MalformedMessage("snapshot_without_symbol")
-                yield parse_depth_snapshot(msg, ts_ns, file_symbol)
+            if not book_tickers and line.find(_BOOK_TICKER, sp, sp + _TICKER_WINDOW) >= 0:
+                tickers += 1
                 continue
-            event = parse_message(msg, ts_ns, symbol_map=symbol_map)
-        except MalformedMessage as e:
-            malformed[e.reason] += 1
-            continue
-        if event is None:
-            kind = msg.get("data", msg).get("e") if type(msg) is dict else None
-            skipped["non_market_trade" if kind == "trade" else "other_stream"] += 1
-            continue
-        if type(event) is BookTicker and not book_tickers:
-            skipped["book_ticker"] += 1  # a ticker the cheap check missed (bare payload)
-            continue
-        if file_symbol is None:
-            file_symbol = event.symbol
-        yield event
+            try:
+                ts_ns = int(line[:sp])
+            except ValueError:
+                malformed["bad_timestamp"] += 1
+                continue
+            body = line[sp + 1 :]
+            msg: Any = None
+            if body.find(b'"depthUpdate"', 0, 120) >= 0:
+                try:
+                    msg = _loads_depth_fast(body)
+                except (ValueError, RecursionError):
+                    msg = None
+            if msg is None:
+                try:
+                    msg = _loads(body)
+                except (ValueError, RecursionError):
+                    malformed["invalid_json"] += 1
+                    continue
+            try:
+                if type(msg) is dict and "lastUpdateId" in msg and "data" not in msg:
+                    if file_symbol is None:
+                        raise MalformedMessage("snapshot_without_symbol")
+                    if tickers:
+                        skipped["book_ticker"] += tickers
+                        tickers = 0
+                    yield parse_depth_snapshot(msg, ts_ns, file_symbol)
+                    continue
+                event = parse_message(msg, ts_ns, symbol_map=symbol_map)
+            except MalformedMessage as e:
+                malformed[e.reason] += 1
+                continue
+            if event is None:
+                kind = msg.get("data", msg).get("e") if type(msg) is dict else None
+                if tickers:
+                    skipped["book_ticker"] += tickers
+                    tickers = 0
+                skipped["non_market_trade" if kind == "trade" else "other_stream"] += 1
+                continue
+            if type(event) is BookTicker and not book_tickers:
+                tickers += 1  # a ticker the cheap check missed (bare payload)
+                continue
+            if file_symbol is None:
+                file_symbol = event.symbol
+            if tickers:
+                skipped["book_ticker"] += tickers
+                tickers = 0
+            yield event
+    finally:
+        if tickers:
+            skipped["book_ticker"] += tickers

@@ -40,7 +40,12 @@ def levels(rows: object) -> Levels:
     return arr[:, :2] if arr.shape[1] > 2 else arr
 
 
-@dataclass(frozen=True, slots=True)
+# The events below are built once per message on the hot path: plain slotted classes,
+# since a frozen dataclass's __init__ costs ~5x as much. Nothing assigns to an event
+# after it is built (treat them as immutable); Trade keeps the hash a frozen one had.
+
+
+@dataclass(slots=True)
 class BookSnapshot:
     """The full book (or its top N levels) at ``update_id``."""
 
@@ -52,7 +57,7 @@ class BookSnapshot:
     exchange_ts_ns: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BookDelta:
     """Absolute new sizes for some levels; size 0 removes the level.
 
@@ -71,7 +76,7 @@ class BookDelta:
     exchange_ts_ns: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Trade:
     """A public trade. ``side`` is the aggressor's side."""
 

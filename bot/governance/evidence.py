@@ -201,7 +201,7 @@ class EvidenceLog:
         if m.window is None:
             if calm and not r.quotes:
                 if m.checkpoint is not None:
-                    m.pre.append(self._compact(r, m, trades))
+                    m.pre.append(self._compact(r.sample, r.own, r.update, m, trades))
                 return
             if m.checkpoint is None:  # no reading seen since start: nothing to start from
                 return
@@ -224,20 +224,44 @@ class EvidenceLog:
 
     # ------------------------------------------------------------ records
 
+    def on_quiet(
+        self,
+        symbol: str,
+        sample: DepthSample,
+        own: tuple[float, float],
+        update: DetectorUpdate,
+    ) -> bool:
+        """:meth:`on_reading` of a CALM reading on which the strategy asks for nothing, for
+        a caller that has not built the rest of the :class:`Reading` (the trader's calm
+        fast path). False, and nothing done, while a window is open: such a reading is a
+        ``decision`` record and needs the full :class:`Reading`."""
+        m = self._market(symbol)
+        if m.window is not None or update.state is not DetectorState.CALM:
+            return False
+        trades, m.trades = m.trades, []
+        if m.checkpoint is not None:
+            m.pre.append(self._compact(sample, own, update, m, trades))
+        return True
+
     @staticmethod
-    def _compact(r: Reading, m: _Market, trades: list[list[Any]]) -> list[Any]:
+    def _compact(
+        s: DepthSample,
+        own: tuple[float, float],
+        update: DetectorUpdate,
+        m: _Market,
+        trades: list[list[Any]],
+    ) -> list[Any]:
         """What the detector reads of a reading (before a window opens)."""
         band = m.config.band_index
-        s = r.sample
         return [
             s.ts_ns,
             s.depth.item(0, band, 1),
             s.depth.item(1, band, 1),
             s.spread_bps,
             s.mid,
-            r.own[0],
-            r.own[1],
-            r.update.state.value,
+            own[0],
+            own[1],
+            update.state.value,
             trades,
             m.dwell_ns,
         ]
@@ -276,8 +300,8 @@ class EvidenceLog:
         """The ``decision`` payload's builder: the journal may build it once this event's
         orders have left (:meth:`bot.journal.Journal.append_deferred`). What can change
         before then is read now: the book's best levels (fresh arrays), the window; the
-        rest is frozen (sample, update, inventory view, exposure, context, quotes) or
-        handed over (``trades``)."""
+        rest is never changed once built (sample, update, inventory view, exposure,
+        context, quotes) or handed over (``trades``)."""
         n = self.top_levels
         top = (r.book.top(n, Side.BID), r.book.top(n, Side.ASK))
         window, dwell = m.window, m.dwell_ns

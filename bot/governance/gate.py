@@ -26,6 +26,7 @@ from strategies.backstop import BackstopStrategy
 from strategies.base import Decision, MarketContext, Quote
 
 if TYPE_CHECKING:
+    from bot.detector import DetectorUpdate
     from bot.orders.events import OrderFilled
 
 NS_PER_S = 1_000_000_000
@@ -83,6 +84,15 @@ class GovernedStrategy:
             f"max_reserve_quote_per_episode={cap:g}",
             decision.mode,
         )
+
+    def quiet(
+        self, symbol: str, update: DetectorUpdate, *, net_base: float, reduce_only: bool
+    ) -> bool:
+        """True when :meth:`decide` on this reading asks for no quotes and changes nothing
+        (see :meth:`strategies.backstop.BackstopStrategy.quiet`)."""
+        if symbol not in self.policy.scope.markets:
+            return True
+        return self.inner.quiet(symbol, update, net_base=net_base, reduce_only=reduce_only)
 
     def held(self, symbol: str) -> tuple[Quote, ...]:
         """The ladder the backstop is holding for ``symbol`` (part of an episode's start)."""

@@ -73,7 +73,8 @@ class JournalTrace:
         cursor.last_ns = ts
         config = self._detectors.get(symbol)
         # Built when the journal releases this event's records (its orders have left):
-        # everything it reads is frozen (sample, update, view, config) or a number.
+        # everything it reads is never changed once built (sample, update, view, config)
+        # or a number.
         self._journal.append_deferred(
             rk.TRACE,
             lambda: _payload(symbol, sample, update, view, committed_quote, config),
@@ -102,6 +103,9 @@ def _payload(
     }
 
 
+_INFINITE = (float("inf"), float("-inf"))
+
+
 def _finite(values: tuple[float, ...]) -> list[float | None]:
     """JSON has no NaN: a missing value (no baseline yet) is stored as null."""
-    return [v if v == v and v not in (float("inf"), float("-inf")) else None for v in values]
+    return [v if v == v and v not in _INFINITE else None for v in values]

@@ -64,10 +64,10 @@ from bot.journal.reader import JournalReader
 from bot.journal.records import Entry, RawEntry, make_entry, make_raw_entry
 from bot.journal.schema import migrate
 from bot.logs import Logger, null_logger
+from bot.orders.events import OrderFilled, OrderNotice, OrderStateChanged
 
 if TYPE_CHECKING:
     from bot.killswitch import KillRecord
-    from bot.orders.events import OrderNotice
     from bot.orders.state import TrackedOrder
     from bot.risk.events import RiskEvent
     from bot.settings.models import Settings
@@ -391,8 +391,6 @@ class Journal:
 
     def record_notice(self, notice: OrderNotice, order: TrackedOrder | None = None) -> None:
         """An order manager notice; ``order`` (the tracked order) adds side, price, amount."""
-        from bot.orders.events import OrderFilled, OrderStateChanged
-
         if isinstance(notice, OrderStateChanged):
             # Built at release when held: the notice is frozen, and what the payload
             # reads of the order (side, price, amount, tag, post_only) is fixed at its

@@ -71,11 +71,14 @@ class VenueCalls:
         Raises :mod:`bot.errors` classes only (ccxt errors are mapped, cause kept).
         """
         throttler = self._cancel_throttler if cancel else self._throttler
-        backoff = self.backoff()
+        # Built on the first failure: almost every call succeeds at once, and the order
+        # path pays for each object made before the create leaves.
+        backoff: Backoff | None = None
         temporary_left = retries
         rate_limited_left = self._config.rate_limited_retries
         while True:
-            await self._respect_pause()
+            if self._pause_until_ns > 0:
+                await self._respect_pause()
             try:
                 async with throttler:
                     return await fn()
@@ -83,6 +86,8 @@ class VenueCalls:
                 raise
             except Exception as e:
                 err = e if isinstance(e, BackstopError) else map_ccxt_error(e)
+                if backoff is None:
+                    backoff = self.backoff()
                 if isinstance(err, RateLimited):
                     delay = max(backoff.next_delay(rate_limited=True), err.retry_after_s or 0.0)
                     until = self._clock.now_ns() + int(delay * NS_PER_SECOND)

@@ -160,7 +160,11 @@ class OrderManager:
         """
         self._generation[symbol] += 1
         generation = self._generation[symbol]
-        self._cancel_when_idle -= {o.client_id for o in self.open_orders(symbol)}
+        # Pruning drops finished orders only, and nothing below changes an order before
+        # the diff: the open orders are read once.
+        open_orders = self._tracker.open_orders(symbol)
+        if self._cancel_when_idle:
+            self._cancel_when_idle -= {o.client_id for o in open_orders}
         self._tracker.prune(self.is_busy)
         if not desired:
             self._warm_up(symbol)
@@ -173,7 +177,7 @@ class OrderManager:
                 self._log.info("quote_refused", symbol=symbol, quote=str(quote), reason=checked)
             else:
                 prepared.append(checked)
-        diff = diff_quotes(prepared, self.open_orders(symbol), self._key, self.is_busy)
+        diff = diff_quotes(prepared, open_orders, self._key, self.is_busy)
         result.kept = [o.client_id for o in diff.keep]
         result.busy = [o.client_id for o in diff.busy]
         for order in diff.cancel:
@@ -485,7 +489,10 @@ class OrderManager:
             self._submit(prepared)
 
     def _start(self, order: TrackedOrder, action: Action, work: Coroutine[Any, Any, None]) -> None:
-        task = self._spawn(self._run_action(order, action, work))
+        # _spawn inlined: this runs for every order a trigger sends, before it leaves.
+        task = asyncio.get_running_loop().create_task(self._run_action(order, action, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._in_flight[order.client_id] = task
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

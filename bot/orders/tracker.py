@@ -45,6 +45,8 @@ class OrderTracker:
         self._by_exchange_id: dict[str, str] = {}
         self._unmatched_trades: OrderedDict[str, list[TradeUpdate]] = OrderedDict()
         self._observers: list[Observer] = []
+        # What _emit iterates: rebuilt on (un)subscribe, not copied on every notice.
+        self._notify: tuple[Observer, ...] = ()
         # Building a debug line's fields costs an order ~µs even when the level drops it.
         is_enabled_for = getattr(log, "is_enabled_for", None)
         self._debug = not callable(is_enabled_for) or bool(is_enabled_for(logging.DEBUG))
@@ -69,10 +71,12 @@ class OrderTracker:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` with every notice; returns the unsubscribe function."""
         self._observers.append(observer)
+        self._notify = tuple(self._observers)
 
         def unsubscribe() -> None:
             if observer in self._observers:
                 self._observers.remove(observer)
+                self._notify = tuple(self._observers)
 
         return unsubscribe
 
@@ -308,7 +312,7 @@ class OrderTracker:
         self._by_symbol.setdefault(order.symbol, {})[cid] = order
 
     def _emit(self, notice: OrderNotice) -> None:
-        for observer in list(self._observers):
+        for observer in self._notify:
             try:
                 observer(notice)
             except Exception:  # one broken observer must not stop order handling

@@ -131,6 +131,9 @@ class _MarketData:
     crossed: bool = False
     feed_state: FeedState | None = None
     feed_detail: str = ""
+    latches: tuple[_Latch, _Latch, _Latch] | None = None
+    """Its stale, invalid-book and disconnected latches, once all three exist (looked
+    up once, not per update: latches are never replaced)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,8 @@ class RiskEngine:
         self._stale_ns = int(config.guards.stale_book_s * NS_PER_SECOND)
         self._next_stale_check: int | None = None
         self._rejects: dict[str, deque[int]] = {}
+        self._burst_watch: tuple[int, list[tuple[deque[int], _Latch]]] | None = None
+        self._loss_latches: tuple[_Latch, _Latch] | None = None
         self._rate_limits: deque[int] = deque()
         self._equity: dict[str, float] = {}
         self._equity_total: float | None = None
@@ -664,6 +669,25 @@ class RiskEngine:
     def _evaluate_data(self, symbol: str, now: int) -> None:
         data = self._markets[symbol]
         g = self._guards
+        held = data.latches
+        if held is not None and data.last_update_ns is not None:
+            # Every update of a healthy market: each condition false and each latch at
+            # rest with a false condition, so _observe() would change nothing.
+            if not (
+                (now - data.last_update_ns) / NS_PER_SECOND > g.stale_book_s
+                or data.book_state is BookState.INVALID
+                or data.crossed
+                or data.feed_state in _DISCONNECTED
+            ) and not any(latch.active or latch.condition for latch in held):
+                return
+        elif data.last_update_ns is not None:
+            latches = self._latches
+            found = [
+                latches.get((guard, symbol))
+                for guard in (Guard.STALE_BOOK, Guard.INVALID_BOOK, Guard.FEED_DISCONNECTED)
+            ]
+            if found[0] is not None and found[1] is not None and found[2] is not None:
+                data.latches = (found[0], found[1], found[2])
         # Reasons are written only for a condition that holds (runs on every update).
         if data.last_update_ns is not None:
             age_s = (now - data.last_update_ns) / NS_PER_SECOND
@@ -699,7 +723,38 @@ class RiskEngine:
             else "",
         )
 
+    def _bursts_at_rest(self) -> bool:
+        """True when :meth:`_evaluate_bursts` would change nothing (it runs after every
+        event): no failure in any window, and every burst latch at rest and false."""
+        g = self._guards
+        if self._rate_limits or g.rate_limited_count < 1 or g.reject_burst_count < 1:
+            return False
+        watched = self._burst_watch
+        if watched is None or watched[0] != len(self._rejects):
+            # Each failure window with its latch, looked up once: neither dict ever
+            # replaces or drops an entry, and _rejects only grows (checked by its size).
+            latches = self._latches
+            pairs: list[tuple[deque[int], _Latch]] = []
+            latch = latches.get((Guard.RATE_LIMITED, None))
+            if latch is None:
+                return False
+            pairs.append((self._rate_limits, latch))
+            for symbol, times in self._rejects.items():
+                latch = latches.get((Guard.REJECT_BURST, symbol))
+                if latch is None:
+                    return False
+                pairs.append((times, latch))
+            watched = self._burst_watch = (len(self._rejects), pairs)
+        for times, latch in watched[1]:  # a loop: cheaper than any() over a generator
+            if times or latch.active or latch.condition:
+                break
+        else:
+            return True
+        return False
+
     def _evaluate_bursts(self, now: int) -> None:
+        if self._bursts_at_rest():
+            return
         g = self._guards
         window_ns = int(g.reject_burst_window_s * NS_PER_SECOND)
         for symbol, times in self._rejects.items():
@@ -753,6 +808,18 @@ class RiskEngine:
         limit = self.config.max_daily_loss_quote
         loss = self._day_start_equity - total
         over = loss >= limit
+        held = self._loss_latches
+        if held is None:
+            daily = self._latches.get((Guard.DAILY_LOSS, None))
+            drawdown_latch = self._latches.get((Guard.DRAWDOWN, None))
+            if daily is not None and drawdown_latch is not None:
+                held = self._loss_latches = (daily, drawdown_latch)
+        elif (
+            not over
+            and not self._peak_equity - total >= self.config.max_drawdown_quote
+            and not any(latch.active or latch.condition for latch in held)
+        ):
+            return  # both false and both at rest: _observe() would change nothing
         self._observe(
             Guard.DAILY_LOSS,
             None,
