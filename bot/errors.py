@@ -50,5 +50,12 @@ class OrderRejected(BackstopError):
     """
 
 
+class WouldTake(OrderRejected):
+    """A post-only order the venue refused because it would have crossed: the venue's
+    book is already through our price, which ours has not seen yet. Nothing happened
+    (no fill, no fee); resending the same price before our book catches up would be
+    refused again (:class:`bot.orders.fence.WouldTakeFence`)."""
+
+
 class OrderNotFound(BackstopError):
     """The venue does not know this order id: treat the order as gone, then confirm with a fetch."""

@@ -25,6 +25,7 @@ from bot.errors import (
     OrderRejected,
     RateLimited,
     TemporaryError,
+    WouldTake,
 )
 
 
@@ -267,6 +268,11 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[BackstopError]], ...] = (
     # Order-level outcomes. OrderNotFound is an InvalidOrder in ccxt, so it comes
     # first: on a cancel it means "already gone", not "refused".
     (ccxt.OrderNotFound, OrderNotFound),
+    # Also InvalidOrders: a post-only order that would have taken (Binance spot -2010
+    # "Order would immediately match and take"; futures -5022, which ccxt files with
+    # -5021/-2020 under OrderNotFillable: FOK and IOC outcomes the bot never sends).
+    (ccxt.OrderImmediatelyFillable, WouldTake),
+    (ccxt.OrderNotFillable, WouldTake),
     (ccxt.InsufficientFunds, OrderRejected),
     (ccxt.InvalidOrder, OrderRejected),
     (ccxt.InvalidAddress, OperationalError),

@@ -152,6 +152,8 @@ class Trader:
             self.score_warnings()
         desk.last_mid = sample.mid
         desk.committed_cache = None
+        # What our book shows now lifts the would-take walls it has reached.
+        self.manager.touch(symbol, sample.best_bid, sample.best_ask)
         # Depth in quote on every market (a contract book's sizes are contracts).
         sample = desk.rules.quote_sample(sample)
         self.risk.on_book(symbol, book, sample.ts_ns)

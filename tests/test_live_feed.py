@@ -38,6 +38,7 @@ from bot.errors import (
     OrderRejected,
     RateLimited,
     TemporaryError,
+    WouldTake,
 )
 from bot.exchanges import make_exchange, map_ccxt_error
 from bot.feeds.events import BookSnapshot, FeedState, FeedStatus, MarketEvent, Trade
@@ -756,7 +757,7 @@ def test_backoff_reset_returns_to_the_first_step() -> None:
         (ccxt.NotSupported("no"), OperationalError),
         (ccxt.InsufficientFunds("poor"), OrderRejected),
         (ccxt.InvalidOrder("below min notional"), OrderRejected),
-        (ccxt.OrderImmediatelyFillable("post-only would cross"), OrderRejected),
+        (ccxt.OrderImmediatelyFillable("post-only would cross"), WouldTake),
         (ccxt.OrderNotFound("unknown order"), OrderNotFound),
         (ccxt.ExchangeClosedByUser("closed"), OperationalError),
         (ccxt.BaseError("???"), OperationalError),

@@ -675,15 +675,15 @@ async def test_rate_limited_beyond_the_retry_budget_is_reported_as_not_placed(
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "name"),
     [
-        ccxt.InvalidOrder("bad"),
-        ccxt.InsufficientFunds("poor"),
-        ccxt.OrderImmediatelyFillable("would cross"),
+        (ccxt.InvalidOrder("bad"), "OrderRejected"),
+        (ccxt.InsufficientFunds("poor"), "OrderRejected"),
+        (ccxt.OrderImmediatelyFillable("would cross"), "WouldTake"),
     ],
 )
 async def test_a_rejected_create_is_not_retried_and_is_reported(
-    h: Harness, error: Exception
+    h: Harness, error: Exception, name: str
 ) -> None:
     h.venue.fail("create_order", error)
     order = h.om.place(bid(60_000.0))
@@ -697,9 +697,56 @@ async def test_a_rejected_create_is_not_retried_and_is_reported(
     assert (failure.client_id, failure.action, failure.error) == (
         order.client_id,
         "create",
-        "OrderRejected",
+        name,
     )
     assert failure.reason.startswith("CREATE_FAILED")
+
+
+async def test_a_bid_refused_as_would_take_is_not_resent_until_our_book_catches_up(
+    h: Harness,
+) -> None:
+    h.venue.fail("create_order", ccxt.OrderImmediatelyFillable("would immediately match"))
+    await h.quote(bid(60_000.0))
+    assert h.venue.count("create_order") == 1
+
+    # Our book still shows the ask above 60,000: the same bid (or a higher one) would be
+    # refused again, so it waits; a lower bid and the asks are not held back.
+    again = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_990.0), ask(61_000.0)])
+    await h.om.drain()
+    assert [(q.price, why) for q, why in again.skipped] == [
+        (60_000.0, "WOULD_TAKE: side=buy price=60000")
+    ]
+    sent = [a[4] for name, a in h.venue.calls if name == "create_order"]
+    assert sorted(sent[1:]) == [59_990.0, 61_000.0]
+    assert h.om.would_take_walls() == {(BTC, "buy"): 60_000.0}
+
+    # Our book now shows the venue's ask at 60,000: the wall is lifted.
+    h.om.touch(BTC, 59_990.0, 60_000.0)
+    lifted = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_990.0), ask(61_000.0)])
+    await h.om.drain()
+    assert lifted.skipped == []
+    assert [a[4] for name, a in h.venue.calls if name == "create_order"][-1] == 60_000.0
+
+
+async def test_a_would_take_wall_lasts_the_hold_at_most(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    h = Harness(venue, clock, would_take_hold_s=0.5)
+    h.venue.fail("create_order", ccxt.OrderImmediatelyFillable("would immediately match"))
+    await h.quote(ask(61_000.0))
+    clock.advance(400_000_000)
+    assert h.om.sync_quotes(BTC, [ask(61_000.0)]).skipped
+    clock.advance(100_000_000)
+    assert not h.om.sync_quotes(BTC, [ask(61_000.0)]).skipped
+    await h.om.drain()
+    assert h.venue.count("create_order") == 2
+
+
+async def test_the_fence_can_be_turned_off(venue: FakeVenue, clock: ManualClock) -> None:
+    h = Harness(venue, clock, would_take_hold_s=0)
+    h.venue.fail("create_order", ccxt.OrderImmediatelyFillable("would immediately match"))
+    await h.quote(bid(60_000.0))
+    assert not h.om.sync_quotes(BTC, [bid(60_000.0)]).skipped
 
 
 async def test_an_operational_error_on_create_is_reported(h: Harness) -> None:

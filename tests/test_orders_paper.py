@@ -125,8 +125,10 @@ async def test_post_only_that_would_cross_is_rejected_and_reported(paper: Paper)
 
     assert paper.om.open_orders(BTC) == []
     (failure,) = [n for n in paper.notices if isinstance(n, OrderActionFailed)]
-    assert (failure.action, failure.error) == ("create", "OrderRejected")
+    assert (failure.action, failure.error) == ("create", "WouldTake")
     assert "immediately match" in failure.reason
+    # Not resent into the same wall while the paper venue's book is unchanged.
+    assert paper.om.would_take_walls() == {(BTC, "buy"): 60_010.0}
 
 
 async def test_an_unfundable_quote_is_rejected_as_insufficient_funds(clock: ManualClock) -> None:

@@ -480,6 +480,19 @@ def test_a_kill_guard_does_not_let_go_by_itself_and_fires_again_after_resume_if_
 # =============================================================================== exchange guards
 
 
+def test_post_only_quotes_refused_as_would_take_are_no_reject_burst(clock: ManualClock) -> None:
+    engine, events = make(clock)  # 5 in 10 s
+    for _ in range(8):
+        engine.on_notice(failure(clock, "WouldTake"))
+        clock.advance(S // 10)
+    engine.tick()
+    assert guard_events(events) == []
+    assert not engine.is_paused(BTC)
+    for _ in range(5):  # other refusals still count
+        engine.on_notice(failure(clock))
+    assert [e.guard for e in guard_events(events)] == [Guard.REJECT_BURST]
+
+
 def test_a_burst_of_rejects_pauses_the_market_until_the_cooldown_after_it_clears(
     clock: ManualClock,
 ) -> None:

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.clock import Clock
-from bot.errors import BackstopError
+from bot.errors import BackstopError, WouldTake
 from bot.logs import Logger
 from bot.orders.actions import OrderActions
 from bot.orders.calls import Sleep, Throttle, VenueCalls
 from bot.orders.config import OrderManagerConfig
-from bot.orders.events import Action, Observer
+from bot.orders.events import Action, Observer, OrderActionFailed, OrderNotice
+from bot.orders.fence import WouldTakeFence
 from bot.orders.ids import ClientIdFactory
 from bot.orders.quotes import (
     FastQuotes,
@@ -127,6 +128,10 @@ class OrderManager:
         # Per symbol: the market structure and its fast quote preparation (None: the
         # venue's rounding is not known to be bot.venues.rules' own).
         self._fast: dict[str, tuple[Any, FastQuotes | None]] = {}
+        hold_ns = round(self.config.would_take_hold_s * 1e9)
+        self._fence = WouldTakeFence(hold_ns) if hold_ns > 0 else None
+        if self._fence is not None:
+            self._tracker.subscribe(self._on_refusal)
 
     # ------------------------------------------------------------------ queries
 
@@ -143,6 +148,16 @@ class OrderManager:
     def is_busy(self, order: TrackedOrder) -> bool:
         """True while an action (create, cancel, lookup) is in flight for the order."""
         return order.client_id in self._in_flight
+
+    def touch(self, symbol: str, best_bid: float | None, best_ask: float | None) -> None:
+        """Our book's touch on ``symbol`` (before a sync): lifts the would-take walls it
+        has reached (:mod:`bot.orders.fence`)."""
+        if self._fence is not None:
+            self._fence.touch(symbol, best_bid, best_ask)
+
+    def would_take_walls(self) -> dict[tuple[str, str], float]:
+        """(symbol, side) -> price of each would-take wall up now."""
+        return self._fence.walls() if self._fence is not None else {}
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` with every notice; returns the unsubscribe function."""
@@ -190,10 +205,26 @@ class OrderManager:
             self._cancel_when_idle.add(order.client_id)
             if order.state is OrderState.UNKNOWN and not self.is_busy(order):
                 self._start(order, "lookup", self._venue_actions.lookup(order))
+        fence = self._fence
         for side in ("buy", "sell"):
             creates = [p for p in diff.create if p.quote.side == side]
             if not creates:
                 continue
+            if fence is not None and fence.walls():
+                now = self._clock.now_ns()
+                walled = [
+                    p
+                    for p in creates
+                    if p.quote.post_only and fence.blocks(symbol, side, p.price, now)
+                ]
+                if walled:
+                    result.skipped += [
+                        (p.quote, f"WOULD_TAKE: side={side} price={p.price:g}")
+                        for p in walled
+                    ]
+                    creates = [p for p in creates if p not in walled]
+                    if not creates:
+                        continue
             blockers = [o for o in diff.cancel + diff.busy if o.side == side]
             waiting = [
                 self._in_flight[o.client_id]
@@ -218,6 +249,19 @@ class OrderManager:
                     else:
                         result.creating.append(sent.client_id)
         return result
+
+    def _on_refusal(self, notice: OrderNotice) -> None:
+        """A post-only create refused as would-take puts up a wall at its price."""
+        if (
+            type(notice) is OrderActionFailed
+            and notice.action == "create"
+            and notice.error == WouldTake.__name__
+            and notice.client_id is not None
+            and self._fence is not None
+        ):
+            order = self._tracker.get(notice.client_id)
+            if order is not None and order.post_only:
+                self._fence.refused(order.symbol, order.side, order.price, notice.ts_ns)
 
     def place(self, quote: Quote) -> TrackedOrder | str:
         """Send one order outside quote management; the order, or why it was refused."""

@@ -101,6 +101,7 @@ MARKET_GUARDS = (
 )
 ACCOUNT_GUARDS = (Guard.RATE_LIMITED, Guard.BALANCE_MISMATCH, Guard.DAILY_LOSS, Guard.DRAWDOWN)
 _RATE_LIMITED_ERROR = "RateLimited"  # OrderActionFailed.error for bot.errors.RateLimited
+_WOULD_TAKE_ERROR = "WouldTake"  # for bot.errors.WouldTake
 _MARGIN_NS = 1_000_000
 
 Scope = str | None  # a market's symbol, or None for the whole account
@@ -509,6 +510,12 @@ class RiskEngine:
         now = self._now(notice.ts_ns)
         if notice.error == _RATE_LIMITED_ERROR:
             self._rate_limits.append(notice.ts_ns)
+        elif notice.error == _WOULD_TAKE_ERROR:
+            # A post-only quote the venue refused as would-take: nothing happened, and
+            # the order manager holds that price back (bot.orders.fence). In a fast
+            # market several come at once; pausing the backstop for them would pull it
+            # out exactly when it is needed.
+            return
         else:
             self._rejects.setdefault(notice.symbol, deque()).append(notice.ts_ns)
             self._market(notice.symbol)

@@ -366,7 +366,8 @@ class GuardSettings(BaseModel):
     (stops a flapping feed from pulling and re-placing quotes on every flap)."""
     reject_burst: GuardLevel = "pause"
     reject_burst_count: PositiveInt = 5
-    """This many failed order actions (rejects, errors; not rate limits) on one market..."""
+    """This many failed order actions (rejects, errors; not rate limits, nor post-only
+    quotes refused as would-take) on one market..."""
     reject_burst_window_s: PositiveFloat = 10.0
     """...within this many seconds fire the guard."""
     rate_limited: GuardLevel = "pause"
@@ -819,6 +820,10 @@ class OrderManagerConfig(BaseModel):
     max_unmatched_trades:
         Fills whose order id is not yet known (the websocket beat the REST reply) are
         held this many at most, until the order's id is learnt.
+    would_take_hold_s:
+        After the venue refuses a post-only quote as would-take, quotes at that price
+        or through it on that side are held back until our book shows what the venue
+        saw, or for this long at most (:mod:`bot.orders.fence`); 0 turns it off.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -835,6 +840,7 @@ class OrderManagerConfig(BaseModel):
     unknown_own_orders: Literal["adopt", "cancel"] = "cancel"
     finished_retention_s: float = Field(default=60.0, ge=0)
     max_unmatched_trades: int = Field(default=1000, ge=0)
+    would_take_hold_s: float = Field(default=1.0, ge=0)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> OrderManagerConfig:
