@@ -17,7 +17,9 @@ Measured with ``time.perf_counter_ns`` around the real objects, from outside ``b
   (the overlay's own work rewriting the recording is *not* counted: it stands in for
   the market, not for the bot);
 * the strategy's ``decide`` and the paper venue's ``create_order`` are wrapped to stamp
-  when a decision is returned and when an order is handed to the venue.
+  when a decision is returned and when an order is handed to the venue; so is the
+  strategy's ``quiet`` (the trader's fast path for a reading the strategy declares it
+  asks nothing on: that answer is its decision).
 
 Reaction = parse time of the message + (stamp - engine received it). "Trigger" is the
 message whose book sample moves the detector from calm/arming to engaged.
@@ -271,6 +273,21 @@ def instrument(run: Run, probe: Probe, *, speed: float = 0.0, conflate: bool = F
         return decision
 
     setattr(strategy, "decide", timed_decide)  # noqa: B010
+
+    quiet = getattr(strategy, "quiet", None)
+    if quiet is not None:
+        # The trader's fast path: a strategy that declares a reading quiet has decided
+        # "nothing" without decide() being called (bot/trader.py). Stamped the same way
+        # (the first stamp per message counts, should decide() follow after all).
+        def timed_quiet(*args: Any, **kwargs: Any) -> bool:
+            answer: bool = quiet(*args, **kwargs)
+            if answer:
+                t = clock()
+                probe.decisions.append((probe.current, t))
+                probe.stamp("decide", t)
+            return answer
+
+        setattr(strategy, "quiet", timed_quiet)  # noqa: B010
 
     venue = run.venue
     create = venue.create_order
