@@ -15,8 +15,8 @@ from typing import Any
 
 import ccxt
 import pytest
+from precision_support import EXCHANGES, offline_exchange
 
-from bot.markets import offline_markets
 from bot.orders.quotes import passive_price
 from bot.venues.rules import (
     TickRounding,
@@ -26,15 +26,6 @@ from bot.venues.rules import (
     price_to_precision,
 )
 from strategies.base import Quote
-
-EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
-
-
-def _exchange(exchange_id: str) -> tuple[Any, dict[str, dict[str, Any]]]:
-    markets = offline_markets(exchange_id) or {}
-    ex = getattr(ccxt, exchange_id)({"enableRateLimit": False})
-    ex.set_markets(list(markets.values()))
-    return ex, markets
 
 
 def _numbers(rng: random.Random, scale: float, n: int) -> list[float | int]:
@@ -81,7 +72,7 @@ def _ours(fn: Any, ex: Any, symbol: str, value: float | int) -> tuple[str, str]:
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
 def test_rounding_matches_ccxt_on_random_values(exchange_id: str) -> None:
     rng = random.Random(7)
-    ex, markets = _exchange(exchange_id)
+    ex, markets = offline_exchange(exchange_id)
     assert markets
     for symbol, market in markets.items():
         for scale in (1e-3, 1.0, 60_000.0, float(market["precision"]["price"] or 1) * 1e3):
@@ -98,7 +89,7 @@ def test_rounding_matches_ccxt_on_random_values(exchange_id: str) -> None:
 def test_passive_prices_round_like_ccxt(exchange_id: str) -> None:
     """The order manager snaps a bid down and an ask up, then rounds: same digits."""
     rng = random.Random(11)
-    ex, markets = _exchange(exchange_id)
+    ex, markets = offline_exchange(exchange_id)
     for symbol, market in markets.items():
         for _ in range(2000):
             price = rng.uniform(1, 100_000)
@@ -116,7 +107,7 @@ def test_passive_prices_round_like_ccxt(exchange_id: str) -> None:
 
 
 def test_errors_and_odd_inputs_are_ccxts() -> None:
-    ex, _ = _exchange("binance")
+    ex, _ = offline_exchange("binance")
     symbol = "BTC/USDT"
     for value in (0.0, 1e-9, -1.0, -0.004, float("nan"), float("inf"), "0.5", "61800.123"):
         assert _ours(amount_to_precision, ex, symbol, value) == _ccxt(  # type: ignore[arg-type]
@@ -154,7 +145,7 @@ def test_tick_rounding_covers_other_tick_sizes() -> None:
 
 
 def test_cached_limits_are_the_markets_own() -> None:
-    _, markets = _exchange("binance")
+    _, markets = offline_exchange("binance")
     market = markets["BTC/USDT"]
     assert limits_of(market) is limits_of(market)
     with pytest.raises(ccxt.InvalidOrder, match="below the minimum notional 5"):

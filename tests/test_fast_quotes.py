@@ -13,12 +13,11 @@ import random
 from decimal import Decimal
 from typing import Any
 
-import ccxt
 import pytest
+from precision_support import EXCHANGES, offline_exchange
 
 from bot.clock import ManualClock
 from bot.logs import null_logger
-from bot.markets import offline_markets
 from bot.orders.config import OrderManagerConfig
 from bot.orders.ids import ClientIdFactory
 from bot.orders.quotes import FastQuotes, PreparedQuote, prepare_quote
@@ -26,15 +25,6 @@ from bot.orders.state import TERMINAL_STATES, OrderEvent, OrderState, TrackedOrd
 from bot.orders.tracker import OrderTracker
 from bot.venues.rules import amount_to_precision, precision_of, price_to_precision
 from strategies.base import Quote
-
-EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
-
-
-def _exchange(exchange_id: str) -> tuple[Any, dict[str, dict[str, Any]]]:
-    markets = offline_markets(exchange_id) or {}
-    ex = getattr(ccxt, exchange_id)({"enableRateLimit": False})
-    ex.set_markets(list(markets.values()))
-    return ex, markets
 
 
 def _values(rng: random.Random, scale: float, n: int) -> list[Any]:
@@ -56,7 +46,7 @@ def _values(rng: random.Random, scale: float, n: int) -> list[Any]:
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
 def test_fast_preparation_equals_the_general_path(exchange_id: str) -> None:
     rng = random.Random(5)
-    ex, markets = _exchange(exchange_id)
+    ex, markets = offline_exchange(exchange_id)
     assert markets
     fast_answers = 0
     for symbol, market in markets.items():
@@ -94,7 +84,7 @@ def test_fast_preparation_equals_the_general_path(exchange_id: str) -> None:
 
 
 def test_fast_preparation_declines_what_it_must_leave_to_ccxt() -> None:
-    ex, markets = _exchange("binance")
+    ex, markets = offline_exchange("binance")
     market = markets["BTC/USDT"]
     fast = FastQuotes.of(market, precision_of(ex, "BTC/USDT"))
     assert fast is not None

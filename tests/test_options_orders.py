@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +22,14 @@ from bot.app import assemble
 from bot.control.commands import print_status
 from bot.control.metrics import Metrics
 from bot.daemon import Daemon, MetricsListener
+from bot.journal import records as rk
 from bot.journal.audit import verify
 from bot.journal.reader import JournalReader
 from bot.killswitch import KillState, TripSource
 from bot.logs import make_logger
 from bot.orders import OrderFilled, OrderStateChanged
+from bot.report.cli import draw
+from bot.report.from_journal import JournalWindow, option_episodes
 from bot.settings import load_settings
 
 TRIP_AFTER_S = 60.0
@@ -95,6 +100,8 @@ def tripped_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "status": status,
             "net_delta": desk.status()["net_delta"],
             "options_gamma": desk.status()["gamma"],
+            "episodes": desk.episode_log.to_list(),
+            "episodes_html": desk.report_html(),
         }
 
     return asyncio.run(go())
@@ -186,3 +193,73 @@ def test_human_status_has_a_line_per_engaged_option(tripped_run: dict[str, Any])
     assert "gamma " in text.split("options (SYNTHETIC)")[1].splitlines()[0]
     lines = [line for line in text.splitlines() if line.strip().startswith("option BTC/")]
     assert sorted(line.split()[1] for line in lines) == sorted(engaged)
+
+
+# ------------------------------------------------- option episodes in the journal
+# Each option episode is journaled (``option_episode``), and ``backstop report`` draws
+# the same table of option episodes from the journal as the run's own ``--report``.
+
+
+@pytest.fixture(scope="module")
+def journaled_run(tripped_run: dict[str, Any]) -> dict[str, Any]:
+    """The run above (a kill trips mid-run; option episodes are journaled all the same):
+    its journal, and the desk's episodes and report section at the end."""
+    return {
+        "journal": tripped_run["journal"],
+        "episodes": tripped_run["episodes"],
+        "html": tripped_run["episodes_html"],
+    }
+
+
+def test_each_option_episode_is_journaled_in_its_final_state(
+    journaled_run: dict[str, Any],
+) -> None:
+    journal: Path = journaled_run["journal"]
+    assert verify(journal).ok
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    with JournalReader(journal) as reader:
+        for record in reader.records([rk.OPTION_EPISODE]):
+            payload = dict(record.payload)
+            assert payload.pop("synthetic") is True
+            assert payload.pop("underlying") == "BTC/USDT:USDT"
+            assert payload.pop("caps")["max_delta_total"] > 0
+            latest[(payload["symbol"], payload["start_ms"])] = payload
+    live = journaled_run["episodes"]
+    assert live, "the short run has option episodes"
+    assert all(is_option(e["symbol"]) for e in live)
+    # The journal's last word on each episode is what the desk held at the end of the
+    # run: fills after an episode ended and episodes still open included.
+    ordered = sorted(live, key=lambda e: (e["start_ms"], e["symbol"]))
+    assert sorted(latest.values(), key=lambda e: (e["start_ms"], e["symbol"])) == ordered
+    assert sum(e["fills"] for e in live) > 0
+
+
+def test_the_report_from_the_journal_has_the_run_s_option_episode_table(
+    journaled_run: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "report.html"
+    assert out in draw(journaled_run["journal"], out)
+    page = out.read_text()
+    table = _option_table(page)
+    assert table == _option_table(journaled_run["html"])
+    assert table.count("<tr data-symbol=") == len(journaled_run["episodes"])
+    # Option books are tabled, not charted, as in the run's own report.
+    assert "BTC/USD:BTC-" not in page.replace(table, "")
+
+
+def test_a_report_for_one_option_shows_only_its_episodes(
+    journaled_run: dict[str, Any], tmp_path: Path
+) -> None:
+    symbol = journaled_run["episodes"][0]["symbol"]
+    with JournalReader(journaled_run["journal"]) as reader:
+        chosen = option_episodes(reader, JournalWindow(symbol=symbol))
+        every = option_episodes(reader, JournalWindow(symbol="BTC/USDT:USDT"))
+    assert chosen
+    assert {e["symbol"] for e in chosen} == {symbol}
+    assert len(every) == len(journaled_run["episodes"])
+
+
+def _option_table(page: str) -> str:
+    found = re.search(r'<section class="options".*?</section>', page, re.S)
+    assert found is not None, "no option section"
+    return found.group(0)
