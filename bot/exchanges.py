@@ -8,7 +8,9 @@ classes to the four actions in :mod:`bot.errors` (retry, back off, stop).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import copy
 import functools
 import time
@@ -157,6 +159,58 @@ def _credit_idle_time(exchange: Any) -> None:
         exchange.throttler = _idle_credit_throttler()(bucket, exchange.asyncio_loop)
 
 
+class AbortedBeforeSent(Exception):
+    """A request withdrawn while it still waited in ccxt's rate limiter: never sent."""
+
+
+class QueuedRequest:
+    """A request on its way through ccxt's rate limiter (see :data:`QUEUED_REQUEST`).
+
+    ``sent`` turns True once the limiter lets it go (from then on the venue may act on
+    it); until then :meth:`withdraw` makes it fail with :class:`AbortedBeforeSent`
+    without ever being sent.
+    """
+
+    __slots__ = ("_queue", "_waiting", "sent")
+
+    def __init__(self) -> None:
+        self._waiting: asyncio.Future[Any] | None = None
+        self._queue: Any = None
+        self.sent = False
+
+    def waiting_on(self, admission: asyncio.Future[Any], queue: Any) -> None:
+        if self.sent or self._waiting is not None:
+            return  # a second request in the same call: the first decides
+        self._waiting, self._queue = admission, queue
+        admission.add_done_callback(self._admitted)
+
+    def _admitted(self, admission: asyncio.Future[Any]) -> None:
+        if not admission.cancelled() and admission.exception() is None:
+            self.sent = True
+
+    def withdraw(self) -> bool:
+        """Stop the request if it has not left the limiter; True if it was stopped."""
+        waiting = self._waiting
+        if self.sent or waiting is None or waiting.done():
+            return False
+        # Its place in the limiter's queue costs nothing now: what queues behind it (a
+        # kill's cancels) does not wait for a request that is never sent. The entry
+        # stays (ccxt's loop reads the queue's head without checking it is empty).
+        for i, (future, _cost) in enumerate(self._queue):
+            if future is waiting:
+                self._queue[i] = (future, 0)
+                break
+        waiting.set_exception(AbortedBeforeSent())
+        return True
+
+
+QUEUED_REQUEST: contextvars.ContextVar[QueuedRequest | None] = contextvars.ContextVar(
+    "backstop_queued_request", default=None
+)
+"""Set around a venue call that may be withdrawn (a create): the bot's throttle tells
+it when ccxt's limiter admits the request (:class:`bot.venues.ccxt_venue.CcxtVenue`)."""
+
+
 @functools.cache
 def _idle_credit_throttler() -> type[Any]:
     from ccxt.async_support.base.throttler import Throttler
@@ -171,7 +225,11 @@ def _idle_credit_throttler() -> type[Any]:
                 idle_ms = (time.monotonic() - self._idle_since) * 1000
                 c = self.config
                 c["tokens"] = min(c["tokens"] + idle_ms * c["refillRate"], c["capacity"])
-            return super().__call__(cost)
+            admission = super().__call__(cost)
+            queued = QUEUED_REQUEST.get()
+            if queued is not None:
+                queued.waiting_on(admission, self.queue)
+            return admission
 
         async def looper(self) -> None:
             try:

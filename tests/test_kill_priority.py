@@ -34,7 +34,8 @@ from bot.exchanges import make_exchange, make_reader, map_ccxt_error
 from bot.journal import Journal
 from bot.killswitch import KillState, TripSource
 from bot.logs import null_logger
-from bot.orders import TrackedOrder
+from bot.orders import OrderState as S
+from bot.orders import OrderStateChanged, TrackedOrder
 from bot.settings import load_settings
 from bot.venues.ccxt_venue import CcxtVenue
 from strategies.base import Quote
@@ -44,6 +45,8 @@ KEY, SECRET = "kill-key", "kill-secret"
 EXCHANGE_INFO = Path(__file__).parent.parent / "bot" / "data" / "binance_exchange_info_symbols.json"
 CANCEL_BOUND_S = 0.300
 """Wide against the ~1.5 s a weight-30 read costs the next call on a shared object."""
+LADDER_BOUND_S = 0.600
+"""Wide against the ~1.5 s a kill waited for a fresh six-order ladder to be placed."""
 
 
 @asynccontextmanager
@@ -225,3 +228,49 @@ async def test_a_kill_is_flat_within_the_bound_while_an_income_read_is_in_flight
         await trader.manager.aclose()
     await journal.aclose()
     assert elapsed < CANCEL_BOUND_S, f"kill to flat took {elapsed * 1000:.0f} ms behind the read"
+
+
+async def test_a_kill_right_after_a_fresh_ladder_does_not_wait_for_its_creates(
+    tmp_path: Path,
+) -> None:
+    """ccxt spaces USD-M creates ~200 ms apart (cost 4 x 50 ms): a ladder's last create
+    leaves its throttle about a second after the first. A kill must not wait for them
+    to be sent only to cancel them: those still in the throttle are withdrawn unsent."""
+    settings = load_settings(
+        None,
+        overrides={
+            "state_dir": str(tmp_path),
+            "exchange": {"id": "binanceusdm"},
+            "markets": [{"symbol": PERP, "reserve": {"quote": 10000.0}, "perp": {"leverage": 5}}],
+        },
+        env={"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET},
+    )
+    journal = Journal(settings.journal_path, clock=WallClock())
+    async with emulator() as emu, venue_on(emu, reader=True) as venue:
+        trader, killswitch = start_trader(settings, venue.markets, venue, journal)
+        first_open = asyncio.Event()
+        trader.manager.subscribe(
+            lambda n: (
+                first_open.set() if isinstance(n, OrderStateChanged) and n.state is S.OPEN else None
+            )
+        )
+        ladder = [Quote(PERP, "buy", 50_000.0 - 10 * i, 0.002) for i in range(6)]
+        placed = [trader.manager.place(q) for q in ladder]
+        assert all(isinstance(p, TrackedOrder) for p in placed), placed
+        # The first create is through (placed at the venue), the others queue behind it.
+        await asyncio.wait_for(first_open.wait(), timeout=5)
+        started = time.perf_counter()
+        report = await killswitch.trip("drill", source=TripSource.OPERATOR, who="test")
+        elapsed = time.perf_counter() - started
+        assert report.state is KillState.TRIPPED_FLAT
+        assert await venue.fetch_open_orders(PERP) == []
+        sent = [r for r in emu.requests if r[:2] == ("POST", "/fapi/v1/order")]
+        await trader.manager.aclose()
+    await journal.aclose()
+    # Before, the kill waited for all six creates to be placed, then cancelled them:
+    # ~1.5 s. The one create already sent still leaves its weight (200 ms) in ccxt's
+    # bucket for the first cancel: ~250 ms here.
+    assert elapsed < LADDER_BOUND_S, f"kill to flat took {elapsed * 1000:.0f} ms"
+    assert 1 <= len(sent) < len(ladder)  # the ones still queued never reached the venue
+    withdrawn = [p for p in placed if isinstance(p, TrackedOrder) and "ABORTED_UNSENT" in p.reason]
+    assert len(withdrawn) == len(ladder) - len(sent)

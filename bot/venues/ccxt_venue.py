@@ -45,7 +45,7 @@ from typing import Any
 
 import ccxt
 
-from bot.exchanges import note_retry_after
+from bot.exchanges import QUEUED_REQUEST, AbortedBeforeSent, QueuedRequest, note_retry_after
 from bot.logs import Logger
 from bot.venues.base import Balance, MarketDict, Order, OrderBookDict, Trade
 
@@ -100,6 +100,8 @@ class CcxtVenue:
         _errors_by_path(exchange)
         if self._reader is not exchange:
             _errors_by_path(self._reader)
+        self._queued_creates: dict[str, QueuedRequest] = {}
+        """Creates on their way through ccxt's rate limiter, by client order id."""
 
     # The Venue protocol's attributes, kept live on the exchange's own.
     @property
@@ -251,11 +253,34 @@ class CcxtVenue:
         price: float | None = None,
         params: dict[str, Any] | None = None,
     ) -> Order:
-        with self._retry_after_noted(self._ex):
-            order: Order = await self._ex.create_order(
-                symbol, type, side, amount, price, self._outgoing(params)
-            )
+        client_id = (params or {}).get("clientOrderId")
+        queued = QueuedRequest()
+        token = QUEUED_REQUEST.set(queued)
+        if isinstance(client_id, str):
+            self._queued_creates[client_id] = queued
+        try:
+            with self._retry_after_noted(self._ex):
+                order: Order = await self._ex.create_order(
+                    symbol, type, side, amount, price, self._outgoing(params)
+                )
+        except AbortedBeforeSent:
+            # A ccxt error, as everything from this boundary: the order manager books
+            # it as refused (never placed), which it is.
+            raise ccxt.InvalidOrder(
+                f"{self.id} ABORTED_UNSENT: withdrawn while waiting in the rate limiter"
+            ) from None
+        finally:
+            QUEUED_REQUEST.reset(token)
+            if isinstance(client_id, str):
+                self._queued_creates.pop(client_id, None)
         return self._incoming(order)
+
+    def withdraw_create(self, client_id: str) -> bool:
+        """Stop the create of ``client_id`` if it has not left ccxt's rate limiter yet
+        (it then fails with ``ABORTED_UNSENT`` and never reaches the venue). False when
+        it may already be on its way: then it has to be cancelled once it is placed."""
+        queued = self._queued_creates.get(client_id)
+        return queued is not None and queued.withdraw()
 
     async def cancel_order(
         self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None
