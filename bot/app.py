@@ -405,8 +405,10 @@ async def assemble(
             # Bookkeeping reads get their own ccxt throttle: a kill's cancels must not
             # wait out an income read's weight (docs/runbook.md, "Kill priority").
             reader = make_reader(exchange)
-            closers.append(reader.close)
-            venue = CcxtVenue(exchange, log=log, reader=reader)
+            # And cancels too: a kill's cancel must not pay the last create's weight.
+            canceller = make_reader(exchange)
+            closers.extend([reader.close, canceller.close])
+            venue = CcxtVenue(exchange, log=log, reader=reader, canceller=canceller)
             throttler = None  # the order manager's own asyncio-throttle limiter
         trader, killswitch = build_trader(
             settings,

@@ -28,9 +28,12 @@ few places where exchanges differ in ways the order manager must not care about:
   :meth:`fetch_positions`, :meth:`fetch_funding_rate`, :meth:`fetch_my_trades`) go
   through an optional second exchange, the *reader* (:func:`bot.exchanges.make_reader`),
   so their weight is charged to its ccxt throttle, not to the one a kill's cancels wait
-  on. Orders (create/cancel/fetch), open-order listings (the kill switch's flat
-  confirmation, reconcile), leverage/margin settings and market data stay on the
+  on. Creates, order lookups, leverage/margin settings and market data stay on the
   trading exchange. See docs/runbook.md, "Kill priority".
+- Cancels and open-order listings (a kill's flat confirmation) go through an optional
+  third exchange, the *canceller* (made the same way): they then never pay a create's
+  weight (4 on USD-M: 200 ms in ccxt's bucket). A create still queued in ccxt's limiter
+  when a kill comes is withdrawn unsent (:meth:`withdraw_create`).
 
 Errors are ccxt's own, unchanged (the manager maps them). Everything else is passed
 through as is.
@@ -91,15 +94,17 @@ class CcxtVenue:
         log: Logger,
         style: ClientIdStyle | None = None,
         reader: Any | None = None,
+        canceller: Any | None = None,
     ) -> None:
         self._ex = exchange
         self._reader = reader if reader is not None else exchange
+        self._canceller = canceller if canceller is not None else exchange
         self._log = log
         self.id: str = str(exchange.id)
         self._style = style if style is not None else CLIENT_ID_STYLES.get(self.id, ClientIdStyle())
         _errors_by_path(exchange)
-        if self._reader is not exchange:
-            _errors_by_path(self._reader)
+        for other in self._others():
+            _errors_by_path(other)
         self._queued_creates: dict[str, QueuedRequest] = {}
         """Creates on their way through ccxt's rate limiter, by client order id."""
 
@@ -112,7 +117,8 @@ class CcxtVenue:
     @markets.setter
     def markets(self, value: dict[str, MarketDict]) -> None:
         self._ex.markets = value
-        self._reader.markets = value
+        for other in self._others():
+            other.markets = value
 
     @property
     def has(self) -> dict[str, Any]:
@@ -133,12 +139,25 @@ class CcxtVenue:
         """The exchange bookkeeping reads go through (``exchange`` when there is none)."""
         return self._reader
 
+    @property
+    def canceller(self) -> Any:
+        """The exchange cancels go through (``exchange`` when there is none)."""
+        return self._canceller
+
+    def _others(self) -> list[Any]:
+        """The reader and the canceller, where they are exchanges of their own."""
+        out: list[Any] = []
+        for other in (self._reader, self._canceller):
+            if other is not self._ex and all(other is not o for o in out):
+                out.append(other)
+        return out
+
     # ------------------------------------------------------------------ pass-through
 
     async def load_markets(self, reload: bool = False) -> dict[str, MarketDict]:
         markets: dict[str, MarketDict] = await self._ex.load_markets(reload)
-        if self._reader is not self._ex:
-            self._reader.set_markets_from_exchange(self._ex)
+        for other in self._others():
+            other.set_markets_from_exchange(self._ex)
         return markets
 
     async def fetch_order_book(
@@ -238,8 +257,8 @@ class CcxtVenue:
         return str(self._ex.price_to_precision(symbol, price))
 
     async def close(self) -> None:
-        if self._reader is not self._ex:
-            await self._reader.close()
+        for other in self._others():
+            await other.close()
         await self._ex.close()
 
     # ------------------------------------------------------------------ orders
@@ -285,8 +304,8 @@ class CcxtVenue:
     async def cancel_order(
         self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None
     ) -> Order:
-        with self._retry_after_noted(self._ex):
-            order: Order = await self._ex.cancel_order(id, symbol, self._outgoing(params))
+        with self._retry_after_noted(self._canceller):
+            order: Order = await self._canceller.cancel_order(id, symbol, self._outgoing(params))
         return self._incoming(_own_client_id(order))
 
     async def cancel_all_orders(
@@ -298,14 +317,18 @@ class CcxtVenue:
         manager never calls it (it cancels its own orders by id).
         """
         if self._ex.has.get("cancelAllOrders"):
-            with self._retry_after_noted(self._ex):
-                orders: list[Order] = await self._ex.cancel_all_orders(symbol, params or {})
+            with self._retry_after_noted(self._canceller):
+                orders: list[Order] = await self._canceller.cancel_all_orders(
+                    symbol, params or {}
+                )
             return [self._incoming(_own_client_id(o)) for o in orders]
         canceled: list[Order] = []
         for order in await self.fetch_open_orders(symbol, params=params):
             try:
                 canceled.append(
-                    await self._ex.cancel_order(order["id"], order.get("symbol"), params or {})
+                    await self._canceller.cancel_order(
+                        order["id"], order.get("symbol"), params or {}
+                    )
                 )
             except ccxt.OrderNotFound:
                 # Filled or cancelled between the listing and our cancel: already gone.
@@ -319,8 +342,9 @@ class CcxtVenue:
         limit: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> list[Order]:
-        with self._retry_after_noted(self._ex):
-            orders: list[Order] = await self._ex.fetch_open_orders(
+        # On the kill's path (its flat confirmation): the canceller's bucket.
+        with self._retry_after_noted(self._canceller):
+            orders: list[Order] = await self._canceller.fetch_open_orders(
                 symbol, since, limit, params or {}
             )
         return [self._incoming(o) for o in orders]
