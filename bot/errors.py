@@ -57,5 +57,11 @@ class WouldTake(OrderRejected):
     refused again (:class:`bot.orders.fence.WouldTakeFence`)."""
 
 
+class NeverSent(BackstopError):
+    """A request the bot withdrew before it left the rate limiter (a create a kill or a
+    pause no longer wants): the venue never saw it. Not a failure: nothing to report,
+    nothing for the guards to count."""
+
+
 class OrderNotFound(BackstopError):
     """The venue does not know this order id: treat the order as gone, then confirm with a fetch."""

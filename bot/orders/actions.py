@@ -23,6 +23,7 @@ import ccxt
 
 from bot.errors import (
     BackstopError,
+    NeverSent,
     OperationalError,
     OrderNotFound,
     OrderRejected,
@@ -72,6 +73,9 @@ class OrderActions:
                 ),
                 retries=0,  # never re-send a create whose outcome is unknown
             )
+        except NeverSent as err:
+            # Withdrawn by us before it left the rate limiter (cancel_all): no failure.
+            self._tracker.transition(order, OrderEvent.REJECTED, reason=str(err))
         except RateLimited as err:
             # Refused before it reached the matching engine: it does not exist.
             self._tracker.transition(order, OrderEvent.REJECTED, reason=f"RATE_LIMITED: {err}")

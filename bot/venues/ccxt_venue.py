@@ -48,6 +48,7 @@ from typing import Any
 
 import ccxt
 
+from bot.errors import NeverSent
 from bot.exchanges import QUEUED_REQUEST, AbortedBeforeSent, QueuedRequest, note_retry_after
 from bot.logs import Logger
 from bot.venues.base import Balance, MarketDict, Order, OrderBookDict, Trade
@@ -283,9 +284,8 @@ class CcxtVenue:
                     symbol, type, side, amount, price, self._outgoing(params)
                 )
         except AbortedBeforeSent:
-            # A ccxt error, as everything from this boundary: the order manager books
-            # it as refused (never placed), which it is.
-            raise ccxt.InvalidOrder(
+            # Ours, not the venue's: the order manager books the order as never placed.
+            raise NeverSent(
                 f"{self.id} ABORTED_UNSENT: withdrawn while waiting in the rate limiter"
             ) from None
         finally:
