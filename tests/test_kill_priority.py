@@ -36,7 +36,7 @@ from bot.killswitch import KillState, TripSource
 from bot.logs import null_logger
 from bot.orders import OrderActionFailed, OrderStateChanged, TrackedOrder
 from bot.orders import OrderState as S
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from bot.venues.ccxt_venue import CcxtVenue
 from strategies.base import Quote
 
@@ -83,6 +83,19 @@ async def venue_on(emu: BinanceFuturesEmulator, *, reader: bool) -> AsyncIterato
         yield venue
     finally:
         await venue.close()
+
+
+def usdm_settings(state_dir: Path) -> Settings:
+    """One USD-M perpetual, testnet credentials for the emulator."""
+    return load_settings(
+        None,
+        overrides={
+            "state_dir": str(state_dir),
+            "exchange": {"id": "binanceusdm"},
+            "markets": [{"symbol": PERP, "reserve": {"quote": 10000.0}, "perp": {"leverage": 5}}],
+        },
+        env={"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET},
+    )
 
 
 async def resting_bid(emu: BinanceFuturesEmulator, venue: CcxtVenue, n: int) -> str:
@@ -202,15 +215,7 @@ async def test_a_kill_is_flat_within_the_bound_while_an_income_read_is_in_flight
     tmp_path: Path,
 ) -> None:
     """The whole round a user relies on: trip -> cancels -> listing confirms flat."""
-    settings = load_settings(
-        None,
-        overrides={
-            "state_dir": str(tmp_path),
-            "exchange": {"id": "binanceusdm"},
-            "markets": [{"symbol": PERP, "reserve": {"quote": 10000.0}, "perp": {"leverage": 5}}],
-        },
-        env={"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET},
-    )
+    settings = usdm_settings(tmp_path)
     journal = Journal(settings.journal_path, clock=WallClock())
     async with emulator() as emu, venue_on(emu, reader=True) as venue:
         trader, killswitch = start_trader(settings, venue.markets, venue, journal)
@@ -239,15 +244,7 @@ async def test_a_kill_right_after_a_fresh_ladder_does_not_wait_for_its_creates(
     """ccxt spaces USD-M creates ~200 ms apart (cost 4 x 50 ms): a ladder's last create
     leaves its throttle about a second after the first. A kill must not wait for them
     to be sent only to cancel them: those still in the throttle are withdrawn unsent."""
-    settings = load_settings(
-        None,
-        overrides={
-            "state_dir": str(tmp_path),
-            "exchange": {"id": "binanceusdm"},
-            "markets": [{"symbol": PERP, "reserve": {"quote": 10000.0}, "perp": {"leverage": 5}}],
-        },
-        env={"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET},
-    )
+    settings = usdm_settings(tmp_path)
     journal = Journal(settings.journal_path, clock=WallClock())
     async with emulator() as emu, venue_on(emu, reader=True) as venue:
         trader, killswitch = start_trader(settings, venue.markets, venue, journal)
