@@ -64,6 +64,11 @@ class WouldTakeFence:
             return False
         return price >= wall.price if side == "buy" else price <= wall.price
 
+    @property
+    def up(self) -> bool:
+        """Whether any wall is up (checked on every sync: no dict built for it)."""
+        return bool(self._walls)
+
     def walls(self) -> dict[tuple[str, str], float]:
         """The walls up now (for status and tests)."""
         return {key: wall.price for key, wall in self._walls.items()}

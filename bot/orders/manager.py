@@ -210,7 +210,7 @@ class OrderManager:
             creates = [p for p in diff.create if p.quote.side == side]
             if not creates:
                 continue
-            if fence is not None and fence.walls():
+            if fence is not None and fence.up:
                 now = self._clock.now_ns()
                 walled = [
                     p
