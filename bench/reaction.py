@@ -1,6 +1,6 @@
 """Reaction benchmark: feed message -> strategy decision -> orders handed to the venue.
 
-    .venv/bin/python -m bench.reaction [--quick] [--runs N]
+    .venv/bin/python -m bench.reaction [--quick] [--runs N] [--paced-runs N]
 
 The full in-process path in paper mode, built by ``bot.app.assemble`` from
 ``config/paper.toml`` exactly as ``backstop run`` builds it: the bundled Binance replay
@@ -20,6 +20,14 @@ Measured with ``time.perf_counter_ns`` around the real objects, from outside ``b
   when a decision is returned and when an order is handed to the venue; so is the
   strategy's ``quiet`` (the trader's fast path for a reading the strategy declares it
   asks nothing on: that answer is its decision).
+
+Two sets of runs. *Back to back*: the replay as fast as possible, so every cache and
+branch predictor stays warm: the engine's best case. *Paced*: from 2 s after the
+fracture start on, messages arrive at the recorded rate, as a live feed's do, and the
+CPU idles (or serves other processes) between them; the first minute is still replayed
+quickly, for the detector's warm-up. The same trigger costs more cold: that is what a
+live bot pays. A paced message that arrives while the bot is busy waits, and the wait
+counts.
 
 Reaction = parse time of the message + (stamp - engine received it). "Trigger" is the
 message whose book sample moves the detector from calm/arming to engaged.
@@ -57,6 +65,11 @@ LAST_START_S = 600.0
 """The recording is 650 s long; leave room for the ramp, the dwell and the quotes."""
 AFTER_START_S = 12.0
 """Data replayed past the fracture start: ramp (3 s) + engage dwell (1 s) + margin."""
+PACE_AFTER_START_S = 2.0
+"""Paced runs: from here on (data time past the fracture start) events arrive at the
+recorded rate, as a live feed's do. The trigger comes at ~3.3-3.5 s (ramp + dwell)."""
+PACED_AFTER_START_S = 5.0
+"""Paced runs end here: past the trigger and its orders, and 3 s of real time each."""
 
 
 class Msg(NamedTuple):
@@ -135,12 +148,22 @@ class _TimedMonitor:
         return getattr(self._inner, name)
 
 
-def instrument(run: Run, probe: Probe, *, speed: float = 0.0, conflate: bool = False) -> None:
+def instrument(
+    run: Run,
+    probe: Probe,
+    *,
+    speed: float = 0.0,
+    conflate: bool = False,
+    pace_from_s: float = 0.0,
+) -> None:
     """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched).
 
     ``speed > 0`` paces the events at ``speed`` x their data time the way
     :class:`~bot.feeds.replay.ReplayFeed` does (sleep only when 1 ms or more ahead); the
     replay itself must then run unpaced, so that its iterator times parsing only.
+    ``pace_from_s`` (``stamped`` only) hands the events of the first ``pace_from_s``
+    seconds of data over unpaced and paces from there on: the detector's warm-up
+    minute is replayed quickly, the trigger arrives at the recorded rate.
 
     ``conflate`` (paced only) hands the engine what the live feed would: the live feed
     copies ccxt.pro's synced book each time ``watch_order_book`` resolves, so the diffs
@@ -178,11 +201,14 @@ def instrument(run: Run, probe: Probe, *, speed: float = 0.0, conflate: bool = F
         # how far the replay runs behind it: the overlay's work and sleep overshoot,
         # which a live bot does not have, are not counted as queueing.
         shift = 0
+        first_ts: int | None = None
         async for event in outer_events():
             # The scaling overlays emit exactly one event per event read.
             started, parse = parse_times.popleft()
             late = 0
-            if speed > 0:
+            if first_ts is None:
+                first_ts = event.ts_ns
+            if speed > 0 and event.ts_ns - first_ts >= pace_from_s * 1e9:
                 if not wall0:
                     wall0, data0 = started, event.ts_ns
                 due = wall0 + int((event.ts_ns - data0) / speed)
@@ -377,15 +403,19 @@ def _merge(deltas: Sequence[BookDelta]) -> BookDelta:
     )
 
 
-async def one_run(start_s: float) -> Probe:
+async def one_run(start_s: float, *, paced: bool = False) -> Probe:
     with tempfile.TemporaryDirectory(prefix="bench-reaction-") as tmp:
+        after = PACED_AFTER_START_S if paced else AFTER_START_S
         settings = paper_settings(
-            Path(tmp), feed={"duration_s": start_s + AFTER_START_S}, control={"enabled": False}
+            Path(tmp), feed={"duration_s": start_s + after}, control={"enabled": False}
         )
         spec = parse_stress_spec(f"fracture:start_s={start_s:g}")
         run = await assemble(settings, log=devnull_logger(settings), stress=spec)
         probe = Probe()
-        instrument(run, probe)
+        if paced:
+            instrument(run, probe, speed=1.0, pace_from_s=start_s + PACE_AFTER_START_S)
+        else:
+            instrument(run, probe)
         # As 'backstop run' does after start-up (bot/cli.py): long-lived objects frozen
         # out of the collector's reach.
         gc.collect()
@@ -535,19 +565,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.reaction", description=(__doc__ or "").split("\n")[0]
     )
-    ap.add_argument("--quick", action="store_true", help="2 runs (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="2 runs + 1 paced (smoke run)")
     ap.add_argument("--runs", type=int, default=None, help="replays, one trigger each (20)")
+    ap.add_argument(
+        "--paced-runs",
+        type=int,
+        default=None,
+        help="replays paced at the recorded rate around the trigger (default: --runs)",
+    )
     args = ap.parse_args(argv)
     runs = args.runs or (2 if args.quick else 20)
-    if runs < 1:
-        ap.error("--runs must be >= 1")
+    paced_runs = args.paced_runs if args.paced_runs is not None else (1 if args.quick else runs)
+    if runs < 1 or paced_runs < 0:
+        ap.error("--runs must be >= 1 and --paced-runs >= 0")
     print(header("reaction benchmark (bench/reaction.py)"))
     # Quick: two early fractures, so the smoke run replays little data.
     plan = [FIRST_START_S, FIRST_START_S + 10] if args.quick and not args.runs else starts(runs)
     t0 = time.perf_counter()
     probes = [asyncio.run(one_run(s)) for s in plan]
     wall = time.perf_counter() - t0
-    res = collect(probes)
     print(
         f"path: bot.app.assemble(config/paper.toml), bundled replay + fracture at start_s "
         f"{plan[0]:g}..{plan[-1]:g} ({runs} runs, {wall:.1f} s), paper mode, JSON logs "
@@ -558,7 +594,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tick: the same path on a 1 s clock tick, computed from each message's data "
         "timestamp (wait to the next whole second) + our processing time; ratio = tick / ours"
     )
-    print()
+    report("back to back: the replay as fast as possible (every cache warm)", probes, runs)
+    if paced_runs:
+        t0 = time.perf_counter()
+        paced = [asyncio.run(one_run(s, paced=True)) for s in starts(paced_runs)]
+        wall = time.perf_counter() - t0
+        report(
+            f"paced: from {PACE_AFTER_START_S:g} s after the fracture start, messages arrive "
+            f"at the recorded rate, as a live feed's do, and the CPU idles between them "
+            f"({paced_runs} runs, {wall:.1f} s)",
+            paced,
+            paced_runs,
+        )
+    return 0
+
+
+def report(title: str, probes: Sequence[Probe], runs: int) -> None:
+    """One set of runs: the latency table, the trigger's stages, the notes."""
+    res = collect(probes)
+    print(f"\n{title}")
     for line in table(res):
         print(line)
     steps = breakdown(probes)
@@ -578,7 +632,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"triggers without an order after them: {res.triggers_without_orders}")
     if res.orders_later:
         print(f"triggers whose first order left during a later message: {res.orders_later}")
-    return 0
 
 
 if __name__ == "__main__":

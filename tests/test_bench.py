@@ -72,6 +72,12 @@ def test_reaction_quick_prints_its_table(bench: object, capsys: pytest.CaptureFi
     for r in rows:
         n = int(r[44:].split()[0].replace(",", ""))
         assert n > 0  # both quick runs reached the fracture and quoted
+    # The paced run: its own table, and its trigger quoted too.
+    paced = next(i for i, line in enumerate(out) if line.startswith("paced: "))
+    head = next(i for i in range(paced, len(out)) if out[i].startswith("measure "))
+    first = out[head + 1]
+    assert first.startswith("trigger -> first quote order handed to venue")
+    assert int(first[44:].split()[0].replace(",", "")) == 1
 
 
 def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
