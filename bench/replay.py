@@ -19,6 +19,11 @@ every update: this is the cost of watching. Rows:
   its sequence checks and ``OrderBook`` updates, ``handle_trade`` into its trade cache),
   the snapshot applied through its ``fetch_order_book_snapshot``. That is what a ccxt
   bot spends to keep a book and a trade list, before any strategy runs.
+* ``live feed``: what ``backstop run`` on an exchange spends before its engine: the
+  same ccxt.pro handlers, then, per message, what ``LiveFeed`` does when
+  ``watch_order_book``/``watch_trades`` resolve: the synced book's top 1,000 levels a
+  side copied out into our order book, each new trade converted and deduplicated
+  (every message resolves here; a busy live bot skips to the latest book instead).
 
 Throughput is the median of ``--reps`` passes; each workload runs in its own child
 process, whose peak RSS (``ru_maxrss``: imports included) is reported.
@@ -121,13 +126,31 @@ def _lines(path: Path) -> Iterator[bytes]:
             yield rest
 
 
-async def _ccxt_once(seconds: float | None) -> dict[str, Any]:
-    """ccxt.pro's Binance handlers on the recorded depth and trade messages."""
+async def _live_once(seconds: float | None) -> dict[str, Any]:
+    """The live feed's path: ccxt.pro's handlers, then the feed's copy into our book."""
+    return await _ccxt_once(seconds, live=True)
+
+
+async def _ccxt_once(seconds: float | None, *, live: bool = False) -> dict[str, Any]:
+    """ccxt.pro's Binance handlers on the recorded depth and trade messages; with
+    ``live``, each handled message then goes where ``LiveFeed`` takes it: the synced
+    book copied out (``LiveFeed._to_snapshot``) into our order book, each new trade
+    converted (``LiveFeed._to_trade``, deduplicated by id)."""
+    import random as _random
+
     import ccxt.pro
 
+    from bot.book import OrderBook
+    from bot.clock import WallClock
+    from bot.feeds.live import LiveFeed, _RecentIds
     from bot.markets import offline_markets
 
     ex = ccxt.pro.binance({"enableRateLimit": False})
+    clock = WallClock()
+    feed = LiveFeed(ex, ["BTC/USDT"], clock=clock, rng=_random.Random(0))
+    stats = feed.stats.symbols["BTC/USDT"]
+    ours = OrderBook("BTC/USDT", clock=clock)
+    seen = _RecentIds(maxlen=4096)
     markets = offline_markets("binance") or {}
     ex.set_markets(list(markets.values()))
     symbol = "BTC/USDT"
@@ -163,6 +186,15 @@ async def _ccxt_once(seconds: float | None) -> dict[str, Any]:
                 await ex.fetch_order_book_snapshot(client, None, subscription)
             else:
                 handle(body.decode())
+                if not live:
+                    continue
+                if b"depthUpdate" in body[:80]:
+                    snap = feed._to_snapshot(stats, symbol, ex.orderbooks[symbol])
+                    if snap is not None and snap.bids.size and snap.asks.size:
+                        ours.apply(snap)
+                elif symbol in ex.trades:
+                    trade = ex.trades[symbol][-1]
+                    feed._to_trade(stats, symbol, trade, clock.now_ns(), seen)
     wall = time.perf_counter() - t0
     book = ex.orderbooks[symbol]
     if book["nonce"] is None or not book["bids"]:
@@ -172,7 +204,7 @@ async def _ccxt_once(seconds: float | None) -> dict[str, Any]:
 
 
 def _reps(kind: str, reps: int, seconds: float | None) -> dict[str, Any]:
-    once = {"full": _full_once, "feed": _feed_once, "ccxt": _ccxt_once}[kind]
+    once = {"full": _full_once, "feed": _feed_once, "ccxt": _ccxt_once, "live": _live_once}[kind]
     walls: list[float] = []
     last: dict[str, Any] = {}
     for _ in range(reps):
@@ -365,12 +397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     span = "first 60 s of " if args.quick else ""
     print(f"\npart 1: {span}{names} as fast as possible; median of {reps} pass(es)")
     results = {
-        k: measure([k, str(reps), part1_s], in_process=inproc) for k in ("feed", "ccxt", "full")
+        k: measure([k, str(reps), part1_s], in_process=inproc)
+        for k in ("feed", "ccxt", "live", "full")
     }
     labels = {
         "full": "ours: full pipeline (paper, calm: no stress)",
         "feed": "ours: feed only (read + parse + sync)",
         "ccxt": "ccxt.pro binance handlers: book + trades (baseline)",
+        "live": "live feed: ccxt.pro handlers + copy to our book",
     }
     print(row(THROUGHPUT_COLS, THROUGHPUT_W))
     base = results["ccxt"]["lines"] / results["ccxt"]["wall"]

@@ -29,10 +29,12 @@ __all__ = [
     "DepthRows",
     "Kernel",
     "LevelStore",
+    "PairRows",
     "TopFlow",
     "depth_rows",
     "kernel",
     "new_store",
+    "pair_rows",
     "top_flow",
     "use",
     "using",
@@ -105,18 +107,24 @@ class TopFlow(Protocol):
 DepthRows = Callable[[bytes, int, int], tuple[bytearray, bytearray] | None]
 """``depth_rows(text, start, stop)``: a depth message's price levels (see bot/_bookc.c)."""
 
+PairRows = Callable[[list[object], int], bytearray | None]
+"""``pair_rows(side, limit)``: a ccxt order book side's first rows (see bot/_bookc.c)."""
+
 try:
     from bot._bookc import Levels as _Compiled
     from bot._bookc import depth_rows as _compiled_depth_rows
+    from bot._bookc import pair_rows as _compiled_pair_rows
     from bot._bookc import top_flow as _compiled_top_flow
 except ImportError:  # not built: a source tree used without `pip install`
     _compiled: type[LevelStore] | None = None
     _compiled_flow: TopFlow | None = None
     _depth_rows: DepthRows | None = None
+    _pair_rows: PairRows | None = None
 else:
     _compiled = _Compiled
     _compiled_flow = _compiled_top_flow
     _depth_rows = _compiled_depth_rows
+    _pair_rows = _compiled_pair_rows
 
 COMPILED_AVAILABLE: Final = _compiled is not None
 
@@ -179,3 +187,10 @@ def depth_rows() -> DepthRows | None:
     not built or ``BACKSTOP_PURE_BOOK`` asks for the pure path (read at the caller's
     import; the general path gives the same arrays)."""
     return None if _default() == "pure" else _depth_rows
+
+
+def pair_rows() -> PairRows | None:
+    """The compiled copier of a ccxt order book side for the live feed, None when the
+    package is not built or ``BACKSTOP_PURE_BOOK`` asks for the pure path (the general
+    path, numpy's conversion, gives the same arrays)."""
+    return None if _default() == "pure" else _pair_rows

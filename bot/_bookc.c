@@ -1331,9 +1331,98 @@ depth_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return ret;
 }
 
+/* ------------------------------------------------------------------ ccxt book sides */
+
+/* A number as numpy's float64 conversion takes it: a float as is, an int correctly
+ * rounded. Anything else (strings, bools, None, other types) answers -1 without an
+ * error set, and the caller takes its general path. */
+static inline int
+pair_number(PyObject *o, double *out)
+{
+    if (PyFloat_CheckExact(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 0;
+    }
+    if (PyLong_CheckExact(o)) {
+        double v = PyLong_AsDouble(o);
+        if (v == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        *out = v;
+        return 0;
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(pair_rows_doc,
+             "pair_rows(side, limit) -> bytearray | None\n\n"
+             "The first `limit` rows of a ccxt order book side (a list of [price, amount, ...]\n"
+             "lists) as native float64 [price, amount] pairs: the first two items of each row,\n"
+             "exactly as numpy.asarray(rows, float64)[:, :2] gives them. None when a row is not\n"
+             "a list or tuple of at least two floats or ints, or rows differ in width.");
+
+static PyObject *
+pair_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        if (nargs == 2) {
+            Py_RETURN_NONE;
+        }
+        PyErr_SetString(PyExc_TypeError, "pair_rows(side: list, limit: int)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *side = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(side);
+    if (limit >= 0 && limit < n) {
+        n = limit;
+    }
+    PyObject *out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(n * 2 * sizeof(double)));
+    if (out == NULL) {
+        return NULL;
+    }
+    double *vals = (double *)PyByteArray_AS_STRING(out);
+    /* numpy refuses ragged rows: so does this, by asking every row for the first's width. */
+    Py_ssize_t width = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(side, i);
+        PyObject *price, *amount;
+        Py_ssize_t w;
+        if (PyList_Check(row) && (w = PyList_GET_SIZE(row)) >= 2) {
+            price = PyList_GET_ITEM(row, 0);
+            amount = PyList_GET_ITEM(row, 1);
+        }
+        else if (PyTuple_Check(row) && (w = PyTuple_GET_SIZE(row)) >= 2) {
+            price = PyTuple_GET_ITEM(row, 0);
+            amount = PyTuple_GET_ITEM(row, 1);
+        }
+        else {
+            goto general;
+        }
+        if (width < 0) {
+            width = w;
+        }
+        else if (w != width) {
+            goto general;
+        }
+        if (pair_number(price, &vals[2 * i]) < 0 || pair_number(amount, &vals[2 * i + 1]) < 0) {
+            goto general;
+        }
+    }
+    return out;
+general:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"top_flow", (PyCFunction)(void (*)(void))top_flow, METH_FASTCALL, top_flow_doc},
     {"depth_rows", (PyCFunction)(void (*)(void))depth_rows, METH_FASTCALL, depth_rows_doc},
+    {"pair_rows", (PyCFunction)(void (*)(void))pair_rows, METH_FASTCALL, pair_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,7 @@
 """Compiled level store for bot.book.OrderBook (bot/_bookc.c). See bot/_book_kernel.py."""
 
 from collections.abc import Sequence
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,3 +31,4 @@ def top_flow(
 def depth_rows(
     text: bytes, start: int, stop: int, /
 ) -> tuple[bytearray, bytearray] | None: ...
+def pair_rows(side: list[Any], limit: int, /) -> bytearray | None: ...

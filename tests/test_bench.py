@@ -93,9 +93,10 @@ def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFix
         out[head],
         ["workload", "messages/s", "events/s", "vs ccxt", "peak RSS MB", "at start MB", "wall s"],
     )
-    assert [r[:52].strip() for r in out[head + 1 : head + 4]] == [
+    assert [r[:52].strip() for r in out[head + 1 : head + 5]] == [
         "ours: feed only (read + parse + sync)",
         "ccxt.pro binance handlers: book + trades (baseline)",
+        "live feed: ccxt.pro handlers + copy to our book",
         "ours: full pipeline (paper, calm: no stress)",
     ]
     many = out.index(next(line for line in out if line.startswith("measure (reaction")))

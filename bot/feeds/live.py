@@ -41,16 +41,44 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+import numpy as np
 from asyncio_throttle.throttler import Throttler
 
+from bot import _book_kernel
 from bot.clock import NS_PER_MS, NS_PER_SECOND, Clock
 from bot.errors import BackstopError, OperationalError, RateLimited
 from bot.exchanges import map_ccxt_error
-from bot.feeds.events import BookSnapshot, FeedState, FeedStatus, MarketEvent, Trade, levels
+from bot.feeds.events import (
+    BookSnapshot,
+    FeedState,
+    FeedStatus,
+    Levels,
+    MarketEvent,
+    Trade,
+    levels,
+)
 from bot.feeds.retry import Backoff
 from bot.logs import Logger, null_logger
 
 Sleep = Callable[[float], Awaitable[None]]
+
+_pair_rows = _book_kernel.pair_rows()
+
+
+def side_levels(side: Any, limit: int) -> Levels:
+    """The first ``limit`` rows of a ccxt order book side, copied out as :data:`Levels`.
+
+    The copy is taken on every book update, of up to 1,000 rows a side: through numpy's
+    conversion of a list of lists it cost ~270 us per update (p50, the bundled Binance
+    recording through ccxt.pro's handler), more than the rest of the engine's reading.
+    The compiled copier reads the rows in one pass; a side it does not take (strings,
+    ragged rows, another type) goes the general way, with the same result or error.
+    """
+    if _pair_rows is not None and isinstance(side, list):
+        raw = _pair_rows(side, limit)
+        if raw is not None:
+            return np.frombuffer(raw, dtype=np.float64).reshape(-1, 2)
+    return levels(list(side[:limit]))
 
 
 class LiveFeedState(StrEnum):
@@ -452,10 +480,9 @@ class LiveFeed:
         self, stats: SymbolFeedStats, symbol: str, ob: Mapping[str, Any]
     ) -> BookSnapshot | None:
         try:
-            # Slicing the ccxt side (a list) copies only the rows we keep; levels()
-            # then copies them into a fresh array, detached from ccxt's book.
-            bids = levels(list(ob["bids"][: self._depth_limit]))
-            asks = levels(list(ob["asks"][: self._depth_limit]))
+            # A fresh array of the rows we keep, detached from ccxt's book.
+            bids = side_levels(ob["bids"], self._depth_limit)
+            asks = side_levels(ob["asks"], self._depth_limit)
             nonce = ob.get("nonce")
             ts_ms = ob.get("timestamp")
             update_id = int(nonce) if nonce is not None else None
