@@ -198,6 +198,9 @@ class Trader:
                         "symbol": symbol,
                         "state": update.state.value,
                         "trigger": update.trigger.to_dict() if update.trigger else None,
+                        # The venue's sequence number of the book read: which of its
+                        # messages moved the backstop (bench/live.py times from it).
+                        "update_id": book.update_id,
                     },
                 )
             )
