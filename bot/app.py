@@ -128,6 +128,13 @@ class Run:
                 helpers.append(
                     asyncio.ensure_future(_every(guards.balance_check_s, check, self.venue))
                 )
+                keep_warm_s = self.settings.exchange.keep_warm_s
+                if keep_warm_s > 0:
+                    from bot.venues.ccxt_venue import CcxtVenue
+
+                    if isinstance(self.venue, CcxtVenue):
+                        warm = self.venue.keep_warm(keep_warm_s)
+                        helpers.append(asyncio.ensure_future(warm))
             if self.killswitch is not None:
                 ks = self.killswitch
                 helpers.append(asyncio.ensure_future(ks.watch()))

@@ -218,7 +218,9 @@ def _idle_credit_throttler() -> type[Any]:
     class IdleCreditThrottler(Throttler):  # type: ignore[misc]
         def __init__(self, config: dict[str, Any], loop: Any = None) -> None:
             super().__init__(config, loop)
-            self._idle_since: float | None = None
+            # Idle from the start: its bucket starts full anyway, and an object not used
+            # yet (a canceller before the first kill) is kept warm like the others.
+            self._idle_since: float | None = time.monotonic()
 
         def __call__(self, cost: float | None = None) -> Any:
             if not self.running and self._idle_since is not None:
@@ -237,6 +239,13 @@ def _idle_credit_throttler() -> type[Any]:
             finally:
                 # No await between the loop's last refill and here: nothing admitted since.
                 self._idle_since = time.monotonic()
+
+        def idle_s(self) -> float | None:
+            """Seconds since the last request left (or since it was made), None while
+            requests queue."""
+            if self.running or self._idle_since is None:
+                return None
+            return time.monotonic() - self._idle_since
 
     return IdleCreditThrottler
 

@@ -167,6 +167,9 @@ class BinanceSpotEmulator:
         self._unsubscribe_engine = self.engine.subscribe(self.ws.publish)
         # (method, path, HTTP status) of every request, for assertions and debugging.
         self.requests: list[tuple[str, str, int]] = []
+        self.on_request: Callable[[str, web.Request], None] | None = None
+        """Called with ``"METHOD /path"`` and the request as each REST request arrives,
+        before it is handled (benchmarks stamp arrivals, tests tell connections apart)."""
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -282,6 +285,8 @@ class BinanceSpotEmulator:
         self, endpoint: Endpoint, handler: Handler
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
+            if self.on_request is not None:
+                self.on_request(endpoint.key, request)
             raw_body = await request.text()
             params: dict[str, str] = dict(request.query)
             # Binance reads parameters from both the query string and the form body.

@@ -129,6 +129,11 @@ class ExchangeSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=120)
     """How long one REST call may take before ccxt gives up on it (ccxt ``timeout``).
     An order create that times out is looked up by its client id, never re-sent."""
+    keep_warm_s: float = Field(default=10.0, ge=0, lt=15)
+    """Ask the venue's server time (weight 1) through the connections orders and
+    cancels use once they have been idle this long, so the first order of an episode
+    does not wait for a new TCP + TLS connection (aiohttp closes idle ones after 15 s,
+    hence below 15). 0 = off."""
     urls_override: dict[str, str] = Field(default_factory=dict)
     """Repoint single ccxt API URLs, applied after sandbox selection: dotted paths into
     ccxt's ``urls["api"]`` (``public``, ``private``, ``ws.spot``, ``ws.ws-api.spot`` ...)

@@ -41,6 +41,7 @@ through as is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -264,6 +265,33 @@ class CcxtVenue:
 
     # ------------------------------------------------------------------ orders
 
+    async def keep_warm(self, period_s: float) -> None:
+        """Keep the connections orders and cancels leave on open, until cancelled.
+
+        aiohttp (under ccxt) closes a connection idle for 15 s, and a backstop waits
+        hours between episodes: its first order would then open a new connection, a
+        TCP and a TLS handshake (two or three round trips to the venue) before the
+        request itself. Every ``period_s`` of a ccxt object's idleness, the server time
+        (weight 1) is asked through it, which keeps its connection in the pool. Only
+        idle objects are asked: while orders flow, they keep the connection open
+        themselves. Errors are the next order's to meet; here they only skip a beat.
+        """
+        while True:
+            await asyncio.sleep(period_s / 4)
+            for exchange in self._senders():
+                idle_s = getattr(exchange.throttler, "idle_s", lambda: None)()
+                if idle_s is None or idle_s < period_s:
+                    continue
+                with contextlib.suppress(ccxt.BaseError, OSError):
+                    await exchange.fetch_time()
+
+    def _senders(self) -> list[Any]:
+        """The ccxt objects orders and cancels go through (one when they are the same)."""
+        senders = [self._ex]
+        if self._canceller is not self._ex:
+            senders.append(self._canceller)
+        return [e for e in senders if e.has.get("fetchTime")]
+
     async def create_order(
         self,
         symbol: str,
@@ -318,9 +346,7 @@ class CcxtVenue:
         """
         if self._ex.has.get("cancelAllOrders"):
             with self._retry_after_noted(self._canceller):
-                orders: list[Order] = await self._canceller.cancel_all_orders(
-                    symbol, params or {}
-                )
+                orders: list[Order] = await self._canceller.cancel_all_orders(symbol, params or {})
             return [self._incoming(_own_client_id(o)) for o in orders]
         canceled: list[Order] = []
         for order in await self.fetch_open_orders(symbol, params=params):
