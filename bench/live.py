@@ -24,9 +24,11 @@ copy into our book, the engine and the strategy, the order manager, ccxt's
 ``create_order`` (request building, HMAC signing, aiohttp) and the emulator's request
 handling. A ladder's later orders also wait for the bot's own order rate limit.
 
-Baseline (modelled, not run): the same path on a 1-second clock tick (Hummingbot's
-strategies act on ``Clock`` ticks of ``tick_size`` = 1 s): a uniform wait over the
-second, plus our measured time.
+Baselines: the same path on a 1-second clock tick (Hummingbot's strategies act on
+``Clock`` ticks of ``tick_size`` = 1 s), modelled: a uniform wait over the second, plus
+our measured time; and, run, the same drills with ``exchange.keep_warm_s = 0``: the
+order connection then is whatever aiohttp kept (it closes idle ones after 15 s), so the
+first order of an episode opens a new one.
 """
 
 from __future__ import annotations
@@ -140,9 +142,11 @@ class _Venue:
             raise SystemExit(f"bench.live: not within {within_s:g} s: {what}") from None
 
 
-def drill_config(emu: BinanceSpotEmulator, state: Path) -> dict[str, Any]:
+def drill_config(emu: BinanceSpotEmulator, state: Path, *, warm: bool) -> dict[str, Any]:
     config = rehearsal_config(emu, load_toml(REPO / "config" / "paper.toml"), state_dir=state)
     config["markets"][0]["baseline_window_s"] = BASELINE_WINDOW_S
+    if not warm:
+        config["exchange"]["keep_warm_s"] = 0
     config["logging"] = {"format": "json", "level": "info"}
     return config
 
@@ -161,7 +165,7 @@ async def _read_engaged(stderr: asyncio.StreamReader, lines: list[str]) -> int:
     raise SystemExit("bench.live: the daemon exited before engaging:\n" + "".join(lines[-30:]))
 
 
-async def drill(fracture_s: float, tmp: Path) -> Drill:
+async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
     spot = json.loads(EXCHANGE_INFO.read_text())["spot"]
     venue = _Venue()
     async with BinanceSpotEmulator(
@@ -175,7 +179,7 @@ async def drill(fracture_s: float, tmp: Path) -> Drill:
         feed = StressedFeed(replay, parse_stress_spec(f"fracture:start_s={fracture_s:g}"))
         market = asyncio.ensure_future(MarketDriver(emu.engine, feed).run())
         path = tmp / "live.toml"
-        path.write_text(toml_document(drill_config(emu, tmp / "state")))
+        path.write_text(toml_document(drill_config(emu, tmp / "state", warm=warm)))
         daemon: asyncio.subprocess.Process | None = None
         lines: list[str] = []
         try:
@@ -255,23 +259,28 @@ def fractures(n: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 drill (smoke run)")
-    parser.add_argument("--drills", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="1 drill, no baseline drills")
+    parser.add_argument("--drills", type=int, default=5, help="drills of each kind (5)")
     args = parser.parse_args(argv)
     n = 1 if args.quick else args.drills
     if n < 1:
         parser.error("--drills must be >= 1")
     results: list[Drill] = []
+    cold: list[Drill] = []
     t0 = time.perf_counter()
     for at in fractures(n):
         with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
             results.append(asyncio.run(drill(at, Path(tmp))))
+        if not args.quick:
+            with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
+                cold.append(asyncio.run(drill(at, Path(tmp), warm=False)))
     wall = time.perf_counter() - t0
     print(header("bench.live: tick to trade on loopback (bench/live.py)"))
     print(
-        f"{n} drill(s), {wall:.0f} s: backstop run (testnet mode, config/paper.toml) against "
-        f"the Binance emulator on 127.0.0.1, fracture at {results[0].fracture_s:g}.."
-        f"{results[-1].fracture_s:g} s of the recording; times on the emulator's side"
+        f"{n} drill(s) of each kind, {wall:.0f} s: backstop run (testnet mode, "
+        f"config/paper.toml) against the Binance emulator on 127.0.0.1, fracture at "
+        f"{results[0].fracture_s:g}..{results[-1].fracture_s:g} s of the recording; "
+        "times on the emulator's side"
     )
     print(f"{'measure':<52}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     first = [d.to_first_ns / 1e6 for d in results]
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     submitted = [(d.submitted_ns - d.received_ns) / 1e6 for d in results]
     arrived = [(d.arrived_ns - d.submitted_ns) / 1e6 for d in results]
     accepted = [(d.to_first_ns - d.arrived_ns) / 1e6 for d in results]
-    rows = (
+    rows: list[tuple[str, list[float]]] = [
         ("trigger message sent -> first order accepted", first),
         ("trigger message sent -> last order of that ladder", last),
         ("first order on a 1 s clock tick, modelled (baseline)", tick),
@@ -290,7 +299,18 @@ def main(argv: list[str] | None = None) -> int:
         ("  the bot's book -> first order handed to ccxt", submitted),
         ("  handed to ccxt -> the request reaches the venue", arrived),
         ("  the venue's HTTP handler -> order accepted", accepted),
-    )
+    ]
+    if cold:
+        rows += [
+            (
+                "first order, connections not kept warm (baseline)",
+                [d.to_first_ns / 1e6 for d in cold],
+            ),
+            (
+                "  of which: handed to ccxt -> request at the venue",
+                [(d.arrived_ns - d.submitted_ns) / 1e6 for d in cold],
+            ),
+        ]
     for label, values in rows:
         p50, p99, worst = percentiles(values)
         print(f"{label:<52}{p50:>10.2f}{p99:>10.2f}{worst:>10.2f}")
@@ -298,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     o50, o99, _ = percentiles(first)
     print(f"{'ratio (baseline / ours), first order':<52}{b50 / o50:>10.0f}{b99 / o99:>10.0f}")
     print(f"orders in the first ladder: {', '.join(str(d.orders) for d in results)}")
+    if cold:
+        c50 = percentiles([d.to_first_ns / 1e6 for d in cold])[0]
+        print(
+            f"keep-warm (exchange.keep_warm_s) vs aiohttp's 15 s keep-alive alone: first order "
+            f"p50 {o50:.2f} vs {c50:.2f} ms on loopback, where a new connection is one TCP "
+            "handshake; to a real venue it is TCP + TLS, two or three round trips"
+        )
     print(
         "of which: from the daemon's journal (its episode's start: the feed's stamp on the "
         "book it engaged on; its first order's 'submitted'); the websocket and ccxt.pro's "

@@ -171,3 +171,25 @@ def test_conflated_diffs_leave_the_book_as_the_diffs_one_by_one(bench: object) -
     assert merged.apply(event) is None
     for side in ("bid", "ask"):
         assert np.array_equal(one_by_one.top(50, side), merged.top(50, side))
+
+
+@pytest.mark.e2e
+def test_live_quick_times_a_real_daemon_against_the_emulator(
+    bench: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = bench("live")  # type: ignore[operator]
+
+    assert live.main(["--quick"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "bench.live: tick to trade on loopback (bench/live.py)"
+    head = next(i for i, line in enumerate(out) if line.startswith("measure "))
+    assert has_columns(out[head], ["measure", "p50 ms", "p99 ms", "max ms"])
+    first = out[head + 1]
+    assert first.startswith("trigger message sent -> first order accepted")
+    # A positive time, and the parts add up to it (they are differences of stamps).
+    total = float(first[52:].split()[0])
+    parts = [float(out[head + i][52:].split()[0]) for i in range(4, 8)]
+    assert total > 0
+    assert sum(parts) == pytest.approx(total, abs=0.02)
+    assert out[-2].startswith("orders in the first ladder: ")
