@@ -253,7 +253,10 @@ def _depth_bands(sample: DepthSample | None, update: Any) -> list[dict[str, Any]
             "ask_quote": float(sample.depth[1, i, 1]),
         }
         if i == 0 and update is not None:
-            row["baseline_quote"] = min(update.baseline)
+            # A side's baseline is None until an interval has been folded in (the
+            # first book just after the feed connects).
+            known = [b for b in update.baseline if b is not None]
+            row["baseline_quote"] = min(known) if known else None
         bands.append(row)
     return bands
 

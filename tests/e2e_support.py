@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,10 +20,13 @@ from typing import Any, Generic, TypeVar
 
 from daemon_process import Daemon
 
+from bot.clock import ManualClock
 from bot.control.client import ControlClient, ControlTarget
 from bot.exchange_sim import BinanceSpotEmulator, SimOrder, SimTrade
 from bot.exchange_sim.engine import Side
 from bot.exchange_sim.market import MarketDriver
+from bot.feeds.events import MarketEvent
+from bot.feeds.replay import ReplayFeed
 from bot.venues.matching import RestingOrder
 
 PREFIX = "bs1-"
@@ -42,6 +45,9 @@ class EmulatedTestnet(Generic[EmuT]):
     key: str
     secret: str
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    market: asyncio.Future[None] | None = None
+    """The recording's replay onto the venue (:func:`market_running`)."""
 
     def env(self, secret: str | None = None) -> dict[str, str]:
         return {
@@ -74,20 +80,86 @@ class EmulatedTestnet(Generic[EmuT]):
     def control(self) -> ControlClient:
         return ControlClient(ControlTarget.for_state_dir(self.state_dir))
 
+    async def market_stops(self) -> None:
+        """No more market events: the venue keeps its book as it is.
+
+        For a part of a test the market's motion is not about: a replay that fell
+        behind its schedule on a loaded machine hands the event loop over only every
+        few dozen events, and the venue's REST replies then take seconds.
+        """
+        if self.market is not None:
+            self.market.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.market
+
+    def release(self) -> None:
+        """A market held by :func:`market_running` moves on (at once if not held)."""
+        self.released.set()
+
+
+CALM_S = 24.0
+"""Data seconds of calm market a daemon watches, once a held market moves on, before a
+test's fracture begins: 8 s at 3x, above the 6 s its baseline needs to warm up
+(``baseline_window_s``, :func:`run_faster`), so the fracture is measured against it."""
+HOLD_SLACK_S = 1.0
+"""How much data past the hold point is still unpaced: the replay must not have pulled
+its first paced event (which anchors its pacing to the wall clock) while it stands
+still, or it would race through the time it stood to catch up."""
+
+
+def held_replay(paths: Sequence[Path], *, speed: float, held_at_s: float) -> ReplayFeed:
+    """The recording, unpaced up to just past ``held_at_s`` (see :func:`market_running`)."""
+    return ReplayFeed(paths, clock=ManualClock(), speed=speed, unpaced_s=held_at_s + HOLD_SLACK_S)
+
 
 @asynccontextmanager
-async def market_running(net: EmulatedTestnet[Any]) -> AsyncIterator[None]:
-    """The recording replayed onto the venue, which has a book before this yields."""
+async def market_running(
+    net: EmulatedTestnet[Any], *, replay: ReplayFeed | None = None, held_at_s: float = 0.0
+) -> AsyncIterator[None]:
+    """The recording replayed onto the venue, which has a book before this yields.
+
+    With ``replay`` (a :func:`held_replay`), the market stands still ``held_at_s`` into
+    the recording (at once, unpaced) until :meth:`EmulatedTestnet.release`: what the
+    daemon sees of the market then does not depend on how long it took to start (a
+    loaded machine takes several seconds, and a fracture that began meanwhile would be
+    half over, before its detector has a baseline). See :func:`watching`.
+    """
     unsubscribe = net.emu.engine.subscribe(lambda _event: net.changed.set())
-    market = asyncio.ensure_future(net.driver.run())
+    driver = net.driver
+    if replay is None:
+        net.release()
+
+    def reached(event: MarketEvent) -> bool:
+        assert replay is not None
+        first = replay.stats.first_ts_ns
+        return (
+            driver.stats.events["snapshot"] > 0
+            and first is not None
+            and event.ts_ns >= first + held_at_s * 1e9
+        )
+
+    async def play() -> None:
+        if replay is not None:
+            await driver.run_until(reached)
+            await net.released.wait()
+        await driver.run()
+
+    market = net.market = asyncio.ensure_future(play())
     try:
-        await net.driver.wait_applied(1)
+        await driver.wait_applied(1)
         yield
     finally:
         unsubscribe()
         market.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await market
+
+
+async def watching(net: EmulatedTestnet[Any], daemon: Daemon, *, within_s: float = 60.0) -> None:
+    """Once the daemon is ready and its book stream connected, a held market moves on."""
+    await daemon.wait_event("ready", within_s=within_s)
+    await daemon.wait_event("feed_status", state="connected", within_s=within_s)
+    net.release()
 
 
 def taker_hits(
@@ -173,7 +245,7 @@ async def books_agree(
     venue: Callable[[], Holdings],
     *,
     same: Callable[[Holdings, Holdings], bool] = operator.eq,
-    within_s: float = 10.0,
+    within_s: float = 30.0,
 ) -> None:
     """Until the inventory the daemon reports for ``symbol`` is the venue's account.
 

@@ -25,11 +25,10 @@ from daemon_process import Daemon
 from e2e_support import EmulatedTestnet, market_running, run_faster
 from futures_support import exchange_info
 
-from bot.clock import ManualClock, WallClock
+from bot.clock import WallClock
 from bot.exchange_sim.futures_server import COINM, BinanceFuturesEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
-from bot.feeds.replay import ReplayFeed
 from bot.feeds.stress import StressedFeed, parse_stress_spec
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +44,9 @@ RECORDINGS = [
 MARGIN = "0.3"
 """The futures wallet holds exactly the configured reserve (paper-coinm's 0.3 BTC)."""
 SPEED = 3.0
-FRACTURE = "fracture:start_s=20,hold_s=30,recover_s=30"
+HELD_AT_S = 0.0
+"""The market stands still at its first book until the daemon watches it."""
+FRACTURE = f"fracture:start_s={HELD_AT_S + e2e.CALM_S:g},hold_s=30,recover_s=30"
 FUNDING_INTERVAL_S = 4.0
 """The venue pays funding every 4 s of its clock (the config says the same, in hours)."""
 VENUE_FUNDING_RATE = "0.0002"
@@ -81,13 +82,13 @@ async def coinm_testnet(tmp_path: Path) -> AsyncIterator[CoinmTestnet]:
         # rather than be disconnected as a slow consumer (not what this test is about).
         ws_queue_size=16_384,
     ) as emu:
-        replay = ReplayFeed(RECORDINGS, clock=ManualClock(), speed=SPEED)
+        replay = e2e.held_replay(RECORDINGS, speed=SPEED, held_at_s=HELD_AT_S)
         driver = MarketDriver(emu.engine, StressedFeed(replay, parse_stress_spec(FRACTURE)))
         state_dir = tmp_path / "state"
         path = tmp_path / "testnet-coinm.toml"
         path.write_text(toml_document(coinm_config(emu, state_dir)))
         net = CoinmTestnet(emu, driver, path, state_dir, KEY, SECRET)
-        async with market_running(net):
+        async with market_running(net, replay=replay, held_at_s=HELD_AT_S):
             yield net
 
 
@@ -146,21 +147,21 @@ async def test_the_daemon_books_the_coinm_venues_funding_across_a_restart(
         pos = engine.positions[RAW]
         daemon = await net.daemon().start()
         try:
-            await daemon.wait_event("ready", within_s=30)
+            await e2e.watching(net, daemon)
             assert engine.margin_types[RAW] == "ISOLATED"
             assert pos.leverage == Decimal(5)
-            await daemon.wait_event("detector_transition", state="engaged", within_s=30)
+            await daemon.wait_event("detector_transition", state="engaged", within_s=60)
             lot = engine.rules[RAW].step_size
             # Until a position is open: the recording's own fills might just offset ours.
             while pos.contracts == 0:
                 await e2e.taker_fills(net, RAW, "BUY", lot)
             paid = len(engine.income)
             await net.until(
-                lambda: len(engine.income) > paid, within_s=10, what="funding on the position"
+                lambda: len(engine.income) > paid, within_s=30, what="funding on the position"
             )
             async with net.control() as control:
                 await control.kill("e2e: freeze the books")
-            await net.until(lambda: not net.ours_open(), within_s=5, what="flat at the venue")
+            await net.until(lambda: not net.ours_open(), within_s=30, what="flat at the venue")
             pause_funding(net, True)
             await books_agree(net)
             daemon.signal(signal.SIGTERM)
@@ -181,12 +182,15 @@ async def test_the_daemon_books_the_coinm_venues_funding_across_a_restart(
         pause_funding(net, False)
         if pos.contracts:
             await net.until(
-                lambda: len(engine.income) > booked, within_s=10, what="funding while down"
+                lambda: len(engine.income) > booked, within_s=30, what="funding while down"
             )
         pause_funding(net, True)
+        # What follows is about the books, not the market (funding is paid on the
+        # venue's events, and no more is due).
+        await net.market_stops()
         again = await net.daemon().start()
         try:
-            recovered = await again.wait_event("recovered", within_s=30)
+            recovered = await again.wait_event("recovered", within_s=60)
             await again.wait_event("ready", within_s=30)
             await books_agree(net)
             again.signal(signal.SIGTERM)

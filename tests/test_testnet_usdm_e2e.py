@@ -23,11 +23,10 @@ from daemon_process import Daemon
 from e2e_support import EmulatedTestnet, market_running, run_faster
 from futures_support import exchange_info
 
-from bot.clock import ManualClock, WallClock
+from bot.clock import WallClock
 from bot.exchange_sim.futures_server import BinanceFuturesEmulator
 from bot.exchange_sim.market import MarketDriver
 from bot.exchange_sim.rehearsal import load_toml, rehearsal_config, toml_document
-from bot.feeds.replay import ReplayFeed
 from bot.feeds.stress import StressedFeed, parse_stress_spec
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +43,9 @@ MIN_FILLS = 4
 LADDER = 6
 """paper-usdm.toml quotes 3 levels a side."""
 KILL_TO_FLAT_S = 2.0
-FRACTURE = "fracture:start_s=40,hold_s=30,recover_s=30"
+HELD_AT_S = 16.0
+"""The market stands still this far into the recording until the daemon watches it."""
+FRACTURE = f"fracture:start_s={HELD_AT_S + e2e.CALM_S:g},hold_s=30,recover_s=30"
 # The venue's funding rate is 0 (paper-usdm.toml configures 0.0001): the bot must take
 # the venue's at start, and a funding time inside a test (00:00, 08:00, 16:00 UTC) then
 # moves no wallet whatever mark each side takes for it.
@@ -80,13 +81,13 @@ async def futures_testnet(tmp_path: Path) -> AsyncIterator[FuturesTestnet]:
         balances={"USDT": MARGIN},
         funding_rate=VENUE_FUNDING_RATE,
     ) as emu:
-        replay = ReplayFeed([RECORDING], clock=ManualClock(), speed=SPEED)
+        replay = e2e.held_replay([RECORDING], speed=SPEED, held_at_s=HELD_AT_S)
         driver = MarketDriver(emu.engine, StressedFeed(replay, parse_stress_spec(FRACTURE)))
         state_dir = tmp_path / "state"
         path = tmp_path / "testnet-usdm.toml"
         path.write_text(toml_document(usdm_config(emu, state_dir)))
         net = FuturesTestnet(emu, driver, path, state_dir, KEY, SECRET)
-        async with market_running(net):
+        async with market_running(net, replay=replay, held_at_s=HELD_AT_S):
             yield net
 
 
@@ -136,18 +137,18 @@ async def test_the_daemon_backstops_a_perp_fracture_and_its_position_survives_a_
     async with futures_testnet(tmp_path) as net:
         daemon = await net.daemon().start()
         try:
-            await daemon.wait_event("ready", within_s=30)
+            await e2e.watching(net, daemon)
             # At start the bot set isolated margin and its leverage on the venue.
             assert net.emu.engine.margin_types[RAW] == "ISOLATED"
             assert net.emu.engine.positions[RAW].leverage == Decimal(5)
-            await daemon.wait_event("detector_transition", state="engaged", within_s=30)
-            await net.until(lambda: len(net.ours_open()) > 0, within_s=10, what="quotes rest")
+            await daemon.wait_event("detector_transition", state="engaged", within_s=60)
+            await net.until(lambda: len(net.ours_open()) > 0, within_s=30, what="quotes rest")
             # The first ladder's creates leave ccxt's throttle one per 200 ms (fapi order
             # cost 4 x 50 ms), and a cancel queues behind them: a kill before they are all
             # at the venue would time that queue, not the kill (as a recorded fill, which
             # came seconds later, never did).
             await net.until(
-                lambda: len(net.ours()) >= LADDER, within_s=10, what="the first ladder placed"
+                lambda: len(net.ours()) >= LADDER, within_s=30, what="the first ladder placed"
             )
             await taker_fills_until_a_position(net, MIN_FILLS)
             async with net.control() as control:
@@ -197,7 +198,7 @@ async def test_the_daemon_backstops_a_perp_fracture_and_its_position_survives_a_
         placed = len(net.ours())
         again = await net.daemon().start()
         try:
-            recovered = await again.wait_event("position_recovered", within_s=30)
+            recovered = await again.wait_event("position_recovered", within_s=60)
             await again.wait_event("ready", within_s=30)
             await books_agree(net)
             await net.driver.wait_applied(net.driver.stats.applied + 200)
