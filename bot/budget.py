@@ -373,9 +373,12 @@ class Budget:
         buy_pos_room = _INF if cap is None else cap - e.net_base - e.leaving_buy_base
         sell_pos_room = _INF if cap is None else cap + e.net_base - e.leaving_sell_base
 
-        order = sorted(
-            range(len(desired)),
-            key=lambda i: 0 if _reduces(desired[i], e.net_base) else 1,
+        net = e.net_base
+        # Flat (no quote reduces the position): the stable sort below keeps the order.
+        order: Sequence[int] = (
+            sorted(range(len(desired)), key=lambda i: 0 if _reduces(desired[i], net) else 1)
+            if net > 0 or net < 0
+            else range(len(desired))
         )
         kept: dict[int, Quote] = {}
         refused: list[BudgetNote] = []

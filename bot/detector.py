@@ -164,10 +164,9 @@ class FractureDetector:
         baseline = (self._base[0].value, self._base[1].value)
         ready = self.baseline_ready
 
-        # 2. Rules. Lists are only built when something holds (the rare case).
-        triggers = self._rules(now, depth, baseline, ready, spread)
-        fractured = bool(triggers)
-        trigger = triggers[0] if triggers else None  # built in RULE_ORDER
+        # 2. Rules: the first that holds (RULE_ORDER) is the trigger.
+        trigger = self._rules(now, depth, baseline, ready, spread)
+        fractured = trigger is not None
 
         # 3. Recovery evidence and the state machine.
         ratio = (
@@ -228,34 +227,38 @@ class FractureDetector:
         baseline: tuple[float | None, float | None],
         ready: bool,
         spread: float,
-    ) -> list[Trigger]:
+    ) -> Trigger | None:
+        """The first rule that holds, in RULE_ORDER (None: none does). Only the first is
+        read, so no other trigger is built; the drop rule still runs (it keeps state)."""
         cfg = self.config
-        out: list[Trigger] = []
+        first: Trigger | None = None
         floor = cfg.depth_floor_quote
         if floor > 0:
             for i in (0, 1):
                 if depth[i] < floor:
-                    out.append(
-                        Trigger(Rule.FLOOR, _SIDES[i], depth[i], floor, baseline[i], depth[i], now)
+                    first = Trigger(
+                        Rule.FLOOR, _SIDES[i], depth[i], floor, baseline[i], depth[i], now
                     )
+                    break
         frac = cfg.baseline_fraction
-        if frac is not None and ready:
+        if first is None and frac is not None and ready:
             for i in (0, 1):
                 base = baseline[i]
                 if base is not None and depth[i] < frac * base:
-                    out.append(
-                        Trigger(
-                            Rule.BASELINE, _SIDES[i], depth[i], frac * base, base, depth[i], now
-                        )
+                    first = Trigger(
+                        Rule.BASELINE, _SIDES[i], depth[i], frac * base, base, depth[i], now
                     )
+                    break
         if cfg.max_depth_drop_per_s > 0:
             self._drop.push(now, depth[0], depth[1])
             if ready:
-                out += self._drop_rule(now, depth, baseline)
+                dropped = self._drop_rule(now, depth, baseline)
+                if first is None and dropped:
+                    first = dropped[0]
         max_spread = cfg.max_spread_bps
-        if max_spread is not None and spread > max_spread:
-            out.append(Trigger(Rule.SPREAD, None, spread, max_spread, None, None, now))
-        return out
+        if first is None and max_spread is not None and spread > max_spread:
+            first = Trigger(Rule.SPREAD, None, spread, max_spread, None, None, now)
+        return first
 
     def _drop_rule(
         self, now: int, depth: tuple[float, float], baseline: tuple[float | None, float | None]

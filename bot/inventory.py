@@ -250,11 +250,13 @@ class Inventory(_FillLedger):
 
     @property
     def base(self) -> float:
-        return float(self._base)
+        f = self._fixed  # the floats of the last fill, once converted (see _floats)
+        return f.base if f is not None else float(self._base)
 
     @property
     def quote(self) -> float:
-        return float(self._quote)
+        f = self._fixed
+        return f.quote if f is not None else float(self._quote)
 
     @property
     def base_exact(self) -> Decimal:
@@ -266,7 +268,10 @@ class Inventory(_FillLedger):
 
     @property
     def net_base(self) -> float:
-        return float(self._base - self.start_base)
+        # Read several times per book update (view, budget, trader): the float of the
+        # last fill, once _floats() has converted it.
+        f = self._fixed
+        return f.net_base if f is not None else float(self._base - self.start_base)
 
     @property
     def avg_cost(self) -> float | None:

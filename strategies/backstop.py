@@ -57,11 +57,10 @@ from strategies.base import REDUCE_TAG, REPLENISH_TAG, Decision, MarketContext, 
 from strategies.ladder import (
     BPS,
     HeldLadders,
-    build_two_sided,
-    interleave,
     inventory_skew,
     microprice,
     min_distance_bps,
+    plan_two_sided,
     requote_headroom,
     share_room,
     side_limits,
@@ -168,34 +167,32 @@ class BackstopStrategy:
             want_bid, want_ask, room, floor * (1.0 - q), floor * (1.0 + q)
         )
 
-        sides = build_two_sided(
-            ctx.symbol,
-            best_bid=ctx.sample.best_bid,
-            best_ask=ctx.sample.best_ask,
-            fair=fair,
-            inner_bps=half,
-            spacing_bps=p.rung_spacing_bps,
-            levels=p.levels,
-            bid_quote=size_bid,
-            ask_quote=size_ask,
-            limits=use,
-            max_order_quote=budget.max_order_quote,
-            rules=rules,
-            bid_tag=BID_TAG,
-            ask_tag=ASK_TAG,
+        sides = plan_two_sided(
+            ctx.sample.best_bid,
+            ctx.sample.best_ask,
+            fair,
+            half,
+            p.rung_spacing_bps,
+            p.levels,
+            size_bid,
+            size_ask,
+            use,
+            budget.max_order_quote,
+            rules,
+            BID_TAG,
+            ASK_TAG,
         )
-        bids, asks, bid_max, ask_min = sides.bids, sides.asks, sides.bid_max, sides.ask_min
-        quotes = self._ladders.hold(
+        # The fresh ladder's quotes are built only if the resting one is not kept.
+        quotes = self._ladders.hold_rungs(
             ctx.symbol,
-            interleave(bids, asks),
+            sides,
             fair=fair,
-            bid_max=bid_max,
-            ask_min=ask_min,
             room=budget.quote_room,
             limits=hard,
             max_order_quote=budget.max_order_quote,
             rules=rules,
         )
+        bids, asks = sides.bids, sides.asks
         reason = (
             f"{update.state.value}: {len(bids)} bids {size_bid:.2f} / {len(asks)} asks "
             f"{size_ask:.2f} quote around {fair:.8g}, half-spread {half:.3g} bps, "

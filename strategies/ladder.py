@@ -5,9 +5,10 @@ Pure functions of their arguments; no rounding (the order manager rounds).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 from bot.book import OrderBook, Side
@@ -131,35 +132,128 @@ def build_ladder(
     the market's minimum notional, rungs are dropped from the outside until the rest
     are big enough (none if even one is not).
     """
+    return _side(
+        symbol,
+        side,
+        fair,
+        inner_bps,
+        spacing_bps,
+        levels,
+        total_quote,
+        max_order_quote,
+        rules,
+        limit_price,
+        tag,
+        max_base,
+    )
+
+
+def _side(
+    symbol: str,
+    side: Literal["buy", "sell"],
+    fair: float,
+    inner_bps: float,
+    spacing_bps: float,
+    levels: int,
+    total_quote: float,
+    max_order_quote: float,
+    rules: MarketRules,
+    limit_price: float | None,
+    tag: str,
+    max_base: float,
+) -> list[Quote]:
+    """:func:`build_ladder`, its arguments by position (it runs for both sides of every
+    reading of an episode; keyword binding costs more than the arithmetic)."""
+    return _plan(
+        side,
+        fair,
+        inner_bps,
+        spacing_bps,
+        levels,
+        total_quote,
+        max_order_quote,
+        rules,
+        limit_price,
+        tag,
+        max_base,
+    ).quotes(symbol)
+
+
+class Rungs:
+    """One side of a ladder before it is made of quotes: each rung's price, amount and
+    tag, innermost first. A held ladder is compared with these; quotes are built only
+    for a ladder that is sent."""
+
+    __slots__ = ("amounts", "prices", "side", "tags")
+
+    def __init__(
+        self,
+        side: Literal["buy", "sell"],
+        prices: list[float],
+        amounts: list[float],
+        tags: tuple[str, ...],
+    ) -> None:
+        self.side = side
+        self.prices = prices
+        self.amounts = amounts
+        self.tags = tags
+
+    def __len__(self) -> int:
+        return len(self.prices)
+
+    def quotes(self, symbol: str) -> list[Quote]:
+        side = self.side
+        return [
+            Quote(symbol, side, p, a, True, t)
+            for p, a, t in zip(self.prices, self.amounts, self.tags, strict=True)
+        ]
+
+
+def _plan(
+    side: Literal["buy", "sell"],
+    fair: float,
+    inner_bps: float,
+    spacing_bps: float,
+    levels: int,
+    total_quote: float,
+    max_order_quote: float,
+    rules: MarketRules,
+    limit_price: float | None,
+    tag: str,
+    max_base: float,
+) -> Rungs:
+    """The rungs :func:`build_ladder` makes its quotes of."""
     if levels <= 0 or not total_quote > 0 or not fair > 0 or not max_base > 0:
-        return []
-    sign = -1.0 if side == "buy" else 1.0
+        return Rungs(side, [], [], ())
+    buy = side == "buy"
+    sign = -1.0 if buy else 1.0
     prices: list[float] = []
     for i in range(levels):
         price = fair * (1.0 + sign * (inner_bps + i * spacing_bps) / BPS)
-        if limit_price is not None:
-            price = min(price, limit_price) if side == "buy" else max(price, limit_price)
+        # min()/max() of (price, limit_price), which return the limit only when strictly
+        # beyond the price.
+        if limit_price is not None and (limit_price < price if buy else limit_price > price):
+            price = limit_price
         if not price > 0:
             break
         prices.append(price)
+    needs = [rules.min_notional(p) for p in prices]
     for k in range(len(prices), 0, -1):
         per = min(total_quote / k, max_order_quote)
-        inverse = sum(1.0 / p for p in prices[:k])  # base per unit of notional per rung
+        inverse = sum([1.0 / p for p in prices[:k]])  # base per unit of notional per rung
         if per * inverse > max_base:
             per = max_base / inverse * (1.0 - 1e-12)
-        if per >= max(rules.min_notional(p) for p in prices[:k]):
-            return [
-                Quote(
-                    symbol,
-                    side,
-                    prices[i],
-                    rules.amount_for_notional(per, prices[i]),
-                    post_only=True,
-                    tag=f"{tag}{i}",
-                )
-                for i in range(k)
-            ]
-    return []
+        if per >= max(needs[:k]):
+            amount = rules.amount_for_notional
+            rungs = prices[:k]
+            return Rungs(side, rungs, [amount(per, p) for p in rungs], _rung_tags(tag, k))
+    return Rungs(side, [], [], ())
+
+
+@functools.lru_cache(maxsize=256)
+def _rung_tags(tag: str, levels: int) -> tuple[str, ...]:
+    """``tag0``, ``tag1``, ...: one rung's tag each."""
+    return tuple(f"{tag}{i}" for i in range(levels))
 
 
 def interleave(bids: list[Quote], asks: list[Quote]) -> tuple[Quote, ...]:
@@ -233,39 +327,97 @@ def hold_quotes(
     """
     if not previous or tolerance_bps <= 0 or len(previous) != len(fresh):
         return fresh
-    r = rules if rules is not None else MarketRules()
-    tolerance = tolerance_bps / BPS * fair
-    notional = {"buy": 0.0, "sell": 0.0}
-    amount = {"buy": 0.0, "sell": 0.0}
-    for old, new in zip(previous, fresh, strict=True):
-        same_rung = (old.symbol, old.side, old.tag, old.post_only) == (
-            new.symbol,
-            new.side,
-            new.tag,
-            new.post_only,
-        )
-        if not same_rung or abs(old.price - new.price) > tolerance:
-            return fresh
-        old_notional = r.notional(old.price, old.amount)
-        new_notional = r.notional(new.price, new.amount)
-        if abs(old_notional - new_notional) > size_tolerance * new_notional:
-            return fresh
-        if old_notional > max_order_quote:
-            return fresh
-        if old.side == "buy" and bid_max is not None and old.price > bid_max:
-            return fresh
-        if old.side == "sell" and ask_min is not None and old.price < ask_min:
-            return fresh
-        notional[old.side] += old_notional
-        amount[old.side] += r.base_amount(old.price, old.amount)
-    within = (
-        notional["buy"] + notional["sell"] <= room
-        and notional["buy"] <= limits.buy_quote
-        and notional["sell"] <= limits.sell_quote
-        and amount["buy"] <= limits.buy_base
-        and amount["sell"] <= limits.sell_base
+    rows = ((q.symbol, q.side, q.price, q.amount, q.tag, q.post_only) for q in fresh)
+    held = _holds(
+        previous,
+        rows,
+        fair=fair,
+        tolerance_bps=tolerance_bps,
+        size_tolerance=size_tolerance,
+        bid_max=bid_max,
+        ask_min=ask_min,
+        room=room,
+        limits=limits,
+        max_order_quote=max_order_quote,
+        rules=rules if rules is not None else MarketRules(),
     )
-    return previous if within else fresh
+    return previous if held else fresh
+
+
+Row = tuple[str, str, float, float, str, bool]
+"""A fresh rung as :func:`_holds` reads it: symbol, side, price, amount, tag, post-only."""
+
+
+def _holds(
+    previous: tuple[Quote, ...],
+    fresh: Iterable[Row],
+    *,
+    fair: float,
+    tolerance_bps: float,
+    size_tolerance: float,
+    bid_max: float | None,
+    ask_min: float | None,
+    room: float,
+    limits: SideLimits,
+    max_order_quote: float,
+    rules: MarketRules,
+) -> bool:
+    """The test of :func:`hold_quotes`, against as many fresh rungs as ``previous``."""
+    r = rules
+    tolerance = tolerance_bps / BPS * fair
+    # Spot (one base unit per amount): notional is amount x price and the base amount the
+    # amount itself, as MarketRules computes them (a x 1.0 is a); read inline, this runs
+    # on every reading of an episode.
+    unit = r.is_unit
+    buy_notional = sell_notional = buy_amount = sell_amount = 0.0
+    for old, (symbol, new_side, new_price, new_amount, tag, post_only) in zip(
+        previous, fresh, strict=True
+    ):
+        side = old.side
+        if side != new_side or old.tag != tag or old.symbol != symbol or old.post_only != post_only:
+            return False
+        price = old.price
+        if abs(price - new_price) > tolerance:
+            return False
+        if unit:
+            old_notional = old.amount * price
+            new_notional = new_amount * new_price
+            base = old.amount
+        else:
+            old_notional = r.notional(price, old.amount)
+            new_notional = r.notional(new_price, new_amount)
+            base = r.base_amount(price, old.amount)
+        if abs(old_notional - new_notional) > size_tolerance * new_notional:
+            return False
+        if old_notional > max_order_quote:
+            return False
+        if side == "buy":
+            if bid_max is not None and price > bid_max:
+                return False
+            buy_notional += old_notional
+            buy_amount += base
+        else:
+            if side == "sell" and ask_min is not None and price < ask_min:
+                return False
+            sell_notional += old_notional
+            sell_amount += base
+    return (
+        buy_notional + sell_notional <= room
+        and buy_notional <= limits.buy_quote
+        and sell_notional <= limits.sell_quote
+        and buy_amount <= limits.buy_base
+        and sell_amount <= limits.sell_base
+    )
+
+
+def _rows(symbol: str, bids: Rungs, asks: Rungs) -> Iterator[Row]:
+    """Both sides' rungs in :func:`interleave`'s order, as rows."""
+    nb, na = len(bids.prices), len(asks.prices)
+    for i in range(max(nb, na)):
+        if i < nb:
+            yield (symbol, bids.side, bids.prices[i], bids.amounts[i], bids.tags[i], True)
+        if i < na:
+            yield (symbol, asks.side, asks.prices[i], asks.amounts[i], asks.tags[i], True)
 
 
 class HeldLadders:
@@ -306,6 +458,43 @@ class HeldLadders:
         self._resting[symbol] = quotes
         return quotes
 
+    def hold_rungs(
+        self,
+        symbol: str,
+        fresh: TwoSidedRungs,
+        *,
+        fair: float,
+        room: float,
+        limits: SideLimits,
+        max_order_quote: float,
+        rules: MarketRules,
+    ) -> tuple[Quote, ...]:
+        """:meth:`hold` of ``interleave(bids, asks)`` of ``fresh``'s quotes, the same
+        answer, with the quotes built only when the resting ladder is not kept."""
+        previous = self._resting.get(symbol, ())
+        bids, asks = fresh.bids, fresh.asks
+        if not (
+            previous
+            and self._tolerance_bps > 0
+            and len(previous) == len(bids) + len(asks)
+            and _holds(
+                previous,
+                _rows(symbol, bids, asks),
+                fair=fair,
+                tolerance_bps=self._tolerance_bps,
+                size_tolerance=self._size_tolerance,
+                bid_max=fresh.bid_max,
+                ask_min=fresh.ask_min,
+                room=room,
+                limits=limits,
+                max_order_quote=max_order_quote,
+                rules=rules,
+            )
+        ):
+            previous = interleave(bids.quotes(symbol), asks.quotes(symbol))
+        self._resting[symbol] = previous
+        return previous
+
     def forget(self, symbol: str) -> None:
         self._resting.pop(symbol, None)
 
@@ -316,6 +505,16 @@ class TwoSided:
 
     bids: list[Quote]
     asks: list[Quote]
+    bid_max: float | None
+    ask_min: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TwoSidedRungs:
+    """:class:`TwoSided` before its quotes are built (see :meth:`HeldLadders.hold_rungs`)."""
+
+    bids: Rungs
+    asks: Rungs
     bid_max: float | None
     ask_min: float | None
 
@@ -338,21 +537,67 @@ def build_two_sided(
     ask_tag: str,
 ) -> TwoSided:
     """A ladder on each side around ``fair``, neither side able to cross the book."""
+    rungs = plan_two_sided(
+        best_bid,
+        best_ask,
+        fair,
+        inner_bps,
+        spacing_bps,
+        levels,
+        bid_quote,
+        ask_quote,
+        limits,
+        max_order_quote,
+        rules,
+        bid_tag,
+        ask_tag,
+    )
+    return TwoSided(
+        rungs.bids.quotes(symbol), rungs.asks.quotes(symbol), rungs.bid_max, rungs.ask_min
+    )
+
+
+def plan_two_sided(
+    best_bid: float | None,
+    best_ask: float | None,
+    fair: float,
+    inner_bps: float,
+    spacing_bps: float,
+    levels: int,
+    bid_quote: float,
+    ask_quote: float,
+    limits: SideLimits,
+    max_order_quote: float,
+    rules: MarketRules,
+    bid_tag: str,
+    ask_tag: str,
+) -> TwoSidedRungs:
+    """:func:`build_two_sided`'s rungs (its arguments by position)."""
     bid_max, ask_min = no_cross_limits(best_bid, best_ask, rules.price_tick)
-    ladder = partial(
-        build_ladder,
-        symbol,
-        fair=fair,
-        inner_bps=inner_bps,
-        spacing_bps=spacing_bps,
-        levels=levels,
-        max_order_quote=max_order_quote,
-        rules=rules,
+    bids = _plan(
+        "buy",
+        fair,
+        inner_bps,
+        spacing_bps,
+        levels,
+        bid_quote,
+        max_order_quote,
+        rules,
+        bid_max,
+        bid_tag,
+        limits.buy_base,
     )
-    bids = ladder(
-        "buy", total_quote=bid_quote, limit_price=bid_max, tag=bid_tag, max_base=limits.buy_base
+    asks = _plan(
+        "sell",
+        fair,
+        inner_bps,
+        spacing_bps,
+        levels,
+        ask_quote,
+        max_order_quote,
+        rules,
+        ask_min,
+        ask_tag,
+        limits.sell_base,
     )
-    asks = ladder(
-        "sell", total_quote=ask_quote, limit_price=ask_min, tag=ask_tag, max_base=limits.sell_base
-    )
-    return TwoSided(bids, asks, bid_max, ask_min)
+    return TwoSidedRungs(bids, asks, bid_max, ask_min)

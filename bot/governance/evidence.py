@@ -27,6 +27,7 @@ reading, 2.1-2.3 KB on disk with the row, its hashes and indexes
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,27 @@ def quote_row(q: Quote) -> list[Any]:
     return [q.side, q.price, q.amount, q.post_only, q.tag]
 
 
+def _same(a: tuple[Quote, ...], b: tuple[Quote, ...]) -> bool:
+    """The same quote objects, in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def field_values(obj: object, names: tuple[str, ...]) -> list[Any]:
-    return [_plain(getattr(obj, n)) for n in names]
+    if len(names) < 2:  # attrgetter of one name answers the value, not a tuple
+        return [_plain(getattr(obj, n)) for n in names]
+    get = _GETTERS.get(names)
+    if get is None:
+        get = _GETTERS[names] = operator.attrgetter(*names)
+    # Numbers and None, almost always: the Mapping check (an ABC's) only for the rest.
+    return [v if type(v) in _SCALARS else _plain(v) for v in get(obj)]
+
+
+_GETTERS: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] = {}
+"""Field names -> their getter: one call reads them all."""
+
+
+_SCALARS = frozenset({float, int, bool, str, type(None)})
+"""Types that are never a Mapping: :func:`_plain` leaves them as they are."""
 
 
 def _plain(value: Any) -> Any:
@@ -104,14 +124,28 @@ def context_extras(ctx: MarketContext | None) -> dict[str, Any]:
     if ctx is None:
         return {}
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(ctx):
-        if f.name in CONTEXT_FIELDS_JOURNALED_APART:
+    for name, default in _extra_fields(type(ctx)):
+        value = getattr(ctx, name)
+        if value == default:
             continue
-        value = getattr(ctx, f.name)
-        if value == f.default:
-            continue
-        out[f.name] = sorted(value) if isinstance(value, frozenset | set) else value
+        out[name] = sorted(value) if isinstance(value, frozenset | set) else value
     return out
+
+
+_EXTRA_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _extra_fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of the context fields :func:`context_extras` looks at, per class
+    (read once: dataclasses.fields builds its tuple on every call)."""
+    names = _EXTRA_FIELDS.get(cls)
+    if names is None:
+        names = _EXTRA_FIELDS[cls] = tuple(
+            (f.name, f.default)
+            for f in dataclasses.fields(cls)
+            if f.name not in CONTEXT_FIELDS_JOURNALED_APART
+        )
+    return names
 
 
 @dataclass(slots=True)
@@ -129,6 +163,9 @@ class _Market:
     dwell_ns: int | None = None
     """The engage dwell the next update runs on, when it is not the config's (the early
     warning's pre-arm shortens it): an input to the detector like the market data."""
+    dwell_of: Any = None
+    """The (frozen) detector config ``config_dwell_ns`` was read from."""
+    config_dwell_ns: int = 0
 
 
 class EvidenceLog:
@@ -181,7 +218,10 @@ class EvidenceLog:
         """Called before the detector takes a sample: keep a checkpoint while calm."""
         m = self._market(symbol)
         dwell = detector.machine.engage_dwell_ns
-        m.dwell_ns = None if dwell == round(detector.config.engage_dwell_s * NS_PER_S) else dwell
+        config = detector.config
+        if config is not m.dwell_of:  # the config's own dwell, read once per config
+            m.dwell_of, m.config_dwell_ns = config, round(config.engage_dwell_s * NS_PER_S)
+        m.dwell_ns = None if dwell == m.config_dwell_ns else dwell
         if m.window is not None:
             return
         if m.checkpoint is None or ts_ns - m.checkpoint_ts >= self._checkpoint_ns:
@@ -318,8 +358,10 @@ class EvidenceLog:
         s = r.sample
         t = r.update.transition
         quotes = [quote_row(q) for q in r.quotes]
-        fitted = [quote_row(q) for q in r.fitted]
-        allowed = [quote_row(q) for q in r.allowed]
+        # The usual case: the fit and the risk engine passed the very same quotes on, whose
+        # rows are then equal (and written once, below).
+        fitted = quotes if _same(r.fitted, r.quotes) else [quote_row(q) for q in r.fitted]
+        allowed = fitted if _same(r.allowed, r.fitted) else [quote_row(q) for q in r.allowed]
         payload: dict[str, Any] = {
             "symbol": r.symbol,
             "w": window,

@@ -55,6 +55,8 @@ from strategies.base import Quote
 KnownClientIds = Callable[[], Collection[str]]
 
 _CANCELABLE = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+_UNREAD: Any = object()
+"""``_prepare``'s market not read by the caller."""
 _MEMO_SIZE = 4096
 """Entries per rounding memo before it starts afresh (a ladder is a dozen quotes)."""
 
@@ -71,6 +73,56 @@ class SyncResult:
     busy: list[str] = field(default_factory=list)  # unwanted, but an action is in flight
     refused: list[tuple[Quote, str]] = field(default_factory=list)  # never sent: reason
     skipped: list[tuple[Quote, str]] = field(default_factory=list)  # not sent this time
+
+
+@dataclass(slots=True)
+class _Still:
+    """A sync that kept every open order and sent nothing, and all it read: the market
+    structure (the rounding memos' key), the desired quotes (immutable: compared by
+    identity, as a held ladder comes back) and each open order's matching fields (its
+    remaining amount as the amount and filled it is computed from)."""
+
+    market: Any
+    desired: tuple[Quote, ...]
+    orders: tuple[tuple[TrackedOrder, OrderState, str, float, float, float], ...]
+    kept: list[str]
+
+    @classmethod
+    def of(
+        cls,
+        market: Any,
+        desired: Sequence[Quote],
+        orders: Sequence[TrackedOrder],
+        kept: list[str],
+    ) -> _Still:
+        return cls(
+            market,
+            tuple(desired),
+            tuple((o, o.state, o.side, o.price, o.amount, o.filled) for o in orders),
+            list(kept),
+        )
+
+    def holds(self, market: Any, desired: Sequence[Quote], orders: Sequence[TrackedOrder]) -> bool:
+        """True when a sync of ``desired`` against ``orders`` reads exactly what this one
+        read (a diff is a function of these alone once nothing is left unmatched)."""
+        if market is not self.market or len(desired) != len(self.desired):
+            return False
+        if len(orders) != len(self.orders):
+            return False
+        for a, b in zip(desired, self.desired, strict=True):
+            if a is not b:
+                return False
+        for o, (was, state, side, price, amount, filled) in zip(orders, self.orders, strict=True):
+            if (
+                o is not was
+                or o.state is not state
+                or o.filled != filled
+                or o.amount != amount
+                or o.price != price
+                or o.side != side
+            ):
+                return False
+        return True
 
 
 @dataclass(slots=True)
@@ -128,6 +180,8 @@ class OrderManager:
         # Per symbol: the market structure and its fast quote preparation (None: the
         # venue's rounding is not known to be bot.venues.rules' own).
         self._fast: dict[str, tuple[Any, FastQuotes | None]] = {}
+        # Per symbol: the inputs of the last sync that kept every order and sent nothing.
+        self._still: dict[str, _Still] = {}
         hold_ns = round(self.config.would_take_hold_s * 1e9)
         self._fence = WouldTakeFence(hold_ns) if hold_ns > 0 else None
         if self._fence is not None:
@@ -183,10 +237,17 @@ class OrderManager:
         self._tracker.prune(self.is_busy)
         if not desired:
             self._warm_up(symbol)
+        # Read once for the whole set: nothing below reloads the venue's markets.
+        market = (getattr(self._venue, "markets", None) or {}).get(symbol)
+        still = self._still.get(symbol)
+        if still is not None and still.holds(market, desired, open_orders):
+            # Every input of the rounding and the diff is what it was at the last sync,
+            # which kept every order and sent nothing: so would this one.
+            return SyncResult(kept=list(still.kept))
         result = SyncResult()
         prepared: list[PreparedQuote] = []
         for quote in desired:
-            checked = self._prepare(quote, symbol)
+            checked = self._prepare(quote, symbol, market)
             if isinstance(checked, str):
                 result.refused.append((quote, checked))
                 self._log.info("quote_refused", symbol=symbol, quote=str(quote), reason=checked)
@@ -195,6 +256,10 @@ class OrderManager:
         diff = diff_quotes(prepared, open_orders, self._key, self.is_busy)
         result.kept = [o.client_id for o in diff.keep]
         result.busy = [o.client_id for o in diff.busy]
+        if desired and not (result.refused or diff.create or diff.cancel or diff.busy):
+            self._still[symbol] = _Still.of(market, desired, open_orders, result.kept)
+        else:
+            self._still.pop(symbol, None)
         for order in diff.cancel:
             if self.cancel(order.client_id, reason="REQUOTE") is None:
                 result.canceling.append(order.client_id)
@@ -423,11 +488,13 @@ class OrderManager:
 
     # ------------------------------------------------------------------ actions
 
-    def _prepare(self, quote: Quote, symbol: str) -> PreparedQuote | str:
+    def _prepare(
+        self, quote: Quote, symbol: str, market: Any = _UNREAD
+    ) -> PreparedQuote | str:
         if quote.symbol != symbol:
             return f"WRONG_SYMBOL: quote={quote.symbol} sync={symbol}"
-        markets = getattr(self._venue, "markets", None) or {}
-        market = markets.get(symbol)
+        if market is _UNREAD:
+            market = (getattr(self._venue, "markets", None) or {}).get(symbol)
         # A strategy re-asks for the same ladder on every reading of an episode: the
         # rounding and limit checks of an equal quote on the same market are reused.
         hit = self._prepared.get(quote)

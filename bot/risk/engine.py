@@ -107,6 +107,9 @@ _MARGIN_NS = 1_000_000
 Scope = str | None  # a market's symbol, or None for the whole account
 
 
+_INF = float("inf")
+
+
 def _n(x: float) -> str:
     return f"{x:.8g}"
 
@@ -343,16 +346,58 @@ class RiskEngine:
         """
         result = QuotesCheck()
         last = len(quotes) - 1
+        # The usual set: one market with no state-dependent denial possible (active, not
+        # paused, reducing or side-paused, default checks). There _check comes down to
+        # check_valid then check_after_valid; the state is read once per symbol and read
+        # again after any denial (a fat finger fires a guard, observers may act).
+        plain: str | None = None
+        config = self.config
+        own = False  # ctx is a with_sent copy of our own (QuoteContext.send may write it)
         for i, quote in enumerate(quotes):
-            denial = self._check(quote, ctx)
+            symbol = quote.symbol
+            if symbol != plain:
+                plain = symbol if self._plain(symbol) else None
+            if symbol == plain:
+                price, amount = quote.price, quote.amount
+                if (
+                    type(price) is float
+                    and type(amount) is float
+                    and 0.0 < price < _INF
+                    and 0.0 < amount < _INF
+                    and (quote.side == "buy" or quote.side == "sell")
+                ):
+                    denial = check_after_valid(quote, ctx, config)
+                else:
+                    denial = check_valid(quote, ctx, config) or check_after_valid(
+                        quote, ctx, config
+                    )
+                if denial is not None and denial.startswith("FAT_FINGER"):
+                    self._fire_momentary(Guard.FAT_FINGER, quote.symbol, denial, {})
+            else:
+                denial = self._check(quote, ctx)
             if denial is None:
                 result.allowed.append(quote)
                 if i < last:  # nothing reads the context after the last quote
-                    ctx = ctx.with_sent(quote)
+                    if own:
+                        ctx.send(quote)
+                    else:
+                        ctx, own = ctx.with_sent(quote), True
             else:
+                plain = None
                 self._deny(quote, denial)
                 result.denied.append((quote, denial))
         return result
+
+    def _plain(self, symbol: str) -> bool:
+        """True when no stateful check of :meth:`_check` can deny an order on ``symbol``
+        and its checks are the default ones (:func:`check_after_valid`)."""
+        return (
+            self._trading_state is TradingState.ACTIVE
+            and not self._pauses.get(symbol)
+            and not self._reducing.get(symbol)
+            and not self.paused_sides(symbol)
+            and symbol not in self._checks
+        )
 
     def use_checks(self, symbols: Iterable[str], checks: Sequence[Check]) -> None:
         """Check orders on ``symbols`` with ``checks`` instead of :data:`CHECKS`: markets
