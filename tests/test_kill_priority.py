@@ -85,7 +85,7 @@ async def venue_on(emu: BinanceFuturesEmulator, *, reader: bool) -> AsyncIterato
         await venue.close()
 
 
-def usdm_settings(state_dir: Path) -> Settings:
+def usdm_settings(state_dir: Path, **overrides: Any) -> Settings:
     """One USD-M perpetual, testnet credentials for the emulator."""
     return load_settings(
         None,
@@ -93,6 +93,7 @@ def usdm_settings(state_dir: Path) -> Settings:
             "state_dir": str(state_dir),
             "exchange": {"id": "binanceusdm"},
             "markets": [{"symbol": PERP, "reserve": {"quote": 10000.0}, "perp": {"leverage": 5}}],
+            **overrides,
         },
         env={"BACKSTOP_EXCHANGE__API_KEY": KEY, "BACKSTOP_EXCHANGE__SECRET": SECRET},
     )
@@ -277,5 +278,55 @@ async def test_a_kill_right_after_a_fresh_ladder_does_not_wait_for_its_creates(
     assert 1 <= len(sent) < len(ladder)  # the ones still queued never reached the venue
     withdrawn = [p for p in placed if isinstance(p, TrackedOrder) and "ABORTED_UNSENT" in p.reason]
     assert len(withdrawn) == len(ladder) - len(sent)
+    # Withdrawn on purpose: not a failed order action, nothing for the guards to count.
+    assert not [n for n in notices if isinstance(n, OrderActionFailed)]
+
+
+async def test_a_requote_withdraws_the_superseded_creates_still_queued(tmp_path: Path) -> None:
+    """The market moves while a fresh ladder's creates still queue in ccxt's limiter
+    (USD-M: ~200 ms apart). The next sync wants other prices: the superseded creates
+    that have not left are never sent (placed, they would rest at a price the market
+    has left until their cancel lands); the one already sent is cancelled once placed.
+    The new ladder then goes out, and nothing of the old one rests at the venue."""
+    # Two ladders within a second: more than the default order burst (10) lets out.
+    settings = usdm_settings(tmp_path, risk={"max_order_burst": 20})
+    journal = Journal(settings.journal_path, clock=WallClock())
+    async with emulator() as emu, venue_on(emu, reader=True) as venue:
+        trader, _killswitch = start_trader(settings, venue.markets, venue, journal)
+        manager = trader.manager
+        notices: list[object] = []
+        manager.subscribe(notices.append)
+        changed = asyncio.Event()
+        manager.subscribe(lambda _n: changed.set())
+
+        async def until(predicate: Callable[[], bool]) -> None:
+            async def wait() -> None:
+                while not predicate():
+                    changed.clear()
+                    await changed.wait()
+
+            await asyncio.wait_for(wait(), timeout=10)
+
+        old = [Quote(PERP, "buy", 50_000.0 - 10 * i, 0.002, tag=f"b{i}") for i in range(6)]
+        first = manager.sync_quotes(PERP, old)
+        assert len(first.creating) == len(old)
+        old_ids = set(first.creating)
+        await until(lambda: any(manager.get(c).state is S.OPEN for c in old_ids))  # type: ignore[union-attr]
+        new = [Quote(PERP, "buy", 49_500.0 - 10 * i, 0.002, tag=f"b{i}") for i in range(6)]
+        manager.sync_quotes(PERP, new)
+        # Every old order ends: withdrawn unsent, or placed and then cancelled.
+        await until(lambda: all(manager.get(c).is_finished for c in old_ids))  # type: ignore[union-attr]
+        withdrawn = {c for c in old_ids if "ABORTED_UNSENT" in manager.get(c).reason}  # type: ignore[union-attr]
+        reached = {o.client_order_id for o in emu.engine.orders.values()} & old_ids
+        # The strategy asks again on its next reading: the new ladder goes out in full.
+        result = manager.sync_quotes(PERP, new)
+        assert not result.skipped, result.skipped
+        await until(lambda: all(manager.get(c).state is S.OPEN for c in result.creating))  # type: ignore[union-attr]
+        resting = sorted(float(o["price"]) for o in await venue.fetch_open_orders(PERP))
+        await manager.aclose()
+    await journal.aclose()
+    assert 1 <= len(withdrawn) < len(old)  # the first was through; most were still queued
+    assert withdrawn == old_ids - reached  # withdrawn: exactly the ones the venue never saw
+    assert resting == sorted(q.price for q in new)
     # Withdrawn on purpose: not a failed order action, nothing for the guards to count.
     assert not [n for n in notices if isinstance(n, OrderActionFailed)]

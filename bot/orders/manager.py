@@ -166,6 +166,9 @@ class OrderManager:
         self._venue_actions = OrderActions(
             venue, calls=self._calls, tracker=self._tracker, config=self.config
         )
+        # Stops a create still queued in the venue's rate limiter (CcxtVenue): it then
+        # fails as never sent. None where creates are never queued (paper).
+        self._withdraw: Callable[[str], bool] | None = getattr(venue, "withdraw_create", None)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation: defaultdict[str, int] = defaultdict(int)
@@ -263,9 +266,16 @@ class OrderManager:
         for order in diff.cancel:
             if self.cancel(order.client_id, reason="REQUOTE") is None:
                 result.canceling.append(order.client_id)
+        withdraw = self._withdraw if diff.busy else None
         for order in diff.busy:
             if order.state is OrderState.PENDING_CANCEL:
                 continue
+            if withdraw is not None and order.state is OrderState.PENDING_NEW:
+                # Superseded before it left the venue's rate limiter (USD-M lets creates
+                # out ~200 ms apart): never send it. Placed at a price the market has
+                # left, it could be picked off before its cancel lands, and it would
+                # spend the create's and the cancel's weight for nothing.
+                withdraw(order.client_id)
             # Unwanted but busy (create in flight, unknown): cancel once it is idle.
             self._cancel_when_idle.add(order.client_id)
             if order.state is OrderState.UNKNOWN and not self.is_busy(order):
@@ -358,7 +368,7 @@ class OrderManager:
         """
         self._generation[symbol] += 1
         touched: list[str] = []
-        withdraw: Callable[[str], bool] | None = getattr(self._venue, "withdraw_create", None)
+        withdraw = self._withdraw
         for order in self.open_orders(symbol):
             touched.append(order.client_id)
             if self.is_busy(order):
