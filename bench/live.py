@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         "of which: from the daemon's journal (its episode's start: the feed's stamp on the "
         "book it engaged on; its first order's 'submitted'); the websocket and ccxt.pro's "
         "handler are in the first part, the engine in the second, ccxt's create_order "
-        "(rate limiter, signing, aiohttp) and loopback HTTP in the third, the emulator's "
+        "(rate limiter, signing, aiohttp), loopback HTTP and the emulator process getting "
+        "to the request (it replays the market meanwhile) in the third, the emulator's "
         "request handling in the last"
     )
     return 0
