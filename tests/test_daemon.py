@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,7 +27,7 @@ from bot.control.api import CommandConflict
 from bot.control.client import ControlClient, ControlTarget
 from bot.control.metrics import Metrics
 from bot.control.server import ControlServer
-from bot.daemon import Daemon, MetricsListener
+from bot.daemon import Daemon, MetricsListener, _depth_bands
 from bot.feeds.events import Trade
 from bot.feeds.stress import parse_stress_spec
 from bot.killswitch import KillState
@@ -149,9 +151,20 @@ def test_sigterm_while_quoting_cancels_everything_before_exit(tmp_path: Path) ->
     exe = Path(sys.executable).parent / "backstop"
     proc = subprocess.Popen(
         [
-            str(exe), "run", "--config", str(PAPER), "--stress", EARLY_FRACTURE,
-            "--speed", "20", "--state-dir", str(tmp_path), "--log-format", "json",
-            "--summary-json", str(summary_path),
+            str(exe),
+            "run",
+            "--config",
+            str(PAPER),
+            "--stress",
+            EARLY_FRACTURE,
+            "--speed",
+            "20",
+            "--state-dir",
+            str(tmp_path),
+            "--log-format",
+            "json",
+            "--summary-json",
+            str(summary_path),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -233,3 +246,28 @@ async def test_a_fill_in_flight_is_not_a_balance_mismatch_when_confirmed(tmp_pat
     assert calls == 2
     assert run.killswitch.state is KillState.ARMED
     assert run.trader.risk.guard_status()["balance_mismatch"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("baseline", "shown"), [((None, None), None), ((None, 7.0), 7.0), ((9.0, 7.0), 7.0)]
+)
+def test_status_depth_shows_the_smaller_known_baseline(
+    baseline: tuple[float | None, float | None], shown: float | None
+) -> None:
+    # The first book after the feed connects has no baseline on either side yet:
+    # 'backstop status' answered 'internal error' there (min() of two None).
+    depth = np.ones((2, 2, 2))
+    sample = DepthSample(
+        ts_ns=1,
+        best_bid=99.0,
+        best_ask=101.0,
+        mid=100.0,
+        spread_bps=200.0,
+        bands_bps=(10.0, 50.0),
+        depth=depth,
+        buy_slippage_bps=None,
+        sell_slippage_bps=None,
+    )
+    rows = _depth_bands(sample, SimpleNamespace(baseline=baseline))
+    assert rows[0]["baseline_quote"] == shown
+    assert "baseline_quote" not in rows[1]  # the fracture rules watch the first band only
