@@ -132,38 +132,6 @@ def build_ladder(
     the market's minimum notional, rungs are dropped from the outside until the rest
     are big enough (none if even one is not).
     """
-    return _side(
-        symbol,
-        side,
-        fair,
-        inner_bps,
-        spacing_bps,
-        levels,
-        total_quote,
-        max_order_quote,
-        rules,
-        limit_price,
-        tag,
-        max_base,
-    )
-
-
-def _side(
-    symbol: str,
-    side: Literal["buy", "sell"],
-    fair: float,
-    inner_bps: float,
-    spacing_bps: float,
-    levels: int,
-    total_quote: float,
-    max_order_quote: float,
-    rules: MarketRules,
-    limit_price: float | None,
-    tag: str,
-    max_base: float,
-) -> list[Quote]:
-    """:func:`build_ladder`, its arguments by position (it runs for both sides of every
-    reading of an episode; keyword binding costs more than the arithmetic)."""
     return _plan(
         side,
         fair,
