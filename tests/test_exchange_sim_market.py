@@ -25,7 +25,7 @@ from bot.exchange_sim.events import (
     PublicTrade,
     VenueEvent,
 )
-from bot.exchange_sim.market import MarketDriver
+from bot.exchange_sim.market import YIELD_AFTER_S, YIELD_EVERY, MarketDriver
 from bot.exchanges import make_exchange
 from bot.feeds.events import BookDelta, BookSnapshot, FeedStatus, MarketEvent, Trade
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
@@ -494,3 +494,37 @@ async def test_ccxt_trades_on_the_replayed_market(emulator: BinanceSpotEmulator)
         await ex.close()
     assert filled["filled"] > 0
     assert {(t["price"], t["takerOrMaker"]) for t in trades} == {(best_bid, "maker")}
+
+
+async def test_a_replay_behind_schedule_still_lets_the_venue_serve_requests(
+    spot_entry: dict[str, Any],
+) -> None:
+    """An unpaced replay (as one behind its schedule is) hands events out without
+    awaiting; the driver gives the event loop a turn every YIELD_EVERY events, or sooner
+    once YIELD_AFTER_S went by, so the venue's requests are served between slow events.
+    Here each event takes 1 ms of the driver's clock (a loaded machine)."""
+    ticks = itertools.count()
+    slow = YIELD_AFTER_S / 2  # two events per turn at most
+
+    def monotonic() -> float:
+        return next(ticks) * slow
+
+    clock = ManualClock()
+    driver = MarketDriver(make_engine(spot_entry, clock), replay(clock, 30.0), monotonic=monotonic)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def venue_requests() -> None:
+        # Another task on the loop (the venue's HTTP server): note where the market was
+        # each time it got a turn.
+        while not done.is_set():
+            seen.append(driver.stats.applied)
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(venue_requests())
+    await driver.run()
+    done.set()
+    await other
+    gaps = [b - a for a, b in itertools.pairwise(seen) if b > a]
+    assert driver.stats.applied > 10 * YIELD_EVERY
+    assert max(gaps) <= 3  # a turn every couple of slow events, not every 64

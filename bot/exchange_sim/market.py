@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,11 @@ from bot.exchange_sim.engine import SpotEngine
 from bot.feeds.events import BookDelta, BookSnapshot, FeedStatus, MarketEvent, Trade
 
 YIELD_EVERY = 64
-"""Events applied between two turns given to the event loop's other tasks."""
+"""Events applied between two turns given to the event loop's other tasks..."""
+YIELD_AFTER_S = 0.002
+"""...or less, once this much time went by since the last turn: on a loaded machine 64
+events can take tens of milliseconds, and the venue's requests (a restarting bot's
+recovery: a dozen in a row) would wait that long for each step."""
 
 _KIND: dict[type, str] = {
     BookSnapshot: "snapshot",
@@ -69,9 +74,12 @@ class MarketDriver:
     Others await progress with :meth:`wait_applied` and :meth:`wait_exhausted`.
     """
 
-    def __init__(self, engine: SpotEngine, feed: Feed) -> None:
+    def __init__(
+        self, engine: SpotEngine, feed: Feed, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.engine = engine
         self.feed = feed
+        self._monotonic = monotonic
         self.stats = DriverStats()
         self._events: AsyncIterator[MarketEvent] | None = None
         self._busy = False
@@ -131,13 +139,16 @@ class MarketDriver:
 
     async def run(self) -> None:
         """Apply every remaining event, paced by the feed, until it ends."""
+        clock = self._monotonic
         with self._driving() as events:
+            turn = clock()
             async for event in events:
                 self.apply(event)
-                if self.stats.applied % YIELD_EVERY == 0:
+                if self.stats.applied % YIELD_EVERY == 0 or clock() - turn >= YIELD_AFTER_S:
                     # A replay behind its schedule (a loaded machine) hands out events
                     # without awaiting: the venue's requests and sockets must still run.
                     await asyncio.sleep(0)
+                    turn = clock()
             self._finish()
 
     # ----- waiting ----------------------------------------------------------------
