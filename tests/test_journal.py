@@ -105,10 +105,12 @@ def test_an_empty_file_is_migrated_to_the_current_schema_once(path: Path) -> Non
     assert [r[0] for r in rows(path, "SELECT version FROM schema_version ORDER BY version")] == [
         1,
         2,
+        3,
     ]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     views = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type = 'view'")}
     assert {"orders", "fills", "episodes", "guard_events", "kills", "balances"} <= views
+    assert {"funding_payments", "option_episodes"} <= views
 
     again = Journal(path)
     assert (again.schema_before, again.schema_version) == (SCHEMA_VERSION, SCHEMA_VERSION)
@@ -138,7 +140,7 @@ async def test_a_v1_journal_is_upgraded_with_its_chain_intact_and_extended(path:
     assert "symbol" not in {r[1] for r in rows(path, "PRAGMA table_info(records)")}
 
     j = Journal(path)
-    assert (j.schema_before, j.schema_version) == (1, 2)
+    assert (j.schema_before, j.schema_version) == (1, SCHEMA_VERSION)
     j.append("fill", fill(3))
     await j.flush()
     j.close()
@@ -155,7 +157,72 @@ async def test_a_v1_journal_is_upgraded_with_its_chain_intact_and_extended(path:
         "3",
     ]
     report = verify(path)
-    assert (report.ok, report.checked, report.schema_version) == (True, 5, 2)  # + close
+    assert (report.ok, report.checked, report.schema_version) == (True, 5, SCHEMA_VERSION)
+
+
+async def test_a_v2_journal_gains_views_over_its_funding_and_option_episodes(path: Path) -> None:
+    """v3 adds views for the record kinds journaled since v2; records written under v2
+    show in them, and so do later ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=2) == (0, 2)
+    conn.close()
+    j = Journal(path)  # v2 -> v3
+    assert (j.schema_before, j.schema_version) == (2, SCHEMA_VERSION)
+    funding = {
+        "symbol": "BTC/USDT:USDT",
+        "id": "7001",
+        "amount": "-0.25",
+        "currency": "USDT",
+        "time_ms": 1_700_000_000_000,
+        "source": "venue",
+    }
+    episode = {
+        "symbol": "BTC-27DEC24-60000-C",
+        "start_ms": 1_700_000_000_000,
+        "end_ms": None,
+        "quotes": 4,
+        "refused": 1,
+        "fills": 2,
+        "filled_contracts": 0.2,
+        "min_bid_vega": None,
+        "min_ask_vega": 3.5,
+        "baseline_vega": [10.0, None],
+        "peak_abs_net_delta": 0.4,
+        "peak_abs_vega": 12.5,
+        "peak_abs_gamma": 0.001,
+        "underlying": "BTC/USDT:USDT",
+        "synthetic": True,
+        "caps": {"max_abs_delta": 1.0},
+    }
+    j.append("funding", funding)
+    j.append("option_episode", episode)
+    await j.flush()
+    j.close()
+    assert rows(
+        path, "SELECT symbol, payment_id, amount, currency, time_ms, source FROM funding_payments"
+    ) == [("BTC/USDT:USDT", "7001", "-0.25", "USDT", 1_700_000_000_000, "venue")]
+    assert rows(
+        path,
+        "SELECT symbol, underlying, start_ms, end_ms, quotes, refused, fills, filled_contracts,"
+        " peak_abs_net_delta, peak_abs_vega, peak_abs_gamma, synthetic FROM option_episodes",
+    ) == [
+        (
+            "BTC-27DEC24-60000-C",
+            "BTC/USDT:USDT",
+            1_700_000_000_000,
+            None,
+            4,
+            1,
+            2,
+            0.2,
+            0.4,
+            12.5,
+            0.001,
+            1,  # SQLite's JSON true
+        )
+    ]
+    assert verify(path).ok
 
 
 def test_a_failed_migration_leaves_the_previous_version_intact(path: Path) -> None:

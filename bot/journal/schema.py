@@ -9,6 +9,7 @@ this code is refused rather than written to.
 - v1: ``records`` (the hash-chained log: id, ts_ns, kind, payload, prev_hash, hash).
 - v2: indexed copies of payload fields (``symbol``, ``client_id``, ``ref``), backfilled
   from the payloads; at most one fill per (client_id, trade id); per-kind views.
+- v3: views over the kinds added since (``funding_payments``, ``option_episodes``).
 
 The hash covers id, ts_ns, kind and payload only (see :mod:`bot.journal.chain`), so a
 migration may add derived columns without touching the chain; verification checks
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from bot.errors import OperationalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class JournalSchemaError(OperationalError):
@@ -110,6 +111,32 @@ _VIEWS: dict[str, tuple[str, Sequence[str]]] = {
 }
 
 
+# Views added in v3, for the record kinds journaled since v2 (as _VIEWS).
+_VIEWS_V3: dict[str, tuple[str, Sequence[str]]] = {
+    "funding": (
+        "funding_payments",
+        ("symbol", "id AS payment_id", "amount", "currency", "time_ms", "source"),
+    ),
+    "option_episode": (
+        "option_episodes",
+        (
+            "symbol",
+            "underlying",
+            "start_ms",
+            "end_ms",
+            "quotes",
+            "refused",
+            "fills",
+            "filled_contracts",
+            "peak_abs_net_delta",
+            "peak_abs_vega",
+            "peak_abs_gamma",
+            "synthetic",
+        ),
+    ),
+}
+
+
 def _view_sql(kind: str, name: str, columns: Sequence[str]) -> str:
     selects = []
     for column in columns:
@@ -153,9 +180,15 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn.execute(_view_sql(kind, name, columns))
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    for kind, (name, columns) in _VIEWS_V3.items():
+        conn.execute(_view_sql(kind, name, columns))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "hash-chained records log", _v1),
     Migration(2, "indexed symbol/client_id/ref, one fill per trade id, per-kind views", _v2),
+    Migration(3, "funding_payments and option_episodes views", _v3),
 )
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 
