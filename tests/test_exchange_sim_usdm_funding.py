@@ -213,3 +213,39 @@ async def test_paper_inventories_keep_paying_funding_themselves(settings: Settin
     inv.venue_funding = True
     inv.mark(2 * HOUR_NS + 1, 60000.0)
     assert inv.funding_payments == 1  # the venue's payments only, from now on
+
+
+async def test_the_funding_guard_follows_the_venues_rate(settings: Settings) -> None:
+    """The rate the funding guard judges is read at start, then again with each income
+    read that is due (after a funding time, every 15 minutes): not only once a run."""
+    hour = (time.time_ns() // HOUR_NS + 1) * HOUR_NS
+    clock = ShiftedClock(hour + 10 * MINUTE_NS)
+    async with emulator(clock) as emu:
+        session = Session(settings, emu, clock, key=KEY, secret=SECRET)
+        session.funding = VenueFunding(session.journal, log=null_logger(), clock=clock)
+        await session.start()
+        at_start = session.inventory.funding_rate
+        assert at_start == emu.engine.funding_rate
+
+        def rate_reads() -> int:
+            return sum(1 for _m, path, _s in emu.requests if path == "/fapi/v1/premiumIndex")
+
+        async def balance_check(_venue: object) -> None:
+            pass
+
+        check = session.funding.then(balance_check)
+        emu.engine.funding_rate = Decimal("0.004")  # the venue's rate moves
+        before = rate_reads()
+        await check(session.venue)  # nothing due: no read, the guard keeps the old rate
+        assert (rate_reads(), session.inventory.funding_rate) == (before, at_start)
+
+        clock.jump_to(hour + HOUR_NS + MINUTE_NS)  # a minute after a funding time
+        emu.engine.seed_book(RAW, bids=[("60000", "5")], asks=[("60000.2", "5")])
+        session.follow_venue_clock()
+        await check(session.venue)
+        assert rate_reads() == before + 1
+        assert session.inventory.funding_rate == Decimal("0.004")
+        position = session.inventory.mark(clock.now_ns(), 60000.1, None)
+        assert position is not None
+        assert position.funding_rate == 0.004  # what the funding guard reads
+        await session.crash()
