@@ -266,7 +266,7 @@ class OrderManager:
         for order in diff.cancel:
             if self.cancel(order.client_id, reason="REQUOTE") is None:
                 result.canceling.append(order.client_id)
-        withdraw = self._withdraw if diff.busy else None
+        withdraw = self._withdraw
         for order in diff.busy:
             if order.state is OrderState.PENDING_CANCEL:
                 continue
