@@ -252,29 +252,16 @@ class EpisodeTracker:
         ``committed_quote`` defaults to ``inventory.committed_quote``.
         """
         committed = inventory.committed_quote if committed_quote is None else committed_quote
-        t = update.transition
         ep = self.current
-        if ep is None and update.active:
-            ep = self.current = Episode(
-                id=f"{self.symbol}@{update.ts_ns}",
-                symbol=self.symbol,
-                start_ts_ns=update.ts_ns,
-                trigger=update.episode_trigger or update.trigger,
-                inventory_before=inventory,
-                depth_before=update.depth,
-                baseline_before=update.baseline,
-            )
         if ep is None:
+            if not update.active:
+                return None
+            ep = self.current = self.opening(update, inventory, committed)
             return None
-        if t is not None and Cause.RELAPSED in t.causes:
-            ep.relapses += 1
-        for i in (0, 1):
-            ep.depth_min[i] = min(ep.depth_min[i], update.depth[i])
-        ep.max_spread_bps = max(ep.max_spread_bps, update.spread_bps)
-        ep.min_health = min(ep.min_health, update.health)
-        ep.max_committed_quote = max(ep.max_committed_quote, committed)
+        self._fold(ep, update, committed)
         if update.active:
             return None
+        t = update.transition
         ep.end_ts_ns = update.ts_ns
         ep.recovery = t.recovery if t is not None else None
         ep.inventory_after = inventory
@@ -282,6 +269,37 @@ class EpisodeTracker:
         self.finished.append(ep)
         self.current = None
         return ep
+
+    def opening(
+        self, update: DetectorUpdate, inventory: InventoryView, committed_quote: float
+    ) -> Episode:
+        """The episode ``update`` (an engaging one) opens, as it stands after that reading.
+
+        A function of its arguments only, which nothing changes afterwards: the journal
+        builds the episode's start record with it once the trigger's orders have left.
+        """
+        ep = Episode(
+            id=f"{self.symbol}@{update.ts_ns}",
+            symbol=self.symbol,
+            start_ts_ns=update.ts_ns,
+            trigger=update.episode_trigger or update.trigger,
+            inventory_before=inventory,
+            depth_before=update.depth,
+            baseline_before=update.baseline,
+        )
+        self._fold(ep, update, committed_quote)
+        return ep
+
+    @staticmethod
+    def _fold(ep: Episode, update: DetectorUpdate, committed: float) -> None:
+        t = update.transition
+        if t is not None and Cause.RELAPSED in t.causes:
+            ep.relapses += 1
+        for i in (0, 1):
+            ep.depth_min[i] = min(ep.depth_min[i], update.depth[i])
+        ep.max_spread_bps = max(ep.max_spread_bps, update.spread_bps)
+        ep.min_health = min(ep.min_health, update.health)
+        ep.max_committed_quote = max(ep.max_committed_quote, committed)
 
     # ------------------------------------------------------------------ orders
 

@@ -179,9 +179,12 @@ class Trader:
         had_episode = desk.episodes.current is not None
         ended = desk.episodes.on_update(update, view, committed_quote=committed)
         if self.journal is not None:
-            started = desk.episodes.current
-            if started is not None and not had_episode:
-                self.journal.record_episode(started.to_dict())
+            if not had_episode and desk.episodes.current is not None:
+                # Usually a trigger: its record is built once the orders have left.
+                tracker = desk.episodes
+                self.journal.record_episode_start(
+                    lambda: tracker.opening(update, view, committed).to_dict(), update.ts_ns
+                )
             if ended is not None:
                 self.journal.record_episode(ended.to_dict())
         if self.recorder is not None:

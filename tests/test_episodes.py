@@ -190,3 +190,46 @@ def test_fills_before_any_episode_are_unattributed_and_an_open_episode_is_report
     assert open_ep["marked_pnl"] is None
     tracker.on_fill(fill("sell", 100.0, 0.1, symbol="ETH/USDT"))  # another market: ignored
     assert tracker.episodes[0].fills == 0
+
+
+def test_the_start_record_built_later_is_the_episode_as_it_opened() -> None:
+    """The journal builds an episode's start record after the trigger's orders have left
+    (``EpisodeTracker.opening``); by then quotes were placed and may have filled. The
+    record must still be the episode as the engaging reading left it."""
+    inv = Inventory(SYMBOL, 2.0, 120_000.0)
+    tracker = EpisodeTracker(SYMBOL)
+    mid = 60_000.0
+    view = inv.view(mid)
+    update = detector_update(
+        ENGAGED,
+        ts_ns=3 * NS,
+        transition=transition(ARMING, ENGAGED, 3 * NS, Cause.ENGAGE_DWELL),
+        episode_trigger=TRIGGER,
+        depth=(300_000.0, 400_000.0),
+        baseline=(2_500_000.0, 3_000_000.0),
+        spread_bps=42.0,
+        health=0.2,
+    )
+    assert tracker.on_update(update, view, committed_quote=1_500.0) is None
+    ep = tracker.current
+    assert ep is not None
+    at_open = json.loads(json.dumps(ep.to_dict()))
+
+    tracker.on_notice(placed("q1"), tag="backstop:bid:0")
+    buy = fill("buy", 59_990.0, 0.01, trade_id="1", fee=0.00001, fee_currency="BTC")
+    inv.apply(buy)
+    tracker.on_notice(buy, tag="backstop:bid:0", mid=mid)
+    tracker.on_update(
+        detector_update(ENGAGED, ts_ns=4 * NS, depth=(100_000.0, 500_000.0), health=0.1),
+        inv.view(mid),
+        committed_quote=3_000.0,
+    )
+    assert ep.to_dict() != at_open  # the live episode moved on
+
+    later = tracker.opening(update, view, 1_500.0).to_dict()
+    assert json.loads(json.dumps(later)) == at_open
+    assert later["depth"]["min"] == [300_000.0, 400_000.0]
+    assert later["max_spread_bps"] == 42.0
+    assert later["min_health"] == 0.2
+    assert later["max_committed_quote"] == 1_500.0
+    assert later["quotes_placed"] == 0

@@ -444,6 +444,11 @@ class Journal:
         ts = end if isinstance(end, int) else start if isinstance(start, int) else None
         self._put(rk.EPISODE, episode, ts_ns=ts)
 
+    def record_episode_start(self, build: PayloadBuilder, ts_ns: int) -> None:
+        """:meth:`record_episode` for an episode's start, its ``to_dict()`` made by
+        ``build`` (see :meth:`append_deferred`: at release when the journal is held)."""
+        self.append_deferred(rk.EPISODE, build, ts_ns=ts_ns)
+
     def record_risk_event(self, event: RiskEvent) -> None:
         self._put(rk.risk_kind(event), rk.risk_payload(event), ts_ns=event.ts_ns)
 
