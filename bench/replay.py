@@ -68,6 +68,8 @@ from bench.reaction import FIRST_START_S, Probe, collect, instrument
 from bot.feeds.replay import BUNDLED_SAMPLE, bundled_sample_paths
 
 SPEED = 10.0
+SHARDS = 2
+"""Processes the sharded run splits the markets over: one per core here."""
 _CHUNK = 1 << 18
 
 
@@ -223,9 +225,11 @@ def market_symbol(i: int) -> tuple[str, str]:
     return f"X{i:02d}/USDT", f"X{i:02d}USDT"
 
 
-def write_copies(n: int, seconds: float, out: Path) -> list[Path]:
-    """``n`` renamed, time-shifted copies of the first ``seconds`` of the recording
-    (uncompressed), one file per market."""
+def write_copies(
+    n: int, seconds: float, out: Path, copies: Sequence[int] | None = None
+) -> list[Path]:
+    """Renamed, time-shifted copies ``copies`` (default: all) of ``n``, of the first
+    ``seconds`` of the recording (uncompressed), one file per market."""
     shift = int(100_000_000 / n)  # 100 ms (one depth interval) spread over the copies
     src: list[bytes] = []
     end_ns: int | None = None
@@ -239,7 +243,7 @@ def write_copies(n: int, seconds: float, out: Path) -> list[Path]:
                 break
             src.append(line)
     paths = []
-    for i in range(n):
+    for i in range(n) if copies is None else copies:
         _, raw = market_symbol(i)
         up, low = raw.encode(), raw.lower().encode()
         path = out / f"{raw.lower()}.txt"
@@ -269,17 +273,28 @@ def cloned_markets(n: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _markets_once(n: int, seconds: float, conflate: bool = False) -> dict[str, Any]:
+async def _markets_once(
+    n: int, seconds: float, conflate: bool = False, shard: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """``n`` markets in this process; ``shard`` (k, of): this process is the k-th of
+    ``of`` sharing the copies of n x of markets (every of-th copy). Once set up it says
+    ``ready`` on stdout and starts replaying at the ``time.time()`` read from stdin, so
+    that the shards' timelines start together (:func:`measure_shards`)."""
     import bot.app
     from bot.feeds.stress import parse_stress_spec
     from bot.settings import load_settings
 
     with tempfile.TemporaryDirectory(prefix="bench-markets-") as tmp:
-        files = write_copies(n, seconds, Path(tmp))
+        if shard is None:
+            files = write_copies(n, seconds, Path(tmp))
+        else:
+            k, of = shard
+            files = write_copies(n * of, seconds, Path(tmp), range(k, n * of, of))
         base = load_settings(REPO / "config" / "paper.toml", env={})
         market = base.markets[0].model_dump(mode="json")
         risk = base.risk
-        markets = [dict(market, symbol=market_symbol(i)[0]) for i in range(n)]
+        copies = range(n) if shard is None else range(shard[0], n * shard[1], shard[1])
+        markets = [dict(market, symbol=market_symbol(i)[0]) for i in copies]
         settings = paper_settings(
             Path(tmp),
             markets=markets,
@@ -293,7 +308,7 @@ async def _markets_once(n: int, seconds: float, conflate: bool = False) -> dict[
                 ),
             },
         )
-        clones = cloned_markets(n)
+        clones = cloned_markets(n if shard is None else n * shard[1])
         with mock.patch.object(bot.app, "offline_markets", return_value=clones):
             spec = parse_stress_spec(f"fracture:start_s={FIRST_START_S:g}")
             run = await bot.app.assemble(settings, log=devnull_logger(settings), stress=spec)
@@ -301,6 +316,10 @@ async def _markets_once(n: int, seconds: float, conflate: bool = False) -> dict[
             # The replay runs unpaced and the probe paces: parse time stays measurable.
             instrument(run, probe, speed=SPEED, conflate=conflate)
             _freeze()
+            if shard is not None:
+                print("ready", flush=True)
+                start_at = float(sys.stdin.readline())
+                await asyncio.sleep(max(0.0, start_at - time.time()))
             t0 = time.perf_counter()
             try:
                 await run.execute()
@@ -340,12 +359,60 @@ def measure(args: Sequence[str], *, in_process: bool) -> dict[str, Any]:
     return result
 
 
+def measure_shards(n: int, seconds: float, shards: int) -> dict[str, Any]:
+    """``n`` markets conflated as the live feed does, split over ``shards`` processes
+    replaying at the same time (one daemon per group of markets, as a fleet runs them);
+    their figures merged."""
+    per = n // shards
+    cmd = [sys.executable, "-m", "bench.replay", "--child", "markets", str(per), str(seconds)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "conflate", "shard", str(k), str(shards)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    for p in procs:  # set up (imports, copies, assembly): then start together
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            _, err = p.communicate()
+            raise SystemExit(f"shard failed to start:\n{err[-4000:]}")
+    start_at = time.time() + 0.2
+    outs = []
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at}\n")
+        p.stdin.flush()
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"shard failed:\n{err[-4000:]}")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    merged = dict(outs[0], markets=per * shards, shards=shards)
+    for key in ("decision_ns", "trigger_ns", "trigger_all_ns"):
+        merged[key] = [v for o in outs for v in o[key]]
+    for key in ("messages", "triggers"):
+        merged[key] = sum(o[key] for o in outs)
+    for key in ("wall", "late_p99_ns", "late_max_ns", "rss_mb"):
+        merged[key] = max(o[key] for o in outs)
+    return merged
+
+
 def _workload(args: Sequence[str]) -> dict[str, Any]:
     kind, *rest = args
     imports_mb = _rss_mb()
     if kind == "markets":
-        conflate = len(rest) > 2 and rest[2] == "conflate"
-        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1]), conflate))
+        # markets N SECONDS [conflate] [shard K OF]
+        conflate = "conflate" in rest
+        shard: tuple[int, int] | None = None
+        if "shard" in rest:
+            at = rest.index("shard")
+            shard = (int(rest[at + 1]), int(rest[at + 2]))
+        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1]), conflate, shard))
     else:
         out = _reps(kind, int(rest[0]), None if rest[1] == "all" else float(rest[1]))
     out["imports_rss_mb"] = imports_mb
@@ -439,13 +506,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(quick: the replayed data ends before the fracture: no trigger rows)")
     many = measure(["markets", str(n_markets), str(part2_s)], in_process=inproc)
     merged = measure(["markets", str(n_markets), str(part2_s), "conflate"], in_process=inproc)
+    sharded = measure_shards(n_markets, part2_s, SHARDS)
     one = measure(["markets", "1", str(part2_s)], in_process=inproc)
     print(row((*MARKET_COLS, "1 market p99", "ratio p99"), (*MARKET_W, 13, 10)))
+    per = n_markets // SHARDS
     for title, run in (
-        ("every depth message handed to the engine", many),
-        ("depth messages conflated as the live feed does", merged),
+        (f"{n_markets} markets, every depth message handed to the engine", many),
+        (f"{n_markets} markets, depth messages conflated as the live feed does", merged),
+        (
+            f"{per * SHARDS} markets in {SHARDS} processes of {per} at once (one per core), "
+            "conflated",
+            sharded,
+        ),
     ):
-        print(f"{n_markets} markets, {title}:")
+        print(f"{title}:")
         for label, key in (
             ("book message -> strategy decision", "decision_ns"),
             ("trigger -> first quote order handed to venue", "trigger_ns"),
@@ -470,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, r in (
         (f"{n_markets} markets", many),
         (f"{n_markets} markets conflated", merged),
+        (f"{per * SHARDS} markets in {SHARDS} processes, conflated", sharded),
         ("1 market", one),
     ):
         needed = r["messages"] / (r["data_s"] / SPEED)
