@@ -273,9 +273,14 @@ class BudgetView:
         return max(0.0, limit)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MarketContext:
-    """Everything a strategy may look at for one decision on one market."""
+    """Everything a strategy may look at for one decision on one market.
+
+    Read only. Not frozen: one is built for every reading that reaches ``decide`` (a
+    trigger's among them), and a frozen constructor costs several times as much; nothing
+    assigns to a context once built, and it hashes as the frozen one did.
+    """
 
     symbol: str
     ts_ns: int
@@ -297,9 +302,12 @@ class MarketContext:
 DecisionMode = Literal["idle", "backstop", "replenish", "market-make"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
-    """The full desired set of resting quotes for the market (empty = none) and why."""
+    """The full desired set of resting quotes for the market (empty = none) and why.
+
+    Read only; not frozen for the same reason as :class:`MarketContext`.
+    """
 
     quotes: tuple[Quote, ...] = ()
     reason: str = ""
