@@ -53,10 +53,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench._common import devnull_logger, header, paper_settings, percentiles, row
-from bot.app import Run, assemble
-from bot.clock import NS_PER_SECOND
+from bot.app import Run, assemble, replay_symbol_map
+from bot.clock import NS_PER_SECOND, ManualClock
 from bot.feeds.events import BookDelta, BookSnapshot, MarketEvent, levels
-from bot.feeds.stress import StressedFeed, parse_stress_spec
+from bot.feeds.replay import ReplayFeed, bundled_sample_paths
+from bot.feeds.stress import StressedFeed, StressSpec, parse_stress_spec
+from bot.settings import Settings
 
 TICK_NS = NS_PER_SECOND
 FIRST_START_S = 65.0
@@ -148,6 +150,44 @@ class _TimedMonitor:
         return getattr(self._inner, name)
 
 
+async def preload(settings: Settings, spec: StressSpec) -> list[tuple[MarketEvent, int]]:
+    """Every event the replay ``settings`` describe yields through the ``spec`` overlay,
+    read now, each with the read + parse time of its message (the overlay's own work
+    not included). A replay of its own, on a clock of its own: the run it is for is
+    left untouched.
+
+    For :func:`instrument`'s ``preloaded``: a run handing many markets' events over
+    from memory spends its CPU on the bot alone. Read live, the overlay's rewriting of
+    the recording (as much CPU as the bot itself at 50 markets) competed with the bot
+    for the processor and the GIL, which a live bot's market does not.
+    """
+    replay = ReplayFeed(
+        list(settings.feed.replay_files) or bundled_sample_paths(),
+        clock=ManualClock(),
+        speed=0,
+        duration_s=settings.feed.duration_s,
+        symbol_map=replay_symbol_map(settings),
+    )
+    inner = replay.events
+    parses: deque[int] = deque()
+    clock = time.perf_counter_ns
+
+    async def timed() -> AsyncIterator[MarketEvent]:
+        it = inner().__aiter__()
+        while True:
+            t0 = clock()
+            try:
+                event = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            parses.append(clock() - t0)
+            yield event
+
+    setattr(replay, "events", timed)  # noqa: B010 - instance attribute on purpose
+    # The scaling overlays emit exactly one event per event read.
+    return [(event, parses.popleft()) async for event in StressedFeed(replay, spec).events()]
+
+
 def instrument(
     run: Run,
     probe: Probe,
@@ -155,6 +195,7 @@ def instrument(
     speed: float = 0.0,
     conflate: bool = False,
     pace_from_s: float = 0.0,
+    preloaded: Sequence[tuple[MarketEvent, int]] | None = None,
 ) -> None:
     """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched).
 
@@ -172,6 +213,10 @@ def instrument(
     engine asks for its next event are merged into one (last size per price wins);
     trades and other events are still handed over one by one, in order. A merged event
     is charged the wait of its *oldest* diff and the parse time of all of them.
+
+    ``preloaded`` (from :func:`preload`) hands those events over instead of reading the
+    replay: reading each one keeps the processor busy for its measured read + parse
+    time, as a live feed's parsing would; the overlay's work is gone altogether.
     """
     stressed = run.feed
     if not isinstance(stressed, StressedFeed):
@@ -194,6 +239,19 @@ def instrument(
             yield event
 
     outer_events: Callable[[], AsyncIterator[MarketEvent]] = stressed.events
+    if preloaded is not None:
+        events, data_clock = preloaded, replay.clock
+
+        async def from_memory() -> AsyncIterator[MarketEvent]:
+            for event, parse in events:
+                t0 = clock()
+                while clock() - t0 < parse:  # the parse a live feed would do, on the CPU
+                    pass
+                parse_times.append((t0, parse))
+                data_clock.set(event.ts_ns)  # as the replay does before each event
+                yield event
+
+        outer_events = from_memory
 
     async def stamped() -> AsyncIterator[MarketEvent]:
         wall0 = data0 = 0

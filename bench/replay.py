@@ -64,7 +64,7 @@ from typing import Any
 from unittest import mock
 
 from bench._common import REPO, devnull_logger, header, paper_settings, percentiles, row
-from bench.reaction import FIRST_START_S, Probe, collect, instrument
+from bench.reaction import FIRST_START_S, Probe, collect, instrument, preload
 from bot.feeds.replay import BUNDLED_SAMPLE, bundled_sample_paths
 
 SPEED = 10.0
@@ -313,8 +313,10 @@ async def _markets_once(
             spec = parse_stress_spec(f"fracture:start_s={FIRST_START_S:g}")
             run = await bot.app.assemble(settings, log=devnull_logger(settings), stress=spec)
             probe = Probe()
-            # The replay runs unpaced and the probe paces: parse time stays measurable.
-            instrument(run, probe, speed=SPEED, conflate=conflate)
+            # Read and rewritten by the overlay first: handed over from memory, paced by
+            # the probe, each costing its measured parse time.
+            events = await preload(settings, spec)
+            instrument(run, probe, speed=SPEED, conflate=conflate, preloaded=events)
             _freeze()
             if shard is not None:
                 print("ready", flush=True)

@@ -357,6 +357,11 @@ class ReplayFeed:
             formats=[r.format.value for r in self.recordings],
         )
 
+    @property
+    def clock(self) -> ManualClock:
+        """The clock this replay sets to each event's time before handing it over."""
+        return self._clock
+
     async def events(self) -> AsyncIterator[MarketEvent]:
         """The replay. One pass per feed: a second call raises ``RuntimeError``."""
         if self._started:
