@@ -43,6 +43,14 @@ arrived while the bot was busy conflated into one, as the live feed does (it cop
 ccxt.pro's synced book whenever ``watch_order_book`` resolves, so a busy bot sees the
 latest book, not each diff; :func:`bench.reaction.instrument`). A conflated update is
 charged from its oldest message's arrival and with the parse time of all of them.
+The conflated run is repeated with the markets split over two processes of N/2 (every
+other copy each), started together, as a fleet of daemons would run them: the
+"markets in parallel" option, on this machine's two cores.
+
+The events are read and rewritten by the overlay before each run
+(:func:`bench.reaction.preload`) and handed over from memory, each keeping the
+processor busy for its measured read + parse time: the overlay's own work, as much CPU
+as the bot's at 50 markets, does not compete with the bot as it did when read live.
 """
 
 from __future__ import annotations
