@@ -295,7 +295,8 @@ class OrderManager:
                 ]
                 if walled:
                     result.skipped += [
-                        (p.quote, f"WOULD_TAKE: side={side} price={p.price:g}") for p in walled
+                        (p.quote, f"WOULD_TAKE: side={side} price={p.price:g}")
+                        for p in walled
                     ]
                     creates = [p for p in creates if p not in walled]
                     if not creates:
@@ -521,7 +522,9 @@ class OrderManager:
 
     # ------------------------------------------------------------------ actions
 
-    def _prepare(self, quote: Quote, symbol: str, market: Any = _UNREAD) -> PreparedQuote | str:
+    def _prepare(
+        self, quote: Quote, symbol: str, market: Any = _UNREAD
+    ) -> PreparedQuote | str:
         if quote.symbol != symbol:
             return f"WRONG_SYMBOL: quote={quote.symbol} sync={symbol}"
         if market is _UNREAD:
@@ -567,7 +570,9 @@ class OrderManager:
         if market is None or self._warm.get(symbol) is market:
             return
         self._warm[symbol] = market
-        warm_market(symbol, market, self._venue.amount_to_precision, self._venue.price_to_precision)
+        warm_market(
+            symbol, market, self._venue.amount_to_precision, self._venue.price_to_precision
+        )
         self._fast[symbol] = (market, self._fast_quotes(symbol, market))
 
     def _key(self, order: TrackedOrder) -> QuoteKey | None:
