@@ -150,6 +150,22 @@ class _TimedMonitor:
         return getattr(self._inner, name)
 
 
+async def _timed(
+    events: Callable[[], AsyncIterator[MarketEvent]], took: Callable[[int, int], None]
+) -> AsyncIterator[MarketEvent]:
+    """``events()``, calling ``took(start, ns)`` with the time each event took to come."""
+    it = events().__aiter__()
+    clock = time.perf_counter_ns
+    while True:
+        t0 = clock()
+        try:
+            event = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        took(t0, clock() - t0)
+        yield event
+
+
 async def preload(settings: Settings, spec: StressSpec) -> list[tuple[MarketEvent, int]]:
     """Every event the replay ``settings`` describe yields through the ``spec`` overlay,
     read now, each with the read + parse time of its message (the overlay's own work
@@ -170,20 +186,7 @@ async def preload(settings: Settings, spec: StressSpec) -> list[tuple[MarketEven
     )
     inner = replay.events
     parses: deque[int] = deque()
-    clock = time.perf_counter_ns
-
-    async def timed() -> AsyncIterator[MarketEvent]:
-        it = inner().__aiter__()
-        while True:
-            t0 = clock()
-            try:
-                event = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            parses.append(clock() - t0)
-            yield event
-
-    setattr(replay, "events", timed)  # noqa: B010 - instance attribute on purpose
+    setattr(replay, "events", lambda: _timed(inner, lambda _, took: parses.append(took)))  # noqa: B010
     # No collections while the list grows: their pauses (100-200 ms each at 50
     # markets) would land in some message's parse time, and the run would spend them.
     gc.disable()
@@ -234,16 +237,8 @@ def instrument(
 
     inner_events: Callable[[], AsyncIterator[MarketEvent]] = replay.events
 
-    async def timed_replay() -> AsyncIterator[MarketEvent]:
-        it = inner_events().__aiter__()
-        while True:
-            t0 = clock()
-            try:
-                event = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            parse_times.append((t0, clock() - t0))
-            yield event
+    def timed_replay() -> AsyncIterator[MarketEvent]:
+        return _timed(inner_events, lambda t0, took: parse_times.append((t0, took)))
 
     outer_events: Callable[[], AsyncIterator[MarketEvent]] = stressed.events
     if preloaded is not None:
