@@ -151,3 +151,51 @@ def test_open_orders_by_symbol_match_a_scan_of_all_orders() -> None:
             assert tracker.open_orders(symbol) == scan
     assert any(o.is_finished for o in orders)
     assert tracker.open_orders()
+
+
+def test_prune_forgets_exactly_the_expired_idle_finished_orders() -> None:
+    """Pruning skips its scan until the earliest moment a finished order can expire; it
+    must still forget every expired, idle finished order on the first prune after that
+    moment, and nothing else, whatever happens in between."""
+    rng = random.Random(11)
+    clock = ManualClock(start_ns=10**18)
+    config = OrderManagerConfig()
+    retention = int(config.finished_retention_s * 1e9)
+    tracker = OrderTracker(
+        ids=ClientIdFactory("bs", clock=clock, rng=rng),
+        clock=clock,
+        log=null_logger(),
+        config=config,
+    )
+    orders: list[TrackedOrder] = []
+    busy: set[str] = set()
+    pruned = 0
+    for i in range(3_000):
+        step = rng.random()
+        if step < 0.3 or not orders:
+            order = _order(f"bs-{i}", rng.choice(["A/USDT", "B/USDT"]))
+            tracker.add(order)
+            orders.append(order)
+        elif step < 0.6:
+            order = rng.choice(orders)
+            if not order.is_finished and tracker.get(order.client_id) is not None:
+                event = rng.choice([OrderEvent.REJECTED, OrderEvent.ACCEPTED, OrderEvent.FILL])
+                tracker.transition(order, event)
+        elif step < 0.7:
+            busy = {o.client_id for o in orders if rng.random() < 0.1}
+        elif step < 0.85:
+            clock.advance(int(retention * rng.choice([0.01, 0.2, 0.5, 1.0])) + rng.choice([0, 1]))
+        else:
+            before = {o.client_id: o for o in tracker.all()}
+            is_busy = frozenset(busy).__contains__
+            tracker.prune(lambda o, busy_now=is_busy: busy_now(o.client_id))
+            after = {o.client_id for o in tracker.all()}
+            horizon = clock.now_ns() - retention
+            expired = {
+                cid
+                for cid, o in before.items()
+                if o.is_finished and o.updated_ns < horizon and cid not in busy
+            }
+            assert set(before) - after == expired
+            pruned += len(expired)
+    assert pruned > 100  # the run did forget orders, at many different moments

@@ -240,6 +240,11 @@ class OrderManager:
         self._tracker.prune(self.is_busy)
         if not desired:
             self._warm_up(symbol)
+            if not open_orders:
+                # Nothing asked and nothing of ours on the market (most calm readings):
+                # the diff of two empty sets is empty, there is nothing to send.
+                self._still.pop(symbol, None)
+                return SyncResult()
         # Read once for the whole set: nothing below reloads the venue's markets.
         market = (getattr(self._venue, "markets", None) or {}).get(symbol)
         still = self._still.get(symbol)

@@ -43,6 +43,9 @@ class OrderTracker:
         # read on every reading of it, and with many markets scanning all was the cost.
         self._by_symbol: dict[str, dict[str, TrackedOrder]] = {}
         self._by_exchange_id: dict[str, str] = {}
+        # No finished order can be forgotten before this time (see prune): every sync
+        # prunes, and scanning every order of every market each time was the cost.
+        self._prune_due_ns: int | None = None
         self._unmatched_trades: OrderedDict[str, list[TradeUpdate]] = OrderedDict()
         self._observers: list[Observer] = []
         # What _emit iterates: rebuilt on (un)subscribe, not copied on every notice.
@@ -319,13 +322,31 @@ class OrderTracker:
                 self._log.exception("order_observer_failed", notice=type(notice).__name__)
 
     def prune(self, is_busy: Callable[[TrackedOrder], bool]) -> None:
-        """Forget finished orders once late updates for them are no longer expected."""
-        horizon = self._clock.now_ns() - int(self._config.finished_retention_s * NS_PER_SECOND)
-        for cid in [
-            cid
-            for cid, o in self._orders.items()
-            if o.is_finished and o.updated_ns < horizon and not is_busy(o)
-        ]:
+        """Forget finished orders once late updates for them are no longer expected.
+
+        An order is forgotten once ``now > updated_ns + retention`` and it is not busy.
+        Nothing is scanned before the earliest moment that can be true of any order: for
+        those seen finished, their own moment; for any finishing later (stamped by this
+        clock, so at the last scan's time or after), that time plus the retention. (A
+        wall clock stepping back delays a forget by the step at most.)
+        """
+        now = self._clock.now_ns()
+        due = self._prune_due_ns
+        if due is not None and now <= due:
+            return
+        retention = int(self._config.finished_retention_s * NS_PER_SECOND)
+        horizon = now - retention
+        next_due = now + retention
+        expired: list[str] = []
+        for cid, o in self._orders.items():
+            if not o.is_finished:
+                continue
+            if o.updated_ns < horizon and not is_busy(o):
+                expired.append(cid)
+            elif o.updated_ns + retention < next_due:
+                next_due = o.updated_ns + retention  # busy ones: due already, scanned again
+        self._prune_due_ns = next_due
+        for cid in expired:
             order = self._orders.pop(cid)
             same = self._by_symbol.get(order.symbol)
             if same is not None:
