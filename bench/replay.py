@@ -282,7 +282,11 @@ def cloned_markets(n: int) -> dict[str, dict[str, Any]]:
 
 
 async def _markets_once(
-    n: int, seconds: float, conflate: bool = False, shard: tuple[int, int] | None = None
+    n: int,
+    seconds: float,
+    conflate: bool = False,
+    shard: tuple[int, int] | None = None,
+    speed: float = SPEED,
 ) -> dict[str, Any]:
     """``n`` markets in this process; ``shard`` (k, of): this process is the k-th of
     ``of`` sharing the copies of n x of markets (every of-th copy). Once set up it says
@@ -324,7 +328,7 @@ async def _markets_once(
             # Read and rewritten by the overlay first: handed over from memory, paced by
             # the probe, each costing its measured parse time.
             events = await preload(settings, spec)
-            instrument(run, probe, speed=SPEED, conflate=conflate, preloaded=events)
+            instrument(run, probe, speed=speed, conflate=conflate, preloaded=events)
             _freeze()
             if shard is not None:
                 print("ready", flush=True)
@@ -340,6 +344,7 @@ async def _markets_once(
     lag = [r[3] for r in probe.records]  # Msg.late_ns
     return {
         "markets": n,
+        "speed": speed,
         "conflate": conflate,
         "wall": wall,
         "data_s": seconds,
@@ -416,13 +421,14 @@ def _workload(args: Sequence[str]) -> dict[str, Any]:
     kind, *rest = args
     imports_mb = _rss_mb()
     if kind == "markets":
-        # markets N SECONDS [conflate] [shard K OF]
+        # markets N SECONDS [conflate] [shard K OF] [speed X]
         conflate = "conflate" in rest
         shard: tuple[int, int] | None = None
         if "shard" in rest:
             at = rest.index("shard")
             shard = (int(rest[at + 1]), int(rest[at + 2]))
-        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1]), conflate, shard))
+        speed = float(rest[rest.index("speed") + 1]) if "speed" in rest else SPEED
+        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1]), conflate, shard, speed))
     else:
         out = _reps(kind, int(rest[0]), None if rest[1] == "all" else float(rest[1]))
     out["imports_rss_mb"] = imports_mb
@@ -444,6 +450,37 @@ MARKET_COLS = ("measure (reaction, from scheduled arrival)", "n", "p50 ms", "p99
 MARKET_W = (52, 8, 9, 9, 9)
 
 
+CAPACITY_GRID = ((50, 1.0), (50, 2.0), (50, 5.0), (5, 10.0), (10, 10.0), (15, 10.0), (20, 10.0))
+"""(markets, replay speed) pairs the capacity grid runs, each in a process of its own."""
+
+
+def capacity(seconds: float, grid: Sequence[tuple[int, float]] = CAPACITY_GRID) -> None:
+    """How many markets one process serves within the 5 ms target: part 2's conflated
+    run (every market fracturing at once) for each (markets, speed) of ``grid``."""
+    print(
+        f"{seconds:g} s of data per market, fracture on every market at start_s "
+        f"{FIRST_START_S:g}, depth conflated as the live feed does, one process each; "
+        "speed 1 = the recording's own rate (~10 depth updates and ~30 trades a second)"
+    )
+    cols = ("markets x speed", "decision p50 ms", "p99 ms", "trigger p99 ms", "<= 5 ms")
+    widths = (16, 16, 9, 15, 8)
+    print(row(cols, widths))
+    for n, speed in grid:
+        r = measure(
+            ["markets", str(n), str(seconds), "conflate", "speed", str(speed)], in_process=False
+        )
+        d50, d99, _ = percentiles([v / 1e6 for v in r["decision_ns"]])
+        _, t99, _ = percentiles([v / 1e6 for v in r["trigger_ns"]])
+        cells = (
+            f"{n} x {speed:g}",
+            f"{d50:.2f}",
+            f"{d99:.2f}",
+            f"{t99:.2f}",
+            "yes" if d99 <= 5.0 and t99 <= 5.0 else "no",
+        )
+        print(row(cells, widths), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.replay", description=(__doc__ or "").split("\n")[0]
@@ -454,11 +491,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--seconds", type=float, default=None, help="data replayed in part 2 (default 90)"
     )
+    ap.add_argument(
+        "--capacity",
+        action="store_true",
+        help="only the capacity grid: markets x replay speed within p99 5 ms (~4 min)",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         print(json.dumps(_workload(args.child)))
+        return 0
+    if args.capacity:
+        print(header("replay benchmark, capacity (bench/replay.py --capacity)"))
+        capacity(args.seconds or 90.0)
         return 0
 
     reps = args.reps or (1 if args.quick else 3)

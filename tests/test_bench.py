@@ -105,6 +105,23 @@ def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFix
     assert out[many + 2].strip().startswith("book message -> strategy decision")
     conflated = out.index("3 markets, depth messages conflated as the live feed does:")
     assert out[conflated + 1].strip().startswith("book message -> strategy decision")
+    sharded = out.index("2 markets in 2 processes of 1 at once (one per core), conflated:")
+    assert out[sharded + 1].strip().startswith("book message -> strategy decision")
+
+
+def test_replay_capacity_prints_a_row_per_markets_and_speed(
+    bench: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replay = bench("replay")  # type: ignore[operator]
+
+    replay.capacity(10.0, ((2, 10.0),))  # a child process, as the full grid's runs are
+
+    out = capsys.readouterr().out.splitlines()
+    assert has_columns(out[1], ["markets x speed", "decision p50 ms", "p99 ms", "<= 5 ms"])
+    cells = out[2].split()
+    assert cells[:3] == ["2", "x", "10"]
+    assert float(cells[3]) > 0
+    assert cells[-1] in ("yes", "no")
 
 
 def test_book_bench_parts_run_and_agree_on_a_small_stream(bench: object) -> None:
