@@ -119,6 +119,9 @@ class OrderBook:
         self.update_id: int | None = None
         """Last applied update id (snapshot ``update_id`` or delta ``last_id``)."""
         self.last_update_ns: int | None = None
+        self.exchange_ts_ns: int | None = None
+        """The exchange's own stamp on the last applied event (None when the feed has
+        none): with ``last_update_ns``, the feed's latency (the daemon's metrics)."""
         self.updates_applied = 0
         """Snapshots plus deltas applied."""
         self.snapshots_applied = 0
@@ -177,7 +180,7 @@ class OrderBook:
         if event.symbol != self.symbol:
             return self._drop(Drop.MALFORMED, f"event for {event.symbol}")
         if isinstance(event, BookDelta):
-            return self.apply_delta(
+            drop = self.apply_delta(
                 event.bids,
                 event.asks,
                 first_id=event.first_id,
@@ -185,9 +188,13 @@ class OrderBook:
                 prev_id=event.prev_id,
                 ts_ns=event.ts_ns,
             )
-        return self.apply_snapshot(
-            event.bids, event.asks, update_id=event.update_id, ts_ns=event.ts_ns
-        )
+        else:
+            drop = self.apply_snapshot(
+                event.bids, event.asks, update_id=event.update_id, ts_ns=event.ts_ns
+            )
+        if drop is None:
+            self.exchange_ts_ns = event.exchange_ts_ns
+        return drop
 
     def apply_snapshot(
         self,

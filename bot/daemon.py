@@ -331,6 +331,11 @@ class MetricsListener:
         age = book.age_ns()
         if age is not None:
             m.set_feed_age(symbol, age / NS_PER_SECOND)
+        sent, received = book.exchange_ts_ns, book.last_update_ns
+        if sent is not None and received is not None:
+            # Exchange stamp to our receipt: network, ccxt.pro's handling and any wait
+            # in our event loop. Growing with the market count: the daemon falls behind.
+            m.observe_feed_latency(symbol, (received - sent) / NS_PER_SECOND)
 
     def on_trade(self, trade: Trade) -> None:
         return None

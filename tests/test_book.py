@@ -417,6 +417,23 @@ def test_apply_dispatches_events_and_rejects_other_symbols(
     assert book.top(1, Side.BID).tolist() == [[99, 2]]
 
 
+def test_the_exchange_stamp_of_the_last_applied_event_is_kept(
+    book: OrderBook, clock: ManualClock
+) -> None:
+    t = clock.now_ns()
+    snap = BookSnapshot("BTC/USDT", t, lv((99, 1)), lv((101, 1)), update_id=7, exchange_ts_ns=t - 9)
+    assert book.apply(snap) is None
+    assert book.exchange_ts_ns == t - 9
+    delta = BookDelta("BTC/USDT", t + 5, lv((99, 2)), NONE, first_id=8, last_id=8)
+    assert book.apply(delta) is None
+    assert book.exchange_ts_ns is None  # this feed gave none: no stale stamp kept
+    gap = BookDelta(
+        "BTC/USDT", t + 9, lv((99, 3)), NONE, first_id=20, last_id=20, exchange_ts_ns=t + 1
+    )
+    assert book.apply(gap) is Drop.GAP
+    assert book.exchange_ts_ns is None  # dropped: nothing of it is taken
+
+
 def test_age_follows_the_injected_clock(book: OrderBook, clock: ManualClock) -> None:
     simple(book)  # no ts_ns: stamped with the clock
     assert book.age_ns() == 0

@@ -105,6 +105,19 @@ async def test_operator_kill_over_the_control_socket_leaves_nothing_open(tmp_pat
     assert scraped[("backstop_kill_switch_state", (("state", "tripped_flat"),))] == 1
     assert scraped[("backstop_kill_switch_state", (("state", "armed"),))] == 0
     assert any(name == "backstop_orders" and v > 0 for (name, _), v in scraped.items())
+    # Every applied book update's exchange-to-receipt latency (the recording's own).
+    latency = {
+        smp.name: smp.value
+        for m in text_string_to_metric_families(exposition)
+        if m.name == "backstop_feed_latency_seconds"
+        for smp in m.samples
+        if smp.labels == {"symbol": "BTC/USDT"}
+    }
+    count = latency["backstop_feed_latency_seconds_count"]
+    # One per book update applied by the time of the scrape (the replay went on after).
+    # The recording's clock ran 1.27 s behind Binance's: every latency counts as 0.
+    assert 1_000 < count <= run.engine.markets["BTC/USDT"].book.updates_applied
+    assert latency["backstop_feed_latency_seconds_sum"] == 0.0
     # The fracture threshold on the watched band, per side, for the dashboard's panel.
     thresholds = {
         dict(labels)["side"]: v
