@@ -420,68 +420,9 @@ async def test_creates_past_the_admission_gate_are_held_back_with_its_reason(
     result = h.om.sync_quotes(BTC, [bid(60_000.0 - i) for i in range(3)])
     await h.om.drain()
 
-    # Admission is decided in the sync itself: the second create follows a turn later.
-    assert len(result.creating) + len(result.deferred) == 2
+    assert len(result.creating) == 2
     assert [reason for _, reason in result.skipped] == ["ORDER_RATE_EXCEEDED: max_per_s=2"]
     assert h.venue.count("create_order") == 2
-
-
-def _created_prices(venue: FakeVenue) -> list[float]:
-    return [args[4] for name, args in venue.calls if name == "create_order"]
-
-
-async def test_a_ladder_sends_each_sides_innermost_quote_first(h: Harness) -> None:
-    """The innermost bid and ask are tracked and started by the sync itself; the outer
-    rungs follow one loop turn later, so the first creates reach the venue before the
-    rest are built (and, on a live venue, signed)."""
-    bids = [bid(60_000.0 - i) for i in range(3)]
-    asks = [ask(60_010.0 + i) for i in range(3)]
-
-    result = h.om.sync_quotes(BTC, [*bids, *asks])
-
-    assert len(result.creating) == 2
-    assert [p.quote for p in result.deferred] == [*bids[1:], *asks[1:]]
-    assert [(o.side, o.price) for o in h.om.open_orders(BTC)] == [
-        ("buy", 60_000.0),
-        ("sell", 60_010.0),
-    ]
-    await h.om.drain()
-    assert _created_prices(h.venue) == [
-        60_000.0,
-        60_010.0,
-        59_999.0,
-        59_998.0,
-        60_011.0,
-        60_012.0,
-    ]
-    assert [o.state for o in h.om.open_orders(BTC)] == [OrderState.OPEN] * 6
-
-
-async def test_a_kill_before_the_next_loop_turn_sends_none_of_the_outer_rungs(
-    h: Harness,
-) -> None:
-    h.om.sync_quotes(BTC, [bid(60_000.0 - i) for i in range(4)])
-    h.om.cancel_all(BTC, reason="KILL")
-    await h.om.drain()
-
-    # Only the create already started reached the venue; it is cancelled once placed.
-    assert _created_prices(h.venue) == [60_000.0]
-    assert h.om.open_orders(BTC) == []
-    assert h.venue.count("cancel_order") == 1
-
-
-async def test_a_newer_sync_before_the_next_loop_turn_supersedes_the_outer_rungs(
-    h: Harness,
-) -> None:
-    h.om.sync_quotes(BTC, [bid(60_000.0 - i) for i in range(4)])
-    second = h.om.sync_quotes(BTC, [bid(59_000.0)])
-    await h.om.drain()
-
-    # The first sync's outer rungs are never sent; its innermost create was in flight,
-    # so the newer sync waits for it (side busy) and cancels it once placed.
-    assert _created_prices(h.venue) == [60_000.0]
-    assert [reason.split(":")[0] for _, reason in second.skipped] == ["SIDE_BUSY"]
-    assert h.om.open_orders(BTC) == []
 
 
 async def test_venue_calls_stay_within_the_rate_limit(venue: FakeVenue, clock: ManualClock) -> None:

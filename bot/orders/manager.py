@@ -286,7 +286,6 @@ class OrderManager:
             if order.state is OrderState.UNKNOWN and not self.is_busy(order):
                 self._start(order, "lookup", self._venue_actions.lookup(order))
         fence = self._fence
-        rest: list[PreparedQuote] = []
         for side in ("buy", "sell"):
             creates = [p for p in diff.create if p.quote.side == side]
             if not creates:
@@ -323,36 +322,13 @@ class OrderManager:
                 result.deferred += creates
                 self._spawn(self._create_after(symbol, generation, blockers, waiting, creates))
             else:
-                admitted = []
                 for p in creates:
-                    denial = self._admit() if self._admit is not None else None
-                    if denial is None:
-                        admitted.append(p)
+                    sent = self._submit(p)
+                    if isinstance(sent, str):
+                        result.skipped.append((p.quote, sent))
                     else:
-                        # Routine under a tight order-rate limit: counted, not shouted.
-                        result.skipped.append((p.quote, denial))
-                if not admitted:
-                    continue
-                # The side's first (innermost) quote goes now and the rest one loop turn
-                # later: its create reaches the venue before more orders are built and
-                # tracked, and on a live venue before their requests are signed.
-                result.creating.append(self._send(admitted[0]).client_id)
-                rest += admitted[1:]
-        if rest:
-            result.deferred += rest
-            self._spawn(self._submit_rest(symbol, generation, rest))
+                        result.creating.append(sent.client_id)
         return result
-
-    async def _submit_rest(
-        self, symbol: str, generation: int, creates: list[PreparedQuote]
-    ) -> None:
-        # A later sync, a kill or a pause (cancel_all) supersedes these: they were never
-        # tracked, so there is nothing to withdraw, only nothing to send.
-        if self._generation[symbol] != generation or self._closed:
-            self._log.debug("deferred_creates_superseded", symbol=symbol, count=len(creates))
-            return
-        for prepared in creates:
-            self._send(prepared)
 
     def _on_refusal(self, notice: OrderNotice) -> None:
         """A post-only create refused as would-take puts up a wall at its price."""
@@ -602,10 +578,6 @@ class OrderManager:
                 # Routine under a tight order-rate limit: counted by the caller, not shouted.
                 self._log.debug("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
                 return denial
-        return self._send(prepared)
-
-    def _send(self, prepared: PreparedQuote) -> TrackedOrder:
-        """Track and start one admitted create."""
         now = self._clock.now_ns()
         quote = prepared.quote
         order = TrackedOrder(
