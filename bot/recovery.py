@@ -254,9 +254,9 @@ async def check_position(
     except (ccxt.BaseError, OSError) as e:
         mapped = map_ccxt_error(e)
         raise type(mapped)(f"could not set up {symbol} on {exchange_id}: {mapped}") from e
-    rate = funding.get("fundingRate")
+    rate = _funding_rate(funding)
     if rate is not None:
-        inventory.funding_rate = Decimal(repr(float(rate)))
+        inventory.funding_rate = rate
     venue_contracts, venue_entry = _venue_position(positions, symbol)
     ours, our_entry = inventory.position.contracts, inventory.position.entry
     step = Decimal(repr(float(amount_step))) if amount_step > 0 else Decimal(0)
@@ -275,6 +275,12 @@ async def check_position(
         "margin_mode": "isolated",
         "funding_rate": float(inventory.funding_rate),
     }
+
+
+def _funding_rate(funding: Mapping[str, Any]) -> Decimal | None:
+    """The rate of a ccxt funding-rate structure (``fetch_funding_rate``), if it has one."""
+    rate = funding.get("fundingRate")
+    return None if rate is None else Decimal(repr(float(rate)))
 
 
 FUNDING_PAGE = 1000
@@ -386,12 +392,8 @@ class VenueFunding:
         set at start (step 6) it would otherwise judge a day-old rate. The venue's next
         rate moves between funding times; reads after each one and every 15 minutes
         keep the guard within a quarter of an hour of it."""
-        funding = await venue.fetch_funding_rate(inventory.symbol)
-        rate = funding.get("fundingRate")
-        if rate is None:
-            return
-        new = Decimal(repr(float(rate)))
-        if new != inventory.funding_rate:
+        new = _funding_rate(await venue.fetch_funding_rate(inventory.symbol))
+        if new is not None and new != inventory.funding_rate:
             self._log.info(
                 "funding_rate",
                 symbol=inventory.symbol,
