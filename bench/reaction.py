@@ -110,6 +110,13 @@ class Probe:
     stages: dict[str, dict[int, int]] = field(default_factory=dict)
     """Stage name -> message index -> perf_counter_ns when that stage was reached
     (first time per message), for the breakdown of the trigger path."""
+    handled: list[int] = field(default_factory=list)
+    """Per record: ns from handing the event over until the engine asked for the next
+    one (its handling and after-event work)."""
+    overshoot_ns: int = 0
+    """Paced runs: how much longer than asked the pacing sleeps took in all. The
+    latencies leave it out (a live bot's messages do not wait for it); the wall time
+    of the run includes it."""
 
     @property
     def current(self) -> int:
@@ -276,7 +283,9 @@ def instrument(
                 late = live_start - due
                 ahead = due - clock()
                 if ahead >= 1_000_000:
+                    t = clock()
                     await asyncio.sleep(ahead / 1e9)
+                    probe.overshoot_ns += max(0, clock() - t - ahead)
                 received = clock()
                 shift = received - (live_start + parse)
             else:
@@ -284,6 +293,7 @@ def instrument(
             book = isinstance(event, BookSnapshot | BookDelta)
             probe.records.append((event.ts_ns, received, parse, late, event.symbol, book))
             yield event
+            probe.handled.append(clock() - received)
 
     async def conflated() -> AsyncIterator[MarketEvent]:
         it = outer_events().__aiter__()
@@ -321,7 +331,9 @@ def instrument(
             if ahead >= 1_000_000:
                 t = clock()
                 await asyncio.sleep(ahead / 1e9)
-                shift += clock() - t - ahead  # sleep overshoot
+                overshoot = clock() - t - ahead
+                shift += overshoot
+                probe.overshoot_ns += max(0, overshoot)
             batch = [first]
             while (nxt := await read()) is not None:
                 if due_of(nxt[0]) > clock() - shift:
@@ -338,6 +350,7 @@ def instrument(
                 book = isinstance(event, BookSnapshot | BookDelta)
                 probe.records.append((event.ts_ns, received, parse, late, event.symbol, book))
                 yield event
+                probe.handled.append(clock() - received)
 
     setattr(replay, "events", timed_replay)  # noqa: B010 - instance attribute on purpose
     setattr(stressed, "events", conflated if conflate and speed > 0 else stamped)  # noqa: B010

@@ -335,13 +335,22 @@ async def _markets_once(
                 start_at = float(sys.stdin.readline())
                 await asyncio.sleep(max(0.0, start_at - time.time()))
             t0 = time.perf_counter()
+            cpu0 = time.thread_time()
             try:
                 await run.execute()
             finally:
                 gc.unfreeze()
+            cpu = time.thread_time() - cpu0
             wall = time.perf_counter() - t0
     res = collect([probe])
     lag = [r[3] for r in probe.records]  # Msg.late_ns
+    handled: dict[str, list[int]] = {"book": [], "other": []}
+    for rec, took in zip(probe.records, probe.handled, strict=False):
+        handled["book" if rec[5] else "other"].append(took)
+    # The engine's thread, busy: its CPU time over the run's own timeline (the wall
+    # time less the pacing sleeps' overshoot). It includes the parse each message costs
+    # and the bench's own bookkeeping.
+    timeline = wall - probe.overshoot_ns / 1e9
     return {
         "markets": n,
         "speed": speed,
@@ -355,6 +364,14 @@ async def _markets_once(
         "triggers": res.triggers,
         "late_p99_ns": percentiles(lag)[1],
         "late_max_ns": max(lag) if lag else 0,
+        "overshoot_s": probe.overshoot_ns / 1e9,
+        "busy": cpu / timeline if timeline > 0 else 0.0,
+        "handled_us": {
+            kind: [len(v), sum(v) / len(v) / 1e3 if v else 0.0, *(
+                x / 1e3 for x in percentiles(v)[:2]
+            )]
+            for kind, v in handled.items()
+        },
     }
 
 
@@ -412,8 +429,9 @@ def measure_shards(n: int, seconds: float, shards: int) -> dict[str, Any]:
         merged[key] = [v for o in outs for v in o[key]]
     for key in ("messages", "triggers"):
         merged[key] = sum(o[key] for o in outs)
-    for key in ("wall", "late_p99_ns", "late_max_ns", "rss_mb"):
+    for key in ("wall", "late_p99_ns", "late_max_ns", "rss_mb", "overshoot_s", "busy"):
         merged[key] = max(o[key] for o in outs)
+    merged["handled_us"] = None  # per process: not merged
     return merged
 
 
@@ -605,12 +623,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         needed = r["messages"] / (r["data_s"] / SPEED)
         print(
-            f"{label}: {r['messages']:,} events handed over in {r['wall']:.1f} s "
-            f"({r['messages'] / r['wall']:,.0f}/s; the schedule asks {needed:,.0f}/s), "
-            f"behind schedule p99 {r['late_p99_ns'] / 1e6:.2f} ms, "
-            f"max {r['late_max_ns'] / 1e6:.2f} ms, peak RSS {r['rss_mb']:.0f} MB"
+            f"{label}: {r['messages']:,} events handed over in {r['wall']:.1f} s, of which "
+            f"{r['overshoot_s']:.1f} s pacing sleeps overran (the schedule asks "
+            f"{needed:,.0f}/s); engine thread busy {100 * r['busy']:.0f}%"
+            + (" (the busier process)" if r.get("shards") else "")
+            + f"; behind schedule p99 {r['late_p99_ns'] / 1e6:.2f} ms, "
+            f"max {r['late_max_ns'] / 1e6:.2f} ms; peak RSS {r['rss_mb']:.0f} MB"
         )
+        if r.get("handled_us"):
+            print(
+                "  engine time per event handed over, us (n, mean, p50, p99): "
+                + "; ".join(
+                    f"{kind} {n:,}, {mean:.1f}, {p50:.1f}, {p99:.1f}"
+                    for kind, (n, mean, p50, p99) in r["handled_us"].items()
+                )
+            )
     print("ratio = 1-market figure / N-market figure (<1: slower with N markets)")
+    print(
+        "busy = the engine thread's CPU time over the run's timeline (wall less the sleeps' "
+        "overrun): engine, each message's parse, and the bench's own bookkeeping"
+    )
     return 0
 
 
