@@ -214,7 +214,8 @@ def instrument(
     pace_from_s: float = 0.0,
     preloaded: Sequence[tuple[MarketEvent, int]] | None = None,
 ) -> None:
-    """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched).
+    """Wrap the run's feed, strategy and venue (instance attributes; ``bot/`` untouched);
+    a run assembled without trading gets its feed and depth monitors wrapped only.
 
     ``speed > 0`` paces the events at ``speed`` x their data time the way
     :class:`~bot.feeds.replay.ReplayFeed` does (sleep only when 1 ms or more ahead); the
@@ -355,8 +356,21 @@ def instrument(
     setattr(replay, "events", timed_replay)  # noqa: B010 - instance attribute on purpose
     setattr(stressed, "events", conflated if conflate and speed > 0 else stamped)  # noqa: B010
 
+    # Breakdown stamps: the book, the depth monitor, the trader's first and last calls.
+    for market in run.engine.markets.values():
+        apply = market.book.apply
+
+        def timed_apply(event: Any, _apply: Any = apply) -> Any:
+            drop = _apply(event)
+            probe.stamp("book", clock())
+            return drop
+
+        setattr(market.book, "apply", timed_apply)  # noqa: B010
+        setattr(market, "monitor", _TimedMonitor(market.monitor, probe))  # noqa: B010
+
     trader = run.trader
-    assert trader is not None
+    if trader is None:  # assembled without trading: feed, books and depth samples only
+        return
     assert run.venue is not None
     strategy = trader.strategy
     decide = strategy.decide
@@ -399,17 +413,6 @@ def instrument(
 
     setattr(venue, "create_order", timed_create)  # noqa: B010
 
-    # Breakdown stamps: the book, the depth monitor, the trader's first and last calls.
-    for market in run.engine.markets.values():
-        apply = market.book.apply
-
-        def timed_apply(event: Any, _apply: Any = apply) -> Any:
-            drop = _apply(event)
-            probe.stamp("book", clock())
-            return drop
-
-        setattr(market.book, "apply", timed_apply)  # noqa: B010
-        setattr(market, "monitor", _TimedMonitor(market.monitor, probe))  # noqa: B010
     on_book = trader.risk.on_book
 
     def timed_on_book(*args: Any, **kwargs: Any) -> Any:

@@ -45,7 +45,12 @@ latest book, not each diff; :func:`bench.reaction.instrument`). A conflated upda
 charged from its oldest message's arrival and with the parse time of all of them.
 The conflated run is repeated with the markets split over two processes of N/2 (every
 other copy each), started together, as a fleet of daemons would run them: the
-"markets in parallel" option, on this machine's two cores.
+"markets in parallel" option, on this machine's two cores. And once more assembled
+without trading (feed, books and depth samples, as ``backstop watch`` runs), timed to
+the depth sample: the floor that parsing and queueing alone set, below which no
+strategy or engine design can go. Each run reports the engine thread's busy share,
+the engine time per event, and how bursty the schedule is (events due per 10 ms:
+the copies' trade bursts coincide, as a market-wide move's do).
 
 The events are read and rewritten by the overlay before each run
 (:func:`bench.reaction.preload`) and handed over from memory, each keeping the
@@ -66,6 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -287,11 +293,16 @@ async def _markets_once(
     conflate: bool = False,
     shard: tuple[int, int] | None = None,
     speed: float = SPEED,
+    floor: bool = False,
 ) -> dict[str, Any]:
     """``n`` markets in this process; ``shard`` (k, of): this process is the k-th of
     ``of`` sharing the copies of n x of markets (every of-th copy). Once set up it says
     ``ready`` on stdout and starts replaying at the ``time.time()`` read from stdin, so
-    that the shards' timelines start together (:func:`measure_shards`)."""
+    that the shards' timelines start together (:func:`measure_shards`).
+
+    ``floor``: assembled without trading (feed, books and depth samples only, as
+    ``backstop watch`` runs); ``decision_ns`` is then message -> depth sample, the part
+    of the reaction that no strategy or engine design can take away."""
     import bot.app
     from bot.feeds.stress import parse_stress_spec
     from bot.settings import load_settings
@@ -323,7 +334,9 @@ async def _markets_once(
         clones = cloned_markets(n if shard is None else n * shard[1])
         with mock.patch.object(bot.app, "offline_markets", return_value=clones):
             spec = parse_stress_spec(f"fracture:start_s={FIRST_START_S:g}")
-            run = await bot.app.assemble(settings, log=devnull_logger(settings), stress=spec)
+            run = await bot.app.assemble(
+                settings, log=devnull_logger(settings), stress=spec, trade=not floor
+            )
             probe = Probe()
             # Read and rewritten by the overlay first: handed over from memory, paced by
             # the probe, each costing its measured parse time.
@@ -343,7 +356,16 @@ async def _markets_once(
             cpu = time.thread_time() - cpu0
             wall = time.perf_counter() - t0
     res = collect([probe])
+    if floor:
+        msgs = probe.msgs
+        samples = probe.stages.get("sample", {})
+        res.decision.ours_ns[:] = [msgs[i].reaction_ns(t) for i, t in samples.items()]
     lag = [r[3] for r in probe.records]  # Msg.late_ns
+    # How bursty the schedule is: events due in each 10 ms of the run's timeline.
+    window = int(10_000_000 * speed)
+    first = probe.records[0][0] if probe.records else 0
+    per_window = Counter((r[0] - first) // window for r in probe.records)
+    burst = [float(v) for v in per_window.values()]
     handled: dict[str, list[int]] = {"book": [], "other": []}
     for rec, took in zip(probe.records, probe.handled, strict=False):
         handled["book" if rec[5] else "other"].append(took)
@@ -365,6 +387,7 @@ async def _markets_once(
         "late_p99_ns": percentiles(lag)[1],
         "late_max_ns": max(lag) if lag else 0,
         "overshoot_s": probe.overshoot_ns / 1e9,
+        "burst": percentiles(burst),
         "busy": cpu / timeline if timeline > 0 else 0.0,
         "handled_us": {
             kind: [len(v), sum(v) / len(v) / 1e3 if v else 0.0, *(
@@ -439,14 +462,17 @@ def _workload(args: Sequence[str]) -> dict[str, Any]:
     kind, *rest = args
     imports_mb = _rss_mb()
     if kind == "markets":
-        # markets N SECONDS [conflate] [shard K OF] [speed X]
+        # markets N SECONDS [conflate] [shard K OF] [speed X] [floor]
         conflate = "conflate" in rest
         shard: tuple[int, int] | None = None
         if "shard" in rest:
             at = rest.index("shard")
             shard = (int(rest[at + 1]), int(rest[at + 2]))
         speed = float(rest[rest.index("speed") + 1]) if "speed" in rest else SPEED
-        out = asyncio.run(_markets_once(int(rest[0]), float(rest[1]), conflate, shard, speed))
+        floor = "floor" in rest
+        out = asyncio.run(
+            _markets_once(int(rest[0]), float(rest[1]), conflate, shard, speed, floor)
+        )
     else:
         out = _reps(kind, int(rest[0]), None if rest[1] == "all" else float(rest[1]))
     out["imports_rss_mb"] = imports_mb
@@ -580,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(quick: the replayed data ends before the fracture: no trigger rows)")
     many = measure(["markets", str(n_markets), str(part2_s)], in_process=inproc)
     merged = measure(["markets", str(n_markets), str(part2_s), "conflate"], in_process=inproc)
+    floor = measure(
+        ["markets", str(n_markets), str(part2_s), "conflate", "floor"], in_process=inproc
+    )
     sharded = measure_shards(n_markets, part2_s, SHARDS)
     one = measure(["markets", "1", str(part2_s)], in_process=inproc)
     print(row((*MARKET_COLS, "1 market p99", "ratio p99"), (*MARKET_W, 13, 10)))
@@ -592,6 +621,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "conflated",
             sharded,
         ),
+        (
+            f"{n_markets} markets conflated, assembled without trading (feed, books, depth "
+            "samples: no engine design goes below this)",
+            floor,
+        ),
     ):
         print(f"{title}:")
         for label, key in (
@@ -601,6 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             p50, p99, pmax = percentiles([v / 1e6 for v in run[key]])
             _, one99, _ = percentiles([v / 1e6 for v in one[key]])
+            if run is floor and key != "decision_ns":
+                continue
+            if run is floor:
+                label = "book message -> depth sample (the floor)"
             print(
                 row(
                     (
@@ -619,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"{n_markets} markets", many),
         (f"{n_markets} markets conflated", merged),
         (f"{per * SHARDS} markets in {SHARDS} processes, conflated", sharded),
+        (f"{n_markets} markets conflated, without trading", floor),
         ("1 market", one),
     ):
         needed = r["messages"] / (r["data_s"] / SPEED)
@@ -629,6 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (" (the busier process)" if r.get("shards") else "")
             + f"; behind schedule p99 {r['late_p99_ns'] / 1e6:.2f} ms, "
             f"max {r['late_max_ns'] / 1e6:.2f} ms; peak RSS {r['rss_mb']:.0f} MB"
+        )
+        b50, b99, bmax = r["burst"]
+        print(
+            f"  events due per 10 ms of the schedule: p50 {b50:,.0f}, p99 {b99:,.0f}, "
+            f"max {bmax:,.0f}" + (" (the first process)" if r.get("shards") else "")
         )
         if r.get("handled_us"):
             print(
