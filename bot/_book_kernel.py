@@ -11,6 +11,10 @@ inside it (the benchmark and the tests run both side by side).
 
 Stores speak in small integer result codes instead of :class:`bot.book.Drop`, so the
 compiled store needs no Python objects to say why it refused an input.
+
+The early warning's feature arithmetic (:class:`bot.warning.features.FeatureTracker`)
+follows the same choice: :func:`feature_state` gives a tracker created under the
+compiled kernel its compiled state, and the tracker runs its Python reference without.
 """
 
 from __future__ import annotations
@@ -18,20 +22,25 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from bot.feeds.events import Trade
 
 __all__ = [
     "COMPILED_AVAILABLE",
     "PURE_ENV",
     "DepthRows",
+    "FeatureState",
     "Kernel",
     "LevelStore",
     "PairRows",
     "TopFlow",
     "depth_rows",
+    "feature_state",
     "kernel",
     "new_store",
     "pair_rows",
@@ -104,6 +113,31 @@ class TopFlow(Protocol):
     ) -> FlowResult: ...
 
 
+class FeatureState(Protocol):
+    """One :class:`bot.warning.features.FeatureTracker`'s state and arithmetic, compiled
+    (``bot._bookc.Features``): its ``update`` takes the reading's fields and the best
+    levels and gives the Python method's vector, bit for bit
+    (``tests/test_calm_paths.py``)."""
+
+    last_ns: int | None
+
+    def on_trade(self, trade: Trade, /) -> None: ...
+
+    def update(
+        self,
+        ts_ns: int,
+        ratio: tuple[float | None, float | None],
+        baseline_ready: bool,
+        depth: FloatArray,
+        mid: float,
+        spread_bps: float,
+        bids: FloatArray,
+        asks: FloatArray,
+        fracture_ratio: float,
+        /,
+    ) -> list[float]: ...
+
+
 DepthRows = Callable[[bytes, int, int], tuple[bytearray, bytearray] | None]
 """``depth_rows(text, start, stop)``: a depth message's price levels (see bot/_bookc.c)."""
 
@@ -111,17 +145,20 @@ PairRows = Callable[[list[object], int], bytearray | None]
 """``pair_rows(side, limit)``: a ccxt order book side's first rows (see bot/_bookc.c)."""
 
 try:
+    from bot._bookc import Features as _CompiledFeatures
     from bot._bookc import Levels as _Compiled
     from bot._bookc import depth_rows as _compiled_depth_rows
     from bot._bookc import pair_rows as _compiled_pair_rows
     from bot._bookc import top_flow as _compiled_top_flow
 except ImportError:  # not built: a source tree used without `pip install`
     _compiled: type[LevelStore] | None = None
+    _compiled_features: type[FeatureState] | None = None
     _compiled_flow: TopFlow | None = None
     _depth_rows: DepthRows | None = None
     _pair_rows: PairRows | None = None
 else:
     _compiled = _Compiled
+    _compiled_features = _CompiledFeatures
     _compiled_flow = _compiled_top_flow
     _depth_rows = _compiled_depth_rows
     _pair_rows = _compiled_pair_rows
@@ -180,6 +217,14 @@ def top_flow() -> TopFlow:
     from bot._book_numpy import top_flow as pure
 
     return pure
+
+
+def feature_state() -> FeatureState | None:
+    """A new compiled feature state for a tracker created now, None under the pure
+    kernel (or when the package is not built): the tracker then runs its Python."""
+    if _kernel == "compiled" and _compiled_features is not None:
+        return _compiled_features()
+    return None
 
 
 def depth_rows() -> DepthRows | None:

@@ -938,32 +938,12 @@ max0(double x)
     return 0.0 > x ? 0.0 : x; /* Python's max(x, 0.0): x unless 0.0 is greater */
 }
 
-PyDoc_STRVAR(top_flow_doc,
-             "top_flow(prev_bids, prev_asks, bids, asks)\n"
-             "    -> (bid size, ask size, removed bid, added bid, removed ask, added ask)\n\n"
-             "The sizes of the best levels now and the flow since the previous ones; all\n"
-             "four are float64 [price, size] rows, best first (OrderBook.top).");
-
-static PyObject *
-top_flow(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+/* The flow between the previous best levels (rows[0] bids, rows[1] asks) and the
+ * current ones (rows[2], rows[3]) into out: bid size, ask size, removed bid, added bid,
+ * removed ask, added ask. */
+static void
+flow_rows(const Rows rows[4], double out[6])
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "top_flow(prev_bids, prev_asks, bids, asks)");
-        return NULL;
-    }
-    Py_buffer views[4];
-    Rows rows[4];
-    int held = 0;
-    PyObject *ret = NULL;
-    for (; held < 4; held++) {
-        int rc = get_rows(args[held], &views[held], &rows[held]);
-        if (rc != 0) {
-            if (rc == RC_CONVERT) {
-                PyErr_SetString(PyExc_TypeError, "top_flow wants (n, 2) float64 arrays");
-            }
-            goto done;
-        }
-    }
     Top p = {&rows[0], &rows[1], rows[0].n, rows[0].n + rows[1].n};
     Top c = {&rows[2], &rows[3], rows[2].n, rows[2].n + rows[3].n};
     Py_ssize_t pn = p.n, cn = c.n, pnb = p.nb, cnb = c.nb;
@@ -1033,13 +1013,652 @@ top_flow(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         add_b = max0(add_b);
         add_a = max0(add_a);
     }
-    ret = Py_BuildValue("dddddd", size_b, size_a, rem_b, add_b, rem_a, add_a);
+    out[0] = size_b;
+    out[1] = size_a;
+    out[2] = rem_b;
+    out[3] = add_b;
+    out[4] = rem_a;
+    out[5] = add_a;
+}
+
+/* get_rows for the flow's arrays: 0 with *view held, or -1 with an exception (a
+ * TypeError for anything but (n, >=2) float64). */
+static int
+get_top(PyObject *obj, Py_buffer *view, Rows *r)
+{
+    int rc = get_rows(obj, view, r);
+    if (rc == RC_CONVERT) {
+        PyErr_SetString(PyExc_TypeError, "top_flow wants (n, 2) float64 arrays");
+        return -1;
+    }
+    return rc;
+}
+
+PyDoc_STRVAR(top_flow_doc,
+             "top_flow(prev_bids, prev_asks, bids, asks)\n"
+             "    -> (bid size, ask size, removed bid, added bid, removed ask, added ask)\n\n"
+             "The sizes of the best levels now and the flow since the previous ones; all\n"
+             "four are float64 [price, size] rows, best first (OrderBook.top).");
+
+static PyObject *
+top_flow(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "top_flow(prev_bids, prev_asks, bids, asks)");
+        return NULL;
+    }
+    Py_buffer views[4];
+    Rows rows[4];
+    int held = 0;
+    PyObject *ret = NULL;
+    for (; held < 4; held++) {
+        if (get_top(args[held], &views[held], &rows[held]) < 0) {
+            goto done;
+        }
+    }
+    double out[6];
+    flow_rows(rows, out);
+    ret = Py_BuildValue("dddddd", out[0], out[1], out[2], out[3], out[4], out[5]);
 done:
     for (int i = 0; i < held; i++) {
         PyBuffer_Release(&views[i]);
     }
     return ret;
 }
+
+/* ------------------------------------------------------------------ early-warning features */
+
+/* FeatureTracker.update's arithmetic (bot/warning/features.py) for the compiled kernel.
+ * The Python method is the reference and this gives its bits: every operation is the
+ * one it performs, in its order, on IEEE doubles (Python's floats), with no fused
+ * multiply-add (setup.py builds with -ffp-contract=off). Python's min(x, y) is y only
+ * if y < x and max(x, y) is y only if y > x (so a NaN or a -0.0 in x stays); abs is
+ * fabs; math.exp, math.log and math.sqrt are the same libm calls under CPython's rules
+ * (py_exp, py_log, py_sqrt). Where Python would raise, this raises the same exception
+ * at the same point, with the state updated exactly as far as the Python method had
+ * updated it: the state is written in the Python method's order. The one thing not
+ * matched is which NaN comes out of an operation on two different NaNs (a sign, a
+ * payload): IEEE 754 leaves it open, and CPython itself answers differently once its
+ * interpreter has specialised an operation; no operation here lets it reach a number.
+ *
+ * Inputs are taken as Python takes them where they meet a float: PyFloat_AsDouble,
+ * exact for floats and their subclasses and the same conversion as Python's for an int.
+ * The timestamps are Python ints, subtracted exactly (ts_after). The depth must be a
+ * float64 (2, bands, 2) array and the levels (n, 2) float64 arrays (top_flow's). */
+
+static const double F_EPS = 1e-12, F_MAX_TTF_S = 60.0, F_MIN_TTF_S = 0.05, F_BPS = 1e4;
+
+static PyObject *str_price, *str_amount, *str_side, *str_buy; /* interned at import */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *last_ns; /* NULL: no reading yet (None) */
+    double w[4];       /* the Python method's _w, _a, _q, ... one for one */
+    double a[16];
+    double q[6];
+    double ofi, c[2], wd[2], buy, sell;
+    long long n_trades;
+    double traded_quote, buy_base, sell_base, mid;
+    double touch[4];
+    int have_touch;    /* _touch is not None */
+    Py_buffer prev[2]; /* _pb, _pa: the previous best levels, their buffers held */
+    Rows prev_rows[2];
+    int have_prev;     /* 0: none yet (_NO_LEVELS, empty) */
+} Features;
+
+static inline double
+py_max(double x, double y)
+{
+    return y > x ? y : x;
+}
+
+static inline double
+py_min(double x, double y)
+{
+    return y < x ? y : x;
+}
+
+static inline int
+as_double(PyObject *o, double *out)
+{
+    if (PyFloat_CheckExact(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 0;
+    }
+    double v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* x / y, or ZeroDivisionError as Python's float division. For the divisors no guard
+ * keeps from 0: the cancel scales (0 only if the 60 s weight could exceed 2) and
+ * quote_rel's (a negative traded notional can cancel its 1.0). */
+static inline int
+py_div(double x, double y, double *out)
+{
+    if (y == 0.0) {
+        PyErr_SetString(PyExc_ZeroDivisionError, "float division by zero");
+        return -1;
+    }
+    *out = x / y;
+    return 0;
+}
+
+/* math.exp: OverflowError for an infinite result of a finite argument (never here: the
+ * arguments are -dt / tau <= 0; an underflow to 0 is not an error in Python either). */
+static inline int
+py_exp(double x, double *out)
+{
+    double r = exp(x);
+    if (isinf(r) && isfinite(x)) {
+        PyErr_SetString(PyExc_OverflowError, "math range error");
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+/* math.log: CPython's m_log (a NaN and +inf come back as they are) under math_1's rule,
+ * ValueError for x <= 0 and -inf. */
+static inline int
+py_log(double x, double *out)
+{
+    if (isfinite(x) && x > 0.0) {
+        *out = log(x);
+        return 0;
+    }
+    if (isnan(x) || x > 0.0) {
+        *out = x;
+        return 0;
+    }
+    PyErr_SetString(PyExc_ValueError, "math domain error");
+    return -1;
+}
+
+/* math.sqrt: ValueError for x < 0 (-0.0 is its own root). */
+static inline int
+py_sqrt(double x, double *out)
+{
+    if (x < 0.0) {
+        PyErr_SetString(PyExc_ValueError, "math domain error");
+        return -1;
+    }
+    *out = sqrt(x);
+    return 0;
+}
+
+/* features.py's _rel: x over its bias-corrected average, 1 with no history. */
+static inline double
+rel(double x, double avg_sum, double weight)
+{
+    double mean = weight > 0.0 ? avg_sum / weight : x;
+    return mean > 0.0 ? x / mean : 1.0;
+}
+
+/* ts > last as Python compares them and, when it is, *dt = (ts - last) / 10**9 as
+ * Python computes it: an exact difference, one correctly rounded division. For exact
+ * ints less than 2**53 ns apart (104 days) that is one IEEE division of the difference,
+ * which is what CPython does too; anything else takes Python's own operators. 1, 0, or
+ * -1 with an exception. */
+static int
+ts_after(PyObject *ts, PyObject *last, double *dt)
+{
+    if (PyLong_CheckExact(ts) && PyLong_CheckExact(last)) {
+        int over_t, over_l;
+        long long t = PyLong_AsLongLongAndOverflow(ts, &over_t);
+        long long l = PyLong_AsLongLongAndOverflow(last, &over_l);
+        if (!over_t && !over_l) {
+            if (t <= l) {
+                return 0;
+            }
+            unsigned long long d = (unsigned long long)t - (unsigned long long)l;
+            if (d < (1ULL << 53)) {
+                *dt = (double)d / 1e9;
+                return 1;
+            }
+        }
+    }
+    int later = PyObject_RichCompareBool(ts, last, Py_GT);
+    if (later <= 0) {
+        return later;
+    }
+    PyObject *ns = PyLong_FromLong(1000000000L);
+    PyObject *diff = ns ? PyNumber_Subtract(ts, last) : NULL;
+    PyObject *q = diff ? PyNumber_TrueDivide(diff, ns) : NULL;
+    Py_XDECREF(ns);
+    Py_XDECREF(diff);
+    if (q == NULL) {
+        return -1;
+    }
+    int rc = as_double(q, dt);
+    Py_DECREF(q);
+    return rc < 0 ? -1 : 1;
+}
+
+/* `a <= b` of the detector's two ratios: plain for floats, Python's comparison else
+ * (an int and a float compare exactly). 1, 0, or -1 with an exception. */
+static inline int
+py_le(PyObject *a, PyObject *b)
+{
+    if (PyFloat_CheckExact(a) && PyFloat_CheckExact(b)) {
+        return PyFloat_AS_DOUBLE(a) <= PyFloat_AS_DOUBLE(b);
+    }
+    return PyObject_RichCompareBool(a, b, Py_LE);
+}
+
+/* depth[side][band][1] of a (2, bands, 2) float64 buffer, any strides. */
+static inline double
+depth_quote(const Py_buffer *v, Py_ssize_t side, Py_ssize_t band)
+{
+    return *(const double *)((const char *)v->buf + side * v->strides[0] +
+                             band * v->strides[1] + v->strides[2]);
+}
+
+/* Features.update's arguments. */
+enum { FA_TS, FA_RATIO, FA_READY, FA_DEPTH, FA_MID, FA_SPREAD, FA_BIDS, FA_ASKS, FA_FRAC, FA_N };
+
+PyDoc_STRVAR(features_update_doc,
+             "update(ts_ns, ratio, baseline_ready, depth, mid, spread_bps, bids, asks,\n"
+             "       fracture_ratio) -> list[float]\n\n"
+             "FeatureTracker.update on a reading's fields (reading.ts_ns, .ratio,\n"
+             ".baseline_ready; sample.depth, .mid, .spread_bps), the best levels it compares\n"
+             "(OrderBook.top rows) and the tracker's fracture_ratio: the same vector, bit\n"
+             "for bit.");
+
+static PyObject *
+Features_update(Features *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != FA_N) {
+        PyErr_SetString(PyExc_TypeError,
+                        "update(ts_ns, ratio, baseline_ready, depth, mid, spread_bps, bids, asks, "
+                        "fracture_ratio)");
+        return NULL;
+    }
+    PyObject *ret = NULL, *pair = NULL;
+
+    /* Time since the last reading; a late one (not after it) counts as simultaneous. */
+    PyObject *ts = args[FA_TS], *last = self->last_ns;
+    double dt = 0.0;
+    int later = 1;
+    if (last != NULL && last != Py_None) {
+        later = ts_after(ts, last, &dt);
+        if (later < 0) {
+            return NULL;
+        }
+    }
+    if (later) {
+        Py_INCREF(ts);
+        Py_XSETREF(self->last_ns, ts);
+    }
+    double k1, k2, k10, k60;
+    if (py_exp(-dt, &k1) < 0 || py_exp(-dt / 2.0, &k2) < 0 || py_exp(-dt / 10.0, &k10) < 0 ||
+        py_exp(-dt / 60.0, &k60) < 0) {
+        return NULL;
+    }
+    double j1 = 1.0 - k1, j2 = 1.0 - k2, j10 = 1.0 - k10, j60 = 1.0 - k60;
+    double *w = self->w, *a = self->a, *q = self->q;
+    w[0] = k1 * w[0] + j1;
+    w[1] = k2 * w[1] + j2;
+    w[2] = k10 * w[2] + j10;
+    w[3] = k60 * w[3] + j60;
+    double w1 = w[0], w2 = w[1], w10 = w[2], w60 = w[3];
+
+    /* The detector's ratio, thinner side, and its trend. `given` is the ratio object the
+     * vector returns as it is (Python's `ratio = rb`), NULL for the 1.0 default. */
+    pair = PySequence_Fast(args[FA_RATIO], "cannot unpack non-iterable ratio");
+    if (pair == NULL) {
+        return NULL;
+    }
+    if (PySequence_Fast_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_ValueError, "ratio must unpack to (bid, ask)");
+        goto done;
+    }
+    PyObject *rb = PySequence_Fast_GET_ITEM(pair, 0), *ra = PySequence_Fast_GET_ITEM(pair, 1);
+    PyObject *given = NULL;
+    int thin_bid = 0;
+    double ratio = 1.0;
+    if (rb != Py_None && ra != Py_None) {
+        thin_bid = py_le(rb, ra);
+        int ready = thin_bid < 0 ? -1 : PyObject_IsTrue(args[FA_READY]);
+        if (ready < 0) {
+            goto done;
+        }
+        if (ready) {
+            given = thin_bid ? rb : ra;
+            if (as_double(given, &ratio) < 0) {
+                goto done;
+            }
+        }
+    }
+    a[12] = k2 * a[12] + j2 * ratio;
+    a[13] = k10 * a[13] + j10 * ratio;
+    a[14] = k1 * a[14] + j1 * ratio;
+    double r2 = w2 > 0.0 ? a[12] / w2 : ratio;
+    double r10 = w10 > 0.0 ? a[13] / w10 : ratio;
+    double trend = ratio - (w1 > 0.0 ? a[14] / w1 : ratio);
+    double ttf = F_MAX_TTF_S;
+    if (trend < 0.0) {
+        double fracture;
+        if (as_double(args[FA_FRAC], &fracture) < 0) {
+            goto done;
+        }
+        ttf = py_min(py_max(ratio - fracture, 0.0) / -trend, F_MAX_TTF_S); /* -trend > 0 */
+    }
+
+    /* Depth across bands (quote notional per side and band), each over its 60 s mean:
+     * sample.depth.tolist() read in place, an IndexError where it has no such item. */
+    Py_buffer dv;
+    if (PyObject_GetBuffer(args[FA_DEPTH], &dv, PyBUF_RECORDS_RO) < 0) {
+        goto done;
+    }
+    if (dv.ndim != 3 || dv.itemsize != 8 || !is_double_format(dv.format)) {
+        PyBuffer_Release(&dv);
+        PyErr_SetString(PyExc_TypeError, "depth must be a float64 (2, bands, 2) array");
+        goto done;
+    }
+    Py_ssize_t nb = dv.shape[1];
+    if (dv.shape[0] < 2 || nb < 1 || dv.shape[2] < 2) {
+        PyBuffer_Release(&dv);
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        goto done;
+    }
+    double b0 = depth_quote(&dv, 0, 0), a0 = depth_quote(&dv, 1, 0);
+    double b1 = nb > 1 ? depth_quote(&dv, 0, 1) : b0, a1 = nb > 1 ? depth_quote(&dv, 1, 1) : a0;
+    double b2 = nb > 2 ? depth_quote(&dv, 0, 2) : b1, a2 = nb > 2 ? depth_quote(&dv, 1, 2) : a1;
+    PyBuffer_Release(&dv);
+    double sb = b1 > 0.0 ? b0 / b1 : 1.0;
+    double sa = a1 > 0.0 ? a0 / a1 : 1.0;
+    const double band_x[6] = {b1, a1, b2, a2, sb, sa};
+    for (int i = 0; i < 6; i++) {
+        a[i] = k60 * a[i] + j60 * band_x[i];
+    }
+    double band1 = py_min(rel(b1, a[0], w60), rel(a1, a[1], w60));
+    double band2 = py_min(rel(b2, a[2], w60), rel(a2, a[3], w60));
+    a[15] = k2 * a[15] + j2 * band1;
+    double band1_trend = band1 - (w2 > 0.0 ? a[15] / w2 : band1);
+    double near = py_min(rel(sb, a[4], w60), rel(sa, a[5], w60));
+    double imbalance = b0 + a0 > 0.0 ? fabs(b0 - a0) / (b0 + a0) : 0.0;
+
+    /* The touch and the best levels: order-flow imbalance, cancels and adds. The levels
+     * are held as the next call's previous ones (the Python method keeps the arrays). */
+    Py_buffer cur[2];
+    Rows rows[4];
+    if (get_top(args[FA_BIDS], &cur[0], &rows[2]) < 0) {
+        goto done;
+    }
+    if (get_top(args[FA_ASKS], &cur[1], &rows[3]) < 0) {
+        PyBuffer_Release(&cur[0]);
+        goto done;
+    }
+    const Rows none = {NULL, 0, 0, 0};
+    rows[0] = self->have_prev ? self->prev_rows[0] : none;
+    rows[1] = self->have_prev ? self->prev_rows[1] : none;
+    double flow[6], mid;
+    flow_rows(rows, flow);
+    if (as_double(args[FA_MID], &mid) < 0) {
+        PyBuffer_Release(&cur[0]);
+        PyBuffer_Release(&cur[1]);
+        goto done;
+    }
+    double size_b = flow[0], size_a = flow[1], rem_b = flow[2], add_b = flow[3];
+    double rem_a = flow[4], add_a = flow[5];
+    const Rows *bids = &rows[2], *asks = &rows[3];
+    double touch[4] = {
+        bids->n ? PRICE(bids, 0) : 0.0,
+        bids->n ? SIZE(bids, 0) : 0.0,
+        asks->n ? PRICE(asks, 0) : 0.0,
+        asks->n ? SIZE(asks, 0) : 0.0,
+    };
+    double top_b = size_b * mid;
+    double top_a = size_a * mid;
+    double ofi = 0.0, can_b = 0.0, can_a = 0.0, wd_b = 0.0, wd_a = 0.0;
+    if (self->have_touch) {
+        double pbp = self->touch[0], pbs = self->touch[1], pap = self->touch[2];
+        double pas = self->touch[3];
+        double bp = touch[0], bsz = touch[1], ap = touch[2], asz = touch[3];
+        ofi = (bp >= pbp ? bsz : 0.0) - (bp <= pbp ? pbs : 0.0) - (ap <= pap ? asz : 0.0) +
+              (ap >= pap ? pas : 0.0);
+        /* Sells hit bids, buys lift asks: what traded is not a cancel. */
+        can_b = py_max(rem_b - self->sell_base, 0.0) * mid;
+        can_a = py_max(rem_a - self->buy_base, 0.0) * mid;
+        wd_b = can_b - add_b * mid;
+        wd_a = can_a - add_a * mid;
+    }
+    memcpy(self->touch, touch, sizeof(touch));
+    self->have_touch = 1;
+    for (int i = 0; i < 2; i++) {
+        if (self->have_prev) {
+            PyBuffer_Release(&self->prev[i]);
+        }
+        self->prev[i] = cur[i];
+        self->prev_rows[i] = rows[2 + i];
+    }
+    self->have_prev = 1;
+    a[6] = k60 * a[6] + j60 * (touch[1] + touch[3]) / 2.0;
+    a[8] = k60 * a[8] + j60 * top_b;
+    a[9] = k60 * a[9] + j60 * top_a;
+    self->ofi = k1 * self->ofi + ofi;
+    double per_s1 = w1 > 0.0 ? 1.0 / w1 : 0.0;
+    double touch_avg = w60 > 0.0 ? a[6] / w60 : 0.0;
+    double ofi_abs = touch_avg > 0.0 ? fabs(self->ofi) * per_s1 / touch_avg : 0.0;
+    /* Cancels and adds over the side's 60 s mean of the same top-level depth. */
+    double scale_b = w60 > 0.0 && a[8] > 0.0 ? a[8] / w60 : (top_b != 0.0 ? top_b : 1.0);
+    double scale_a = w60 > 0.0 && a[9] > 0.0 ? a[9] / w60 : (top_a != 0.0 ? top_a : 1.0);
+    double *c = self->c, *wd = self->wd, x = 0.0;
+    if (py_div(can_b, scale_b, &x) < 0) {
+        goto done;
+    }
+    c[0] = k1 * c[0] + x;
+    if (py_div(can_a, scale_a, &x) < 0) {
+        goto done;
+    }
+    c[1] = k1 * c[1] + x;
+    if (py_div(wd_b, scale_b, &x) < 0) {
+        goto done;
+    }
+    wd[0] = k1 * wd[0] + x;
+    if (py_div(wd_a, scale_a, &x) < 0) {
+        goto done;
+    }
+    wd[1] = k1 * wd[1] + x;
+    double cancel_max = py_max(c[0], c[1]) * per_s1;
+    double withdraw_max = py_max(wd[0], wd[1]) * per_s1;
+
+    /* Spread. s60 >= 1e-12 or NaN: no zero divisor below. */
+    double spread;
+    if (as_double(args[FA_SPREAD], &spread) < 0) {
+        goto done;
+    }
+    a[7] = k60 * a[7] + j60 * spread;
+    a[10] = k1 * a[10] + j1 * spread;
+    double s60 = py_max(w60 > 0.0 ? a[7] / w60 : spread, F_EPS);
+    double s1 = w1 > 0.0 ? a[10] / w1 : spread;
+    double spread_rel;
+    if (py_log(py_max(spread, F_EPS) / s60, &spread_rel) < 0) {
+        goto done;
+    }
+    double spread_change = fabs(spread - s1) / s60;
+
+    /* Realised volatility of the mid; trades since the previous sample. */
+    double pmid = self->mid;
+    double ret_bps = pmid > 0.0 ? (mid - pmid) / pmid * F_BPS : 0.0;
+    self->mid = mid;
+    double sq = ret_bps * ret_bps;
+    q[0] = k2 * q[0] + sq;
+    q[1] = k60 * q[1] + sq;
+    double nt = (double)self->n_trades, tq = self->traded_quote;
+    q[2] = k2 * q[2] + nt;
+    q[3] = k60 * q[3] + nt;
+    q[4] = k2 * q[4] + tq;
+    q[5] = k60 * q[5] + tq;
+    self->buy = k2 * self->buy + self->buy_base * mid;
+    self->sell = k2 * self->sell + self->sell_base * mid;
+    self->n_trades = 0;
+    self->traded_quote = self->buy_base = self->sell_base = 0.0;
+    double per_s2 = w2 > 0.0 ? 1.0 / (2.0 * w2) : 0.0;
+    double per_s60 = w60 > 0.0 ? 1.0 / (60.0 * w60) : 0.0;
+    /* Kernel sums of squares and counts are >= 0, so only the traded quote (negative
+     * for a negative price or amount) can make a zero divisor. */
+    double vol_short, vol_60, vol_ratio, trade_rel, quote_x = 0.0, quote_rel;
+    if (py_sqrt(q[0] * per_s2, &vol_short) < 0 || py_sqrt(q[1] * per_s60, &vol_60) < 0 ||
+        py_log((vol_short + 0.1) / (vol_60 + 0.1), &vol_ratio) < 0 ||
+        py_log((q[2] * per_s2 + 0.1) / (q[3] * per_s60 + 0.1), &trade_rel) < 0 ||
+        py_div(q[4] * per_s2 + 1.0, q[5] * per_s60 + 1.0, &quote_x) < 0 ||
+        py_log(quote_x, &quote_rel) < 0) {
+        goto done;
+    }
+    double buy = self->buy, sell = self->sell, total = buy + sell, toward = 0.0;
+    if (total > 0.0) {
+        toward = thin_bid ? (sell - buy) / total : (buy - sell) / total;
+    }
+
+    double log_ratio, log_ttf;
+    if (py_log(py_max(ratio, 1e-3), &log_ratio) < 0 ||
+        py_log(py_max(ttf, F_MIN_TTF_S), &log_ttf) < 0) {
+        goto done;
+    }
+    const double vec[21] = {
+        /* FEATURES order */
+        ratio, log_ratio, trend, r2 - r10, log_ttf,
+        band1, band2, band1_trend, near, imbalance,
+        ofi_abs, cancel_max, withdraw_max,
+        spread, spread_rel, spread_change,
+        vol_short, vol_ratio, trade_rel, quote_rel, toward,
+    };
+    PyObject *out = PyList_New(21);
+    if (out == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < 21; i++) {
+        /* ratio_min and spread_bps are the objects given, as the Python method returns. */
+        PyObject *item = i == 0 && given ? given : i == 13 ? args[FA_SPREAD] : NULL;
+        if (item != NULL) {
+            Py_INCREF(item);
+        }
+        else if ((item = PyFloat_FromDouble(vec[i])) == NULL) {
+            Py_DECREF(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    ret = out;
+done:
+    Py_XDECREF(pair);
+    return ret;
+}
+
+PyDoc_STRVAR(features_on_trade_doc,
+             "on_trade(trade) -> None\n\n"
+             "FeatureTracker.on_trade: count a trade (its price, amount and side) until the\n"
+             "next update.");
+
+static PyObject *
+Features_on_trade(Features *self, PyObject *trade)
+{
+    self->n_trades++;
+    PyObject *price = PyObject_GetAttr(trade, str_price);
+    if (price == NULL) {
+        return NULL;
+    }
+    PyObject *amount = PyObject_GetAttr(trade, str_amount);
+    if (amount == NULL) {
+        Py_DECREF(price);
+        return NULL;
+    }
+    /* price * amount: two floats multiply as doubles; anything else (two ints multiply
+     * exactly) takes Python's operator, and the product then meets a float. */
+    double quote, base;
+    int rc;
+    if (PyFloat_Check(price) && PyFloat_Check(amount)) {
+        quote = PyFloat_AS_DOUBLE(price) * PyFloat_AS_DOUBLE(amount);
+        rc = 0;
+    }
+    else {
+        PyObject *product = PyNumber_Multiply(price, amount);
+        rc = product ? as_double(product, &quote) : -1;
+        Py_XDECREF(product);
+    }
+    Py_DECREF(price);
+    if (rc < 0) {
+        Py_DECREF(amount);
+        return NULL;
+    }
+    self->traded_quote += quote;
+    PyObject *side = PyObject_GetAttr(trade, str_side);
+    int buy = side ? PyObject_RichCompareBool(side, str_buy, Py_EQ) : -1;
+    Py_XDECREF(side);
+    rc = buy < 0 ? -1 : as_double(amount, &base);
+    Py_DECREF(amount);
+    if (rc < 0) {
+        return NULL;
+    }
+    if (buy) {
+        self->buy_base += base;
+    }
+    else {
+        self->sell_base += base;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Features_get_last_ns(Features *self, void *Py_UNUSED(closure))
+{
+    PyObject *v = self->last_ns ? self->last_ns : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int
+Features_set_last_ns(Features *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete last_ns");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->last_ns, value);
+    return 0;
+}
+
+static void
+Features_dealloc(Features *self)
+{
+    Py_XDECREF(self->last_ns);
+    if (self->have_prev) {
+        PyBuffer_Release(&self->prev[0]);
+        PyBuffer_Release(&self->prev[1]);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Features_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))Features_update, METH_FASTCALL, features_update_doc},
+    {"on_trade", (PyCFunction)Features_on_trade, METH_O, features_on_trade_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Features_getset[] = {
+    {"last_ns", (getter)Features_get_last_ns, (setter)Features_set_last_ns,
+     "The latest reading's ts_ns (None before the first).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FeaturesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bot._bookc.Features",
+    .tp_doc = PyDoc_STR("One market's early-warning feature state (FeatureTracker's, compiled)."),
+    .tp_basicsize = sizeof(Features),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Features_dealloc,
+    .tp_methods = Features_methods,
+    .tp_getset = Features_getset,
+};
 
 /* ------------------------------------------------------------------ depth message rows */
 
@@ -1437,7 +2056,13 @@ static struct PyModuleDef bookc_module = {
 PyMODINIT_FUNC
 PyInit__bookc(void)
 {
-    if (PyType_Ready(&BookType) < 0) {
+    if (PyType_Ready(&BookType) < 0 || PyType_Ready(&FeaturesType) < 0) {
+        return NULL;
+    }
+    if ((str_price = PyUnicode_InternFromString("price")) == NULL ||
+        (str_amount = PyUnicode_InternFromString("amount")) == NULL ||
+        (str_side = PyUnicode_InternFromString("side")) == NULL ||
+        (str_buy = PyUnicode_InternFromString("buy")) == NULL) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&bookc_module);
@@ -1447,6 +2072,12 @@ PyInit__bookc(void)
     Py_INCREF(&BookType);
     if (PyModule_AddObject(m, "Levels", (PyObject *)&BookType) < 0) {
         Py_DECREF(&BookType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FeaturesType);
+    if (PyModule_AddObject(m, "Features", (PyObject *)&FeaturesType) < 0) {
+        Py_DECREF(&FeaturesType);
         Py_DECREF(m);
         return NULL;
     }

@@ -25,6 +25,27 @@ class Levels:
     def top(self, side: int, out: _F64, /) -> None: ...
     def fill(self, side: int, notional: float, /) -> tuple[float, float, float, bool]: ...
 
+@final
+class Features:
+    """One market's early-warning feature state (FeatureTracker's arithmetic, compiled)."""
+
+    last_ns: int | None
+    def __init__(self) -> None: ...
+    def on_trade(self, trade: object, /) -> None: ...
+    def update(
+        self,
+        ts_ns: int,
+        ratio: tuple[float | None, float | None],
+        baseline_ready: bool,
+        depth: _F64,
+        mid: float,
+        spread_bps: float,
+        bids: _F64,
+        asks: _F64,
+        fracture_ratio: float,
+        /,
+    ) -> list[float]: ...
+
 def top_flow(
     prev_bids: _F64, prev_asks: _F64, bids: _F64, asks: _F64, /
 ) -> tuple[float, float, float, float, float, float]: ...

@@ -879,7 +879,7 @@ class WarningSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    """Compute the warning (about 30 us per book update)."""
+    """Compute the warning (about 5 us per book update)."""
     model: Path | None = None
     """Model file from ``backstop model train``; None = the one shipped with the package."""
     pre_arm: bool = False

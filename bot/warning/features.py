@@ -7,6 +7,11 @@ Everything is O(1) in the book's size apart from one pass over the best
 ``bot._book_kernel.top_flow``); there is no Python loop over levels. Time is the
 sample's ``ts_ns``, never the wall clock.
 
+The arithmetic runs compiled (``bot/_bookc.c``: ``Features``, the same operations in the
+same order, so the same bits) when the tracker is created under the compiled book
+kernel, as a book picks its store (:mod:`bot._book_kernel`); :meth:`FeatureTracker.update`
+is the reference, and runs without it (``BACKSTOP_PURE_BOOK=1`` or not built).
+
 Averages are time-aware exponential ones (``exp(-dt / tau)`` per interval), bias
 corrected like the detector's baseline (:mod:`bot.detect.baseline`), so the first
 minute of a replay is a fair mean rather than a ramp from zero. Rates (per second) are
@@ -109,8 +114,9 @@ class FeatureTracker:
     for each book sample, after the detector has read it. Not thread-safe.
 
     The averages are written out by hand, one float each, rather than as objects or
-    numpy vectors: at about 20 of them, plain float arithmetic is the cheapest there
-    is (a numpy call costs more than a dozen float operations).
+    numpy vectors: at about 20 of them, plain float arithmetic is the cheapest Python
+    there is (a numpy call costs more than a dozen float operations). Compiled, the
+    state lives in the kernel's object (``_k``) and the Python fields are not set.
     """
 
     __slots__ = (
@@ -119,6 +125,8 @@ class FeatureTracker:
         "_buy_base",
         "_c",
         "_flow",
+        "_k",
+        "_last_ns",
         "_mid",
         "_n_trades",
         "_ofi",
@@ -132,7 +140,6 @@ class FeatureTracker:
         "_w",
         "_wd",
         "fracture_ratio",
-        "last_ns",
         "top_levels",
     )
 
@@ -140,7 +147,11 @@ class FeatureTracker:
         self.top_levels = top_levels
         self.fracture_ratio = fracture_ratio
         """The detector's ``baseline_fraction``: where ``log_time_to_fracture`` aims."""
-        self.last_ns: int | None = None
+        self._k = _book_kernel.feature_state()
+        """The compiled state and arithmetic, or None: the Python below."""
+        if self._k is not None:
+            return
+        self._last_ns: int | None = None
         # Bias weights of the averages with time constants 1, 2, 10 and 60 s.
         self._w = [0.0, 0.0, 0.0, 0.0]
         # 60 s averages: band-1 depth (bid, ask), band-2 depth, band-0 share of band 1,
@@ -166,7 +177,22 @@ class FeatureTracker:
         self._pb = self._pa = _NO_LEVELS
         self._flow = _book_kernel.top_flow()
 
+    @property
+    def last_ns(self) -> int | None:
+        """The latest reading's ``ts_ns`` (a late reading leaves it), None before any."""
+        return self._last_ns if self._k is None else self._k.last_ns
+
+    @last_ns.setter
+    def last_ns(self, ts_ns: int | None) -> None:
+        if self._k is None:
+            self._last_ns = ts_ns
+        else:
+            self._k.last_ns = ts_ns
+
     def on_trade(self, trade: Trade) -> None:
+        if self._k is not None:
+            self._k.on_trade(trade)
+            return
         self._n_trades += 1
         self._traded_quote += trade.price * trade.amount
         if trade.side == "buy":
@@ -190,10 +216,26 @@ class FeatureTracker:
 
         ``top``: :meth:`levels` of ``book`` taken at the sample, when the update runs
         later (the book may have moved on by then)."""
+        compiled = self._k
+        if compiled is not None:
+            bids, asks = top if top is not None else self.levels(book)
+            return compiled.update(
+                reading.ts_ns,
+                reading.ratio,
+                reading.baseline_ready,
+                sample.depth,
+                sample.mid,
+                sample.spread_bps,
+                bids,
+                asks,
+                self.fracture_ratio,
+            )
+        # The reference: bot/_bookc.c's Features.update performs these operations in
+        # this order (the state too), so a change here is a change there.
         ts = reading.ts_ns
-        last = self.last_ns
+        last = self._last_ns
         dt = (ts - last) / NS_PER_S if last is not None and ts > last else 0.0
-        self.last_ns = ts if last is None or ts > last else last
+        self._last_ns = ts if last is None or ts > last else last
         k1, k2, k10, k60 = _exp(-dt), _exp(-dt / 2.0), _exp(-dt / 10.0), _exp(-dt / 60.0)
         j1, j2, j10, j60 = 1.0 - k1, 1.0 - k2, 1.0 - k10, 1.0 - k60
         w = self._w
