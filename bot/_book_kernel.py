@@ -145,23 +145,27 @@ PairRows = Callable[[list[object], int], bytearray | None]
 """``pair_rows(side, limit)``: a ccxt order book side's first rows (see bot/_bookc.c)."""
 
 try:
-    from bot._bookc import Features as _CompiledFeatures
     from bot._bookc import Levels as _Compiled
     from bot._bookc import depth_rows as _compiled_depth_rows
     from bot._bookc import pair_rows as _compiled_pair_rows
     from bot._bookc import top_flow as _compiled_top_flow
 except ImportError:  # not built: a source tree used without `pip install`
     _compiled: type[LevelStore] | None = None
-    _compiled_features: type[FeatureState] | None = None
     _compiled_flow: TopFlow | None = None
     _depth_rows: DepthRows | None = None
     _pair_rows: PairRows | None = None
 else:
     _compiled = _Compiled
-    _compiled_features = _CompiledFeatures
     _compiled_flow = _compiled_top_flow
     _depth_rows = _compiled_depth_rows
     _pair_rows = _compiled_pair_rows
+
+try:
+    from bot._bookc import Features as _CompiledFeatures
+except ImportError:  # not built, or built before Features: the book kernel stays compiled
+    _compiled_features: type[FeatureState] | None = None
+else:
+    _compiled_features = _CompiledFeatures
 
 COMPILED_AVAILABLE: Final = _compiled is not None
 
