@@ -46,7 +46,7 @@ charged from its oldest message's arrival and with the parse time of all of them
 The conflated run is repeated with the markets split over two processes of N/2 (every
 other copy each), started together, as a fleet of daemons would run them: the
 "markets in parallel" option, on this machine's two cores. And once more assembled
-without trading (feed, books and depth samples, as ``backstop watch`` runs), timed to
+without trading (feed, books and depth samples, as ``backstop book`` runs), timed to
 the depth sample: the floor that parsing and queueing alone set, below which no
 strategy or engine design can go. Each run reports the engine thread's busy share,
 the engine time per event, and how bursty the schedule is (events due per 10 ms:
@@ -151,7 +151,8 @@ async def _ccxt_once(seconds: float | None, *, live: bool = False) -> dict[str, 
     """ccxt.pro's Binance handlers on the recorded depth and trade messages; with
     ``live``, each handled message then goes where ``LiveFeed`` takes it: the synced
     book copied out (``LiveFeed._to_snapshot``) into our order book, each new trade
-    converted (``LiveFeed._to_trade``, deduplicated by id)."""
+    converted (``LiveFeed._to_trade``, deduplicated by id). The handler's own time is
+    also summed per message kind (``handler_us``: mean per depth diff and per trade)."""
     import random as _random
 
     import ccxt.pro
@@ -175,6 +176,8 @@ async def _ccxt_once(seconds: float | None, *, live: bool = False) -> dict[str, 
     subscription = {"symbol": symbol, "limit": 1000, "type": "spot", "params": {}}
     handle = client.handle_text_or_binary_message
     n_lines = n_events = 0
+    handled = {"depth": 0, "trade": 0}  # ns in ccxt.pro's handler, per message kind
+    counted = {"depth": 0, "trade": 0}
     end_ns: int | None = None
     t0 = time.perf_counter()
     for path in bundled_sample_paths():
@@ -201,7 +204,16 @@ async def _ccxt_once(seconds: float | None, *, live: bool = False) -> dict[str, 
                 ex.fetch_rest_order_book_safe = rest
                 await ex.fetch_order_book_snapshot(client, None, subscription)
             else:
-                handle(body.decode())
+                text = body.decode()
+                h0 = time.perf_counter_ns()
+                handle(text)
+                took = time.perf_counter_ns() - h0
+                if b"depthUpdate" in body[:80]:
+                    handled["depth"] += took
+                    counted["depth"] += 1
+                else:
+                    handled["trade"] += took
+                    counted["trade"] += 1
                 if not live:
                     continue
                 if b"depthUpdate" in body[:80]:
@@ -216,7 +228,8 @@ async def _ccxt_once(seconds: float | None, *, live: bool = False) -> dict[str, 
     if book["nonce"] is None or not book["bids"]:
         raise SystemExit("ccxt baseline: the order book never synced")
     await ex.close()
-    return {"wall": wall, "lines": n_lines, "events": n_events}
+    per_message_us = {k: handled[k] / counted[k] / 1e3 if counted[k] else 0.0 for k in handled}
+    return {"wall": wall, "lines": n_lines, "events": n_events, "handler_us": per_message_us}
 
 
 def _reps(kind: str, reps: int, seconds: float | None) -> dict[str, Any]:
@@ -301,7 +314,7 @@ async def _markets_once(
     that the shards' timelines start together (:func:`measure_shards`).
 
     ``floor``: assembled without trading (feed, books and depth samples only, as
-    ``backstop watch`` runs); ``decision_ns`` is then message -> depth sample, the part
+    ``backstop book`` runs); ``decision_ns`` is then message -> depth sample, the part
     of the reaction that no strategy or engine design can take away."""
     import bot.app
     from bot.feeds.stress import parse_stress_spec
@@ -596,6 +609,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"read and skipped); events = depth + trades used ({results['full']['events']:,}); "
         "RSS at start = after imports, before the replay"
         + (" (quick: all in this process, RSS cumulative)" if inproc else "")
+    )
+    per = results["ccxt"]["handler_us"]
+    print(
+        f"ccxt.pro's handler alone, per message (last pass): depth diff {per['depth']:.1f} us, "
+        f"trade {per['trade']:.1f} us"
     )
 
     print(

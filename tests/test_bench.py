@@ -99,6 +99,9 @@ def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFix
         "live feed: ccxt.pro handlers + copy to our book",
         "ours: full pipeline (paper, calm: no stress)",
     ]
+    handler = next(line for line in out if line.startswith("ccxt.pro's handler alone"))
+    assert float(handler.split("depth diff ")[1].split(" us")[0]) > 0
+    assert float(handler.split("trade ")[1].split(" us")[0]) > 0
     many = out.index(next(line for line in out if line.startswith("measure (reaction")))
     assert has_columns(out[many], ["n", "p50 ms", "p99 ms", "max ms", "1 market p99", "ratio p99"])
     assert out[many + 1] == "3 markets, every depth message handed to the engine:"
