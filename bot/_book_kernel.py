@@ -38,6 +38,7 @@ __all__ = [
     "Kernel",
     "LevelStore",
     "PairRows",
+    "SampleResult",
     "TopFlow",
     "depth_rows",
     "feature_state",
@@ -51,6 +52,10 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 Kernel = Literal["compiled", "pure"]
+
+SampleResult = tuple[float, float, float, float, FloatArray, float | None, float | None]
+"""``(bid, ask, mid, spread_bps, depth, buy_slippage_bps, sell_slippage_bps)``: one
+:class:`bot.monitor.DepthSample`'s measurements (``LevelStore.sample``)."""
 
 PURE_ENV: Final = "BACKSTOP_PURE_BOOK"
 
@@ -98,6 +103,17 @@ class LevelStore(Protocol):
     def fill(self, side: int, notional: float, /) -> tuple[float, float, float, bool]:
         """``(filled_quote, filled_base, worst_price, complete)`` for a non-empty side
         and a notional > 0."""
+
+    def sample(
+        self, bands_bps: Sequence[float], notional: float, out: FloatArray, /
+    ) -> SampleResult | None:
+        """The depth monitor's reading in one call: None when a side is empty, else
+        ``(bid, ask, mid, spread_bps, out, buy, sell)`` with ``out`` filled as ``bands``
+        fills it, ``mid = (ask + bid) / 2.0``, ``spread_bps = (ask - bid) / mid * 1e4``
+        and each slippage what ``OrderBook.fill_slippage_bps`` gives for ``notional``
+        on that side (buy: the asks), the same operations in the same order, so the
+        same bits. Raises ``ValueError`` for a non-finite or negative ``notional``
+        (after filling ``out``)."""
 
 
 FlowResult = tuple[float, float, float, float, float, float]

@@ -30,7 +30,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from bot._book_kernel import CROSSED, MALFORMED, NEGATIVE, NON_FINITE, OK
+from bot._book_kernel import CROSSED, MALFORMED, NEGATIVE, NON_FINITE, OK, SampleResult
 from bot.feeds.events import EMPTY_LEVELS, Levels
 
 FloatArray = npt.NDArray[np.float64]
@@ -203,7 +203,31 @@ class NumpyLevels:
         base = float(_add_reduce(sizes[:k])) + (notional - before) / worst
         return notional, base, worst, True
 
+    def sample(
+        self, bands_bps: Sequence[float], notional: float, out: FloatArray
+    ) -> SampleResult | None:
+        if not self._bk.size or not self._ak.size:
+            return None
+        self.bands(bands_bps, out)
+        if not math.isfinite(notional) or notional < 0:
+            raise ValueError(f"notional must be finite and >= 0, got {notional}")
+        bid, ask = -self._bk.item(0), self._ak.item(0)
+        mid = (ask + bid) / 2.0
+        spread = (ask - bid) / mid * _BPS
+        buy = self._slippage(1, notional, mid)
+        return bid, ask, mid, spread, out, buy, self._slippage(0, notional, mid)
+
     # ------------------------------------------------------------------ internals
+
+    def _slippage(self, side: int, notional: float, mid: float) -> float | None:
+        """``OrderBook.fill_slippage_bps`` on a book with both sides (side 1: a buy)."""
+        if notional == 0:
+            return None
+        quote, base, _, complete = self.fill(side, notional)
+        if not complete:
+            return None
+        avg = quote / base
+        return (avg - mid) / mid * _BPS if side else (mid - avg) / mid * _BPS
 
     def _publish(self, keys: FloatArray, z: FloatArray) -> bool:
         """Make ``keys``/``z`` (sizes in row 0) the book unless it is crossed (then keep

@@ -650,6 +650,99 @@ get_out(PyObject *o, Py_buffer *view, Py_ssize_t items)
     return 0;
 }
 
+/* A bands_bps argument read as doubles, with room for each band's first level. */
+typedef struct {
+    PyObject *seq;
+    Py_ssize_t n;
+    double *bps;
+    Py_ssize_t *ks;
+    double small[16];
+    Py_ssize_t small_k[16];
+} Bands;
+
+static void
+bands_release(Bands *bs)
+{
+    if (bs->bps != bs->small) {
+        PyMem_Free(bs->bps);
+        PyMem_Free(bs->ks);
+    }
+    Py_DECREF(bs->seq);
+}
+
+static int
+bands_read(PyObject *o, Bands *bs)
+{
+    bs->seq = PySequence_Fast(o, "bands_bps must be a sequence");
+    if (bs->seq == NULL) {
+        return -1;
+    }
+    bs->n = PySequence_Fast_GET_SIZE(bs->seq);
+    PyObject **items = PySequence_Fast_ITEMS(bs->seq);
+    bs->bps = bs->small;
+    bs->ks = bs->small_k;
+    if (bs->n > 16) {
+        bs->bps = PyMem_Malloc((size_t)bs->n * sizeof(double));
+        bs->ks = PyMem_Malloc((size_t)bs->n * sizeof(Py_ssize_t));
+        if (bs->bps == NULL || bs->ks == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    for (Py_ssize_t j = 0; j < bs->n; j++) {
+        bs->bps[j] = PyFloat_AsDouble(items[j]);
+        if (bs->bps[j] == -1.0 && PyErr_Occurred()) {
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    bands_release(bs);
+    return -1;
+}
+
+/* Depth within each band on both sides into out, (side, band, [base, quote]). */
+static void
+bands_fill(const Book *self, Bands *bs, double *out)
+{
+    Py_ssize_t nb = bs->n, *ks = bs->ks;
+    double mid;
+    if (!get_mid(self, &mid)) {
+        memset(out, 0, (size_t)(4 * nb) * sizeof(double));
+        return;
+    }
+    for (int side = 0; side < 2; side++) {
+        const Side *sd = &self->side[side];
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            ks[j] = band_start(sd, side, mid, bs->bps[j]);
+        }
+        /* Narrowest band first: each band adds the segment down to its edge to the
+         * running sums, so the levels are summed once for all bands. */
+        Py_ssize_t done_to = sd->n;
+        double base = 0.0, kq = 0.0;
+        for (Py_ssize_t left = nb; left > 0; left--) {
+            Py_ssize_t best = -1;
+            for (Py_ssize_t j = 0; j < nb; j++) { /* the unfilled band nearest the top */
+                if (ks[j] >= 0 && (best < 0 || ks[j] > ks[best])) {
+                    best = j;
+                }
+            }
+            Py_ssize_t k0 = ks[best];
+            if (k0 < done_to) {
+                double b, q;
+                sum_range(sd->lv, k0, done_to, &b, &q);
+                base += b;
+                kq += q;
+                done_to = k0;
+            }
+            double *o = out + (side * nb + best) * 2;
+            o[0] = base;
+            o[1] = side ? -kq : kq;
+            ks[best] = -1;
+        }
+    }
+}
+
 PyDoc_STRVAR(bands_doc,
              "bands(bands_bps, out) -> None\n\n"
              "Depth within each band on both sides into out, a C-contiguous float64\n"
@@ -662,82 +755,19 @@ Book_bands(Book *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "bands(bands_bps, out)");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[0], "bands_bps must be a sequence");
-    if (seq == NULL) {
+    Bands bs;
+    Py_buffer view;
+    if (bands_read(args[0], &bs) < 0) {
         return NULL;
     }
-    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    double small[16];
-    Py_ssize_t small_k[16];
-    double *bps = small;
-    Py_ssize_t *ks = small_k;
-    Py_buffer view;
-    PyObject *ret = NULL;
-    if (nb > 16) {
-        bps = PyMem_Malloc((size_t)nb * sizeof(double));
-        ks = PyMem_Malloc((size_t)nb * sizeof(Py_ssize_t));
-        if (bps == NULL || ks == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
+    if (get_out(args[1], &view, 4 * bs.n) < 0) {
+        bands_release(&bs);
+        return NULL;
     }
-    for (Py_ssize_t j = 0; j < nb; j++) {
-        bps[j] = PyFloat_AsDouble(items[j]);
-        if (bps[j] == -1.0 && PyErr_Occurred()) {
-            goto done;
-        }
-    }
-    if (get_out(args[1], &view, 4 * nb) < 0) {
-        goto done;
-    }
-    double *out = (double *)view.buf;
-    double mid;
-    if (!get_mid(self, &mid)) {
-        memset(out, 0, (size_t)(4 * nb) * sizeof(double));
-    }
-    else {
-        for (int side = 0; side < 2; side++) {
-            const Side *sd = &self->side[side];
-            for (Py_ssize_t j = 0; j < nb; j++) {
-                ks[j] = band_start(sd, side, mid, bps[j]);
-            }
-            /* Narrowest band first: each band adds the segment down to its edge to the
-             * running sums, so the levels are summed once for all bands. */
-            Py_ssize_t done_to = sd->n;
-            double base = 0.0, kq = 0.0;
-            for (Py_ssize_t left = nb; left > 0; left--) {
-                Py_ssize_t best = -1;
-                for (Py_ssize_t j = 0; j < nb; j++) { /* the unfilled band nearest the top */
-                    if (ks[j] >= 0 && (best < 0 || ks[j] > ks[best])) {
-                        best = j;
-                    }
-                }
-                Py_ssize_t k0 = ks[best];
-                if (k0 < done_to) {
-                    double b, q;
-                    sum_range(sd->lv, k0, done_to, &b, &q);
-                    base += b;
-                    kq += q;
-                    done_to = k0;
-                }
-                double *o = out + (side * nb + best) * 2;
-                o[0] = base;
-                o[1] = side ? -kq : kq;
-                ks[best] = -1;
-            }
-        }
-    }
+    bands_fill(self, &bs, (double *)view.buf);
     PyBuffer_Release(&view);
-    ret = Py_None;
-    Py_INCREF(ret);
-done:
-    if (bps != small) {
-        PyMem_Free(bps);
-        PyMem_Free(ks);
-    }
-    Py_DECREF(seq);
-    return ret;
+    bands_release(&bs);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(top_doc,
@@ -777,6 +807,32 @@ Book_top(Book *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Walk a non-empty side best first until want > 0 is filled: 1 if it is, with the
+ * filled quote and base and the worst price reached, 0 with the whole side's. The
+ * running notional is summed best first, as numpy's cumsum does (same value). */
+static int
+fill_walk(const Side *sd, int side, double want, double *quote, double *base, double *worst)
+{
+    const Level *L = sd->lv;
+    double cq = 0.0, b = 0.0;
+    for (Py_ssize_t i = sd->n - 1; i >= 0; i--) {
+        double price = side ? -L[i].k : L[i].k;
+        double before = cq;
+        cq += price * L[i].s;
+        if (cq >= want) {
+            *quote = want;
+            *base = b + (want - before) / price;
+            *worst = price;
+            return 1;
+        }
+        b += L[i].s;
+    }
+    *quote = cq;
+    *base = b;
+    *worst = side ? -L[0].k : L[0].k;
+    return 0;
+}
+
 PyDoc_STRVAR(fill_doc,
              "fill(side, notional) -> (filled_quote, filled_base, worst_price, complete)\n\n"
              "Walk a non-empty side best first until notional > 0 is filled.");
@@ -801,20 +857,107 @@ Book_fill(Book *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "fill on an empty side");
         return NULL;
     }
-    const Level *L = sd->lv;
-    /* Running notional summed best first, as numpy's cumsum does (same value). */
-    double cq = 0.0, base = 0.0;
-    for (Py_ssize_t i = sd->n - 1; i >= 0; i--) {
-        double price = side ? -L[i].k : L[i].k;
-        double before = cq;
-        cq += price * L[i].s;
-        if (cq >= want) {
-            return Py_BuildValue("dddO", want, base + (want - before) / price, price, Py_True);
-        }
-        base += L[i].s;
+    double quote, base, worst;
+    int complete = fill_walk(sd, side, want, &quote, &base, &worst);
+    return Py_BuildValue("dddO", quote, base, worst, complete ? Py_True : Py_False);
+}
+
+/* bot.book.OrderBook.fill_slippage_bps on a book with both sides: None (a new
+ * reference) for a zero notional or a fill the side cannot complete, else the
+ * average price against mid in bps, positive = cost (side 1, the asks, is a buy). */
+static PyObject *
+slippage(const Book *self, int side, double want, double mid)
+{
+    double quote, base, worst;
+    if (want == 0.0 || !fill_walk(&self->side[side], side, want, &quote, &base, &worst)) {
+        Py_RETURN_NONE;
     }
-    double worst = side ? -L[0].k : L[0].k;
-    return Py_BuildValue("dddO", cq, base, worst, Py_False);
+    if (base == 0.0) { /* Python's quote / base would raise */
+        PyErr_SetString(PyExc_ZeroDivisionError, "float division by zero");
+        return NULL;
+    }
+    double avg = quote / base;
+    return PyFloat_FromDouble(side ? (avg - mid) / mid * 1e4 : (mid - avg) / mid * 1e4);
+}
+
+PyDoc_STRVAR(sample_doc,
+             "sample(bands_bps, notional, out)\n"
+             "    -> (bid, ask, mid, spread_bps, out, buy_slippage_bps, sell_slippage_bps) | None\n\n"
+             "One depth reading (bot.monitor.DepthMonitor's) in one call: None when a side\n"
+             "is empty, else the best prices, mid = (ask + bid) / 2, spread = (ask - bid) /\n"
+             "mid * 1e4, bands(bands_bps, out), and the slippage of buying (walking the asks)\n"
+             "and selling notional as bot.book.OrderBook.fill_slippage_bps computes it: None\n"
+             "for 0 or a fill the side cannot complete; ValueError for a notional that is\n"
+             "not finite or < 0 (checked after the bands, as the monitor's calls were).");
+
+static PyObject *
+Book_sample(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "sample(bands_bps, notional, out)");
+        return NULL;
+    }
+    const Side *b = &self->side[0], *a = &self->side[1];
+    if (!b->n || !a->n) {
+        Py_RETURN_NONE;
+    }
+    Bands bs;
+    Py_buffer view;
+    if (bands_read(args[0], &bs) < 0) {
+        return NULL;
+    }
+    if (get_out(args[2], &view, 4 * bs.n) < 0) {
+        bands_release(&bs);
+        return NULL;
+    }
+    bands_fill(self, &bs, (double *)view.buf);
+    PyBuffer_Release(&view);
+    bands_release(&bs);
+    double want = PyFloat_AsDouble(args[1]);
+    if (want == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!isfinite(want) || want < 0.0) {
+        PyErr_Format(PyExc_ValueError, "notional must be finite and >= 0, got %S", args[1]);
+        return NULL;
+    }
+    double bid = b->lv[b->n - 1].k, ask = -a->lv[a->n - 1].k;
+    double mid = (ask + bid) / 2.0;
+    PyObject *t = PyTuple_New(7);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *o;
+    if ((o = PyFloat_FromDouble(bid)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 0, o);
+    if ((o = PyFloat_FromDouble(ask)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 1, o);
+    if ((o = PyFloat_FromDouble(mid)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 2, o);
+    if ((o = PyFloat_FromDouble((ask - bid) / mid * 1e4)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 3, o);
+    Py_INCREF(args[2]);
+    PyTuple_SET_ITEM(t, 4, args[2]);
+    if ((o = slippage(self, 1, want, mid)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 5, o);
+    if ((o = slippage(self, 0, want, mid)) == NULL) {
+        goto fail;
+    }
+    PyTuple_SET_ITEM(t, 6, o);
+    return t;
+fail:
+    Py_DECREF(t); /* unset items are NULL: tuple dealloc skips them */
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ type */
@@ -842,6 +985,7 @@ static PyMethodDef Book_methods[] = {
     {"bands", (PyCFunction)(void (*)(void))Book_bands, METH_FASTCALL, bands_doc},
     {"top", (PyCFunction)(void (*)(void))Book_top, METH_FASTCALL, top_doc},
     {"fill", (PyCFunction)(void (*)(void))Book_fill, METH_FASTCALL, fill_doc},
+    {"sample", (PyCFunction)(void (*)(void))Book_sample, METH_FASTCALL, sample_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot import _book_kernel
-from bot._book_kernel import Kernel
+from bot._book_kernel import Kernel, SampleResult
 from bot._book_numpy import _as_levels
 from bot.clock import Clock
 from bot.feeds.events import EMPTY_LEVELS, BookDelta, BookSnapshot, Levels
@@ -413,6 +413,21 @@ class OrderBook:
         if mid is None:
             return None
         return (avg - mid) / mid * _BPS if side is Side.ASK else (mid - avg) / mid * _BPS
+
+    def sample_at(self, bands_bps: Sequence[float], notional_quote: float) -> SampleResult | None:
+        """The depth monitor's reading in one store call: ``(bid, ask, mid, spread_bps,
+        depth, buy_slippage_bps, sell_slippage_bps)``, or None when the book is not
+        tradeable (not VALID, or a side empty).
+
+        Bit for bit what the separate queries give: the best prices, ``mid = (ask +
+        bid) / 2.0``, ``spread_bps = (ask - bid) / mid * 1e4``, ``depth_bands(bands_bps)``
+        and ``fill_slippage_bps(Side.ASK / Side.BID, notional_quote)``. Like the latter,
+        raises ``ValueError`` for a negative or non-finite notional, but only on a
+        tradeable book (the monitor never asked for slippage on another).
+        """
+        if self._state is not BookState.VALID:
+            return None
+        return self._lv.sample(bands_bps, notional_quote, _empty((2, len(bands_bps), 2)))
 
     # ------------------------------------------------------------------ internals
 

@@ -18,7 +18,6 @@ import numpy.typing as npt
 from bot.book import OrderBook, Side
 
 SIDES = (Side.BID, Side.ASK)
-_BPS = 1e4
 
 
 @dataclass(slots=True)
@@ -91,41 +90,35 @@ class DepthMonitor:
 
     def observe(self, book: OrderBook, ts_ns: int) -> DepthSample | None:
         """Measure ``book`` now; None when it is not tradeable (invalid or one side empty)."""
-        bid, ask = book.best_bid(), book.best_ask()
-        if bid is None or ask is None:
+        # One store call (this runs on every update): the same bits as best_bid/ask,
+        # mid = (ask + bid) / 2, spread = (ask - bid) / mid * 1e4, depth_bands and
+        # fill_slippage_bps (buy: Side.ASK, sell: Side.BID) called one by one.
+        got = book.sample_at(self.bands_bps, self.reference_notional_quote)
+        if got is None:
             return None
-        # Exactly what book.mid() and book.spread_bps() compute, without re-reading the
-        # book (this runs on every update).
-        mid = (ask + bid) / 2.0
-        spread = (ask - bid) / mid * _BPS
-        depth = book.depth_bands(self.bands_bps)
-        notional = self.reference_notional_quote
-        sample = DepthSample(  # positional: the field order (keywords cost per call)
-            ts_ns,
-            bid,
-            ask,
-            mid,
-            spread,
-            self.bands_bps,
-            depth,
-            book.fill_slippage_bps(Side.ASK, notional),
-            book.fill_slippage_bps(Side.BID, notional),
-        )
+        bid, ask, mid, spread, depth, buy, sell = got
+        # positional: the field order (keywords cost per call)
+        sample = DepthSample(ts_ns, bid, ask, mid, spread, self.bands_bps, depth, buy, sell)
         self._record(sample)
         return sample
 
     def _record(self, sample: DepthSample) -> None:
         self.samples += 1
         self.last = sample
-        self.max_spread_bps = max(self.max_spread_bps, sample.spread_bps)
+        spread = sample.spread_bps
+        if spread > self.max_spread_bps:  # max(), without the call: the same choice
+            self.max_spread_bps = spread
         lows, bands = self.lows, self.bands_bps
         cells = self._cells
         if cells is None or cells[0] is not lows or cells[1] != bands:
             order = [lows[(side, band)] for side in SIDES for band in bands]
             cells = self._cells = (lows, bands, order)
-        # One conversion to Python floats, not a numpy scalar per cell.
-        bid_rows, ask_rows = sample.depth.tolist()  # (2, bands, 2): from depth_bands
-        for low, (base, quote) in zip(cells[2], bid_rows + ask_rows, strict=True):
+        # One conversion to Python floats, not a numpy scalar per cell. The depth is
+        # (2, bands, 2) for these very bands (observe asked the book for them), so flat
+        # it is (base, quote) pairs in the order of ``cells[2]``: not strict, which
+        # measured ~0.25 us more per update.
+        flat = sample.depth.ravel().tolist()
+        for low, base, quote in zip(cells[2], flat[::2], flat[1::2], strict=False):
             if quote < low.quote:
                 low.quote, low.base = quote, base
                 low.ts_ns, low.mid = sample.ts_ns, sample.mid
