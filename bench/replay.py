@@ -427,15 +427,16 @@ def measure(args: Sequence[str], *, in_process: bool) -> dict[str, Any]:
     return result
 
 
-def measure_shards(n: int, seconds: float, shards: int) -> dict[str, Any]:
+def measure_shards(n: int, seconds: float, shards: int, *, floor: bool = False) -> dict[str, Any]:
     """``n`` markets conflated as the live feed does, split over ``shards`` processes
     replaying at the same time (one daemon per group of markets, as a fleet runs them);
-    their figures merged."""
+    their figures merged. ``floor``: each assembled without trading (``_markets_once``)."""
     per = n // shards
     cmd = [sys.executable, "-m", "bench.replay", "--child", "markets", str(per), str(seconds)]
+    extra = ["floor"] if floor else []
     procs = [
         subprocess.Popen(
-            [*cmd, "conflate", "shard", str(k), str(shards)],
+            [*cmd, "conflate", "shard", str(k), str(shards), *extra],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -628,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["markets", str(n_markets), str(part2_s), "conflate", "floor"], in_process=inproc
     )
     sharded = measure_shards(n_markets, part2_s, SHARDS)
+    sharded_floor = measure_shards(n_markets, part2_s, SHARDS, floor=True)
     one = measure(["markets", "1", str(part2_s)], in_process=inproc)
     print(row((*MARKET_COLS, "1 market p99", "ratio p99"), (*MARKET_W, 13, 10)))
     per = n_markets // SHARDS
@@ -644,6 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples: no engine design goes below this)",
             floor,
         ),
+        (f"{per * SHARDS} markets in {SHARDS} processes of {per}, without trading", sharded_floor),
     ):
         print(f"{title}:")
         for label, key in (
@@ -653,9 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             p50, p99, pmax = percentiles([v / 1e6 for v in run[key]])
             _, one99, _ = percentiles([v / 1e6 for v in one[key]])
-            if run is floor and key != "decision_ns":
-                continue
-            if run is floor:
+            if run in (floor, sharded_floor):
+                if key != "decision_ns":
+                    continue
                 label = "book message -> depth sample (the floor)"
             print(
                 row(
@@ -676,6 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"{n_markets} markets conflated", merged),
         (f"{per * SHARDS} markets in {SHARDS} processes, conflated", sharded),
         (f"{n_markets} markets conflated, without trading", floor),
+        (f"{per * SHARDS} markets in {SHARDS} processes, without trading", sharded_floor),
         ("1 market", one),
     ):
         needed = r["messages"] / (r["data_s"] / SPEED)

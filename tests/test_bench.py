@@ -113,8 +113,10 @@ def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFix
     floor = out.index(next(line for line in out if "assembled without trading" in line))
     assert out[floor + 1].strip().startswith("book message -> depth sample (the floor)")
     assert int(out[floor + 1].split()[7].replace(",", "")) > 0  # samples were timed
+    split_floor = out.index("2 markets in 2 processes of 1, without trading:")
+    assert out[split_floor + 1].strip().startswith("book message -> depth sample (the floor)")
     busy = [line for line in out if "engine thread busy" in line]
-    assert len(busy) == 5  # every run says how busy its engine was
+    assert len(busy) == 6  # every run says how busy its engine was
     assert all(0 < float(line.split("busy ")[1].split("%")[0]) < 100 for line in busy)
 
 
