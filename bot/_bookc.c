@@ -743,6 +743,26 @@ bands_fill(const Book *self, Bands *bs, double *out)
     }
 }
 
+/* Depth within each band of bands_obj into out_obj (see bands_doc): 0, or -1 with an
+   exception set. Shared by bands() and sample(). */
+static int
+bands_into(const Book *self, PyObject *bands_obj, PyObject *out_obj)
+{
+    Bands bs;
+    Py_buffer view;
+    if (bands_read(bands_obj, &bs) < 0) {
+        return -1;
+    }
+    if (get_out(out_obj, &view, 4 * bs.n) < 0) {
+        bands_release(&bs);
+        return -1;
+    }
+    bands_fill(self, &bs, (double *)view.buf);
+    PyBuffer_Release(&view);
+    bands_release(&bs);
+    return 0;
+}
+
 PyDoc_STRVAR(bands_doc,
              "bands(bands_bps, out) -> None\n\n"
              "Depth within each band on both sides into out, a C-contiguous float64\n"
@@ -755,18 +775,9 @@ Book_bands(Book *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "bands(bands_bps, out)");
         return NULL;
     }
-    Bands bs;
-    Py_buffer view;
-    if (bands_read(args[0], &bs) < 0) {
+    if (bands_into(self, args[0], args[1]) < 0) {
         return NULL;
     }
-    if (get_out(args[1], &view, 4 * bs.n) < 0) {
-        bands_release(&bs);
-        return NULL;
-    }
-    bands_fill(self, &bs, (double *)view.buf);
-    PyBuffer_Release(&view);
-    bands_release(&bs);
     Py_RETURN_NONE;
 }
 
@@ -901,18 +912,9 @@ Book_sample(Book *self, PyObject *const *args, Py_ssize_t nargs)
     if (!b->n || !a->n) {
         Py_RETURN_NONE;
     }
-    Bands bs;
-    Py_buffer view;
-    if (bands_read(args[0], &bs) < 0) {
+    if (bands_into(self, args[0], args[2]) < 0) {
         return NULL;
     }
-    if (get_out(args[2], &view, 4 * bs.n) < 0) {
-        bands_release(&bs);
-        return NULL;
-    }
-    bands_fill(self, &bs, (double *)view.buf);
-    PyBuffer_Release(&view);
-    bands_release(&bs);
     double want = PyFloat_AsDouble(args[1]);
     if (want == -1.0 && PyErr_Occurred()) {
         return NULL;
