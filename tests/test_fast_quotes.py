@@ -23,6 +23,7 @@ from bot.orders.ids import ClientIdFactory
 from bot.orders.quotes import FastQuotes, PreparedQuote, prepare_quote
 from bot.orders.state import TERMINAL_STATES, OrderEvent, OrderState, TrackedOrder
 from bot.orders.tracker import OrderTracker
+from bot.orders.updates import OrderUpdate
 from bot.venues.rules import amount_to_precision, precision_of, price_to_precision
 from strategies.base import Quote
 
@@ -134,11 +135,28 @@ def test_open_orders_by_symbol_match_a_scan_of_all_orders() -> None:
             order = _order(f"bs-{i}", rng.choice(symbols))
             tracker.add(order)
             orders.append(order)
-        elif step < 0.8:
+        elif step < 0.75:
             order = rng.choice(orders)
             if not order.is_finished:
                 event = rng.choice([OrderEvent.REJECTED, OrderEvent.ACCEPTED, OrderEvent.FILL])
                 tracker.transition(order, event)
+        elif step < 0.85:
+            # Re-adopted (a restart's reconcile finds it open after all), possibly
+            # under another symbol: it must keep the main index's place.
+            old = rng.choice(orders)
+            update = OrderUpdate(
+                exchange_id=None,
+                client_id=old.client_id,
+                symbol=rng.choice([old.symbol, *symbols]),
+                status="open",
+                side="buy",
+                price=100.0,
+                amount=1.0,
+                filled=0.0,
+            )
+            adopted = tracker.adopt(update, reason="test")
+            assert adopted is not None
+            orders.append(adopted)
         else:
             clock.advance(int(config.finished_retention_s * 0.3 * 1e9))
             tracker.prune(lambda o: False)

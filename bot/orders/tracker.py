@@ -39,8 +39,10 @@ class OrderTracker:
         self._log = log
         self._config = config
         self._orders: dict[str, TrackedOrder] = {}
-        # The same orders by symbol, in the same (insertion) order: a market's orders are
-        # read on every reading of it, and with many markets scanning all was the cost.
+        # The same orders by symbol, in the same (insertion) order, less the finished ones
+        # open_orders has met (no transition leaves a terminal state): a market's orders
+        # are read on every reading of it, and scanning every market's, then every order
+        # kept for finished_retention_s (hundreds while requoting), was the cost.
         self._by_symbol: dict[str, dict[str, TrackedOrder]] = {}
         self._by_exchange_id: dict[str, str] = {}
         # No finished order can be forgotten before this time (see prune): every sync
@@ -69,7 +71,10 @@ class OrderTracker:
         orders = self._by_symbol.get(symbol)
         if not orders:
             return []
-        return [o for o in orders.values() if o.state not in TERMINAL_STATES]
+        out = [o for o in orders.values() if o.state not in TERMINAL_STATES]
+        if len(out) < len(orders):
+            self._by_symbol[symbol] = {o.client_id: o for o in out}
+        return out
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` with every notice; returns the unsubscribe function."""
@@ -304,15 +309,17 @@ class OrderTracker:
         cid = order.client_id
         previous = self._orders.get(cid)
         self._orders[cid] = order  # a known id keeps its place, as in the index below
-        if previous is not None and previous.symbol != order.symbol:
-            # Re-adopted under another symbol (never seen in practice): both indexes
-            # rebuilt from the main one, so the order stays where the main one has it.
-            for symbol in (previous.symbol, order.symbol):
+        same = self._by_symbol.setdefault(order.symbol, {})
+        if previous is not None and (previous.symbol != order.symbol or cid not in same):
+            # Re-adopted (under another symbol, or once finished and dropped from the
+            # index): the indexes concerned rebuilt from the main one, so the order stays
+            # where the main one has it.
+            for symbol in {previous.symbol, order.symbol}:
                 self._by_symbol[symbol] = {
                     c: o for c, o in self._orders.items() if o.symbol == symbol
                 }
             return
-        self._by_symbol.setdefault(order.symbol, {})[cid] = order
+        same[cid] = order
 
     def _emit(self, notice: OrderNotice) -> None:
         for observer in self._notify:
