@@ -32,6 +32,16 @@ counts.
 Reaction = parse time of the message + (stamp - engine received it). "Trigger" is the
 message whose book sample moves the detector from calm/arming to engaged.
 
+A third part, *order churn*, prices one order action (a create or a cancel) on the
+whole path: the strategy's ask, the order manager, tracker and journal, the paper venue
+(matching engine, ccxt order structures) and the replies and ``watch_orders`` updates
+coming back. One market, the fracture at ``start_s`` 65, order-rate limits lifted, run
+twice over the same events: once as configured (the resting ladder is held while within
+``requote_bps``, the default 2) and once with ``requote_bps`` 0, which cancels and
+re-sends the ladder on every engaged book update. The engine's time (handling each
+event and its after-event work) over the engaged stretch, divided by the extra actions,
+is what an action costs; the holding run is its baseline.
+
 Baseline, computed from the same messages (not run): the same path driven by a
 1-second clock tick, as Hummingbot's strategies are (its ``Clock`` ticks on whole
 multiples of ``tick_size`` = 1 s). A message is acted on at the first tick at or after
@@ -44,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import statistics
 import tempfile
 import time
 from collections import deque
@@ -72,6 +83,9 @@ PACE_AFTER_START_S = 2.0
 recorded rate, as a live feed's do. The trigger comes at ~3.3-3.5 s (ramp + dwell)."""
 PACED_AFTER_START_S = 5.0
 """Paced runs end here: past the trigger and its orders, and 3 s of real time each."""
+CHURN_WINDOW_S = (5.0, 30.0)
+"""Order churn: the engaged stretch timed, in data seconds after the fracture start
+(engaged from ~3.5 s; the overlay holds the book fractured until 33 s)."""
 
 
 class Msg(NamedTuple):
@@ -503,6 +517,89 @@ async def one_run(start_s: float, *, paced: bool = False) -> Probe:
     return probe
 
 
+@dataclass
+class Churn:
+    """One order-churn run: engine time and venue calls over the timed stretch."""
+
+    requote_bps: float | None
+    """None: as configured (config/paper.toml)."""
+    engine_ns: int = 0
+    events: int = 0
+    actions: int = 0
+
+
+async def churn_run(
+    requote_bps: float | None, *, window_s: tuple[float, float] = CHURN_WINDOW_S
+) -> Churn:
+    """The fracture at :data:`FIRST_START_S` on one market, the ladder requoted past
+    ``requote_bps`` (None: as configured): engine time (each event's handling and
+    after-event work) and ``create_order``/``cancel_order`` calls while ``window_s``
+    (data seconds after the fracture start) lasts."""
+    start = FIRST_START_S
+    # Data time since the replay's first event, as the overlay's start_s counts it.
+    lo, hi = (int((start + w) * NS_PER_SECOND) for w in window_s)
+    with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
+        settings = paper_settings(
+            Path(tmp),
+            feed={"duration_s": start + window_s[1]},
+            control={"enabled": False},
+            strategy={} if requote_bps is None else {"backstop": {"requote_bps": requote_bps}},
+            # Each requote sends a whole ladder: the default order rate would hold most
+            # of them back, and the run would time the rate limiter instead.
+            risk={"max_orders_per_second": 10_000, "max_order_burst": 10_000},
+        )
+        spec = parse_stress_spec(f"fracture:start_s={start:g}")
+        run = await assemble(settings, log=devnull_logger(settings), stress=spec)
+        events = await preload(settings, spec)
+        result = Churn(requote_bps)
+        first: list[int] = []
+        inside = [False]
+
+        async def from_memory() -> AsyncIterator[MarketEvent]:
+            for event, _ in events:
+                if not first:
+                    first.append(event.ts_ns)
+                inside[0] = lo <= event.ts_ns - first[0] < hi
+                yield event
+
+        setattr(run.feed, "events", from_memory)  # noqa: B010
+        venue = run.venue
+        assert venue is not None
+        for name in ("create_order", "cancel_order"):
+            call = getattr(venue, name)
+
+            async def counted(*args: Any, _call: Any = call, **kwargs: Any) -> Any:
+                result.actions += inside[0]
+                return await _call(*args, **kwargs)
+
+            setattr(venue, name, counted)
+        engine = run.engine
+        handle, after = engine.handle, engine._after_event
+        assert after is not None
+        clock = time.perf_counter_ns
+        started = [0]
+
+        def timed_handle(event: MarketEvent) -> None:
+            started[0] = clock()
+            handle(event)
+
+        async def timed_after() -> None:
+            await after()
+            if inside[0]:
+                result.engine_ns += clock() - started[0]
+                result.events += 1
+
+        setattr(engine, "handle", timed_handle)  # noqa: B010
+        setattr(engine, "_after_event", timed_after)  # noqa: B010
+        gc.collect()
+        gc.freeze()
+        try:
+            await run.execute()
+        finally:
+            gc.unfreeze()
+    return result
+
+
 def tick_wait_ns(ts_ns: int) -> int:
     """Data time from ``ts_ns`` to the next whole-second tick (0 on a tick)."""
     return -ts_ns % TICK_NS
@@ -685,7 +782,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Most book messages of a paced run are its warm-up minute, replayed quickly.
             decisions=False,
         )
+    churn(reps=1 if args.quick else 5, window_s=(5.0, 10.0) if args.quick else CHURN_WINDOW_S)
     return 0
+
+
+def churn(*, reps: int, window_s: tuple[float, float]) -> None:
+    """Part 3: what one order action costs (:func:`churn_run`), medians of ``reps``."""
+    t0 = time.perf_counter()
+    runs: dict[float | None, list[Churn]] = {None: [], 0.0: []}
+    for _ in range(reps):  # interleaved: drift on the machine hits both alike
+        for requote in runs:
+            runs[requote].append(asyncio.run(churn_run(requote, window_s=window_s)))
+    wall = time.perf_counter() - t0
+    lo, hi = window_s
+    print(
+        f"\norder churn: one market, fracture at start_s {FIRST_START_S:g}, order-rate "
+        f"limits lifted, engine time from {lo:g} to {hi:g} s after the start (engaged), "
+        f"back to back; median of {reps} run(s) each, interleaved ({wall:.1f} s)"
+    )
+    widths = (52, 8, 8, 11, 13)
+    print(row(("run", "events", "actions", "engine ms", "per event us"), widths))
+    medians: dict[float | None, tuple[float, float]] = {}
+    for requote, label in (
+        (None, "holding the ladder (requote_bps as configured)"),
+        (0.0, "requoting on every change (requote_bps 0)"),
+    ):
+        done = runs[requote]
+        ns = statistics.median(r.engine_ns for r in done)
+        actions = statistics.median(r.actions for r in done)
+        events = statistics.median(r.events for r in done)
+        medians[requote] = (ns, actions)
+        per_event = f"{ns / events / 1e3:,.1f}" if events else "-"
+        cells = (label, f"{events:,.0f}", f"{actions:,.0f}", f"{ns / 1e6:,.1f}", per_event)
+        print(row(cells, widths))
+    (hold_ns, hold_n), (churn_ns, churn_n) = medians[None], medians[0.0]
+    if churn_n > hold_n:
+        per = (churn_ns - hold_ns) / (churn_n - hold_n) / 1e3
+        print(
+            f"per order action (a create or a cancel), all in: {per:,.1f} us "
+            f"= (engine ms requoting - holding) / (actions requoting - holding)"
+        )
+    else:
+        print("per order action: no extra actions when requoting (nothing to divide by)")
 
 
 def report(title: str, probes: Sequence[Probe], runs: int, *, decisions: bool = True) -> None:

@@ -78,6 +78,16 @@ def test_reaction_quick_prints_its_table(bench: object, capsys: pytest.CaptureFi
     first = out[head + 1]
     assert first.startswith("trigger -> first quote order handed to venue")
     assert int(first[44:].split()[0].replace(",", "")) == 1
+    # Order churn: both runs timed the same engaged events; requoting sent more orders,
+    # and the per-action figure came out of them.
+    churn = next(i for i, line in enumerate(out) if line.startswith("order churn: "))
+    assert has_columns(out[churn + 1], ["run", "events", "actions", "engine ms", "per event us"])
+    hold, requote = (out[churn + 2][52:].split(), out[churn + 3][52:].split())
+    assert out[churn + 2].startswith("holding the ladder")
+    assert out[churn + 3].startswith("requoting on every change")
+    assert hold[0] == requote[0] != "0"  # the same events, and some
+    assert int(requote[1].replace(",", "")) > int(hold[1].replace(",", ""))
+    assert out[churn + 4].startswith("per order action (a create or a cancel), all in: ")
 
 
 def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
