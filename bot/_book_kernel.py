@@ -100,6 +100,9 @@ class LevelStore(Protocol):
     def top(self, side: int, out: FloatArray, /) -> None:
         """Fill ``out`` (C-contiguous, ``(k <= count(side), 2)``) best first."""
 
+    def size_at(self, side: int, price: float, /) -> float:
+        """The size of the level at exactly ``price`` on ``side``, 0.0 if there is none."""
+
     def fill(self, side: int, notional: float, /) -> tuple[float, float, float, bool]:
         """``(filled_quote, filled_base, worst_price, complete)`` for a non-empty side
         and a notional > 0."""

@@ -115,6 +115,15 @@ class NumpyLevels:
             _negative(self._bk[:k], out=out[:, 0])
             out[:, 1] = self._bs[:k]
 
+    def size_at(self, side: int, price: float) -> float:
+        # Each side's keys ascend best first (bid: -price, ask: price).
+        keys, sizes = (self._ak, self._as) if side else (self._bk, self._bs)
+        key = price if side else -price
+        i = int(np.searchsorted(keys, key))
+        if i < keys.size and keys.item(i) == key:
+            return float(sizes.item(i))
+        return 0.0
+
     def depth(self, side: int, bps: float) -> tuple[float, float, int]:
         mid = self.mid()
         if mid is None:

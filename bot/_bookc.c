@@ -818,6 +818,44 @@ Book_top(Book *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(size_at_doc,
+             "size_at(side, price) -> float\n\n"
+             "The size of the level at exactly price on side (0 bid, 1 ask), 0.0 if none.");
+
+static PyObject *
+Book_size_at(Book *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "size_at(side, price)");
+        return NULL;
+    }
+    int side = side_arg(args[0]);
+    if (side < 0) {
+        return NULL;
+    }
+    double price = PyFloat_AsDouble(args[1]);
+    if (price == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* Ascending keys (bid: price, ask: -price): a binary search for the exact key. */
+    const Side *sd = &self->side[side];
+    double key = side ? -price : price;
+    Py_ssize_t lo = 0, hi = sd->n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (sd->lv[mid].k < key) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    if (lo < sd->n && sd->lv[lo].k == key) {
+        return PyFloat_FromDouble(sd->lv[lo].s);
+    }
+    return PyFloat_FromDouble(0.0);
+}
+
 /* Walk a non-empty side best first until want > 0 is filled: 1 if it is, with the
  * filled quote and base and the worst price reached, 0 with the whole side's. The
  * running notional is summed best first, as numpy's cumsum does (same value). */
@@ -986,6 +1024,7 @@ static PyMethodDef Book_methods[] = {
     {"depth", (PyCFunction)(void (*)(void))Book_depth, METH_FASTCALL, depth_doc},
     {"bands", (PyCFunction)(void (*)(void))Book_bands, METH_FASTCALL, bands_doc},
     {"top", (PyCFunction)(void (*)(void))Book_top, METH_FASTCALL, top_doc},
+    {"size_at", (PyCFunction)(void (*)(void))Book_size_at, METH_FASTCALL, size_at_doc},
     {"fill", (PyCFunction)(void (*)(void))Book_fill, METH_FASTCALL, fill_doc},
     {"sample", (PyCFunction)(void (*)(void))Book_sample, METH_FASTCALL, sample_doc},
     {NULL, NULL, 0, NULL},

@@ -346,6 +346,13 @@ class OrderBook:
         self._lv.top(j, out)
         return out
 
+    def size_at(self, price: float, side: Side) -> float:
+        """The size resting at exactly ``price`` on ``side``; 0.0 if no level is there
+        (or the book is not VALID), as :meth:`top` would show it."""
+        if self._state is not BookState.VALID:
+            return 0.0
+        return self._lv.size_at(0 if side is Side.BID else 1, price)
+
     def depth_within(self, bps: float, side: Side) -> Depth:
         """Size resting within ``bps`` of mid on one side.
 

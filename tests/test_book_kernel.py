@@ -24,6 +24,7 @@ from bot import _book_kernel
 from bot._book_kernel import Kernel
 from bot.book import Drop, OrderBook, Side
 from bot.clock import ManualClock
+from bot.venues.matching import sizes_at
 
 NAN = float("nan")
 INF = float("inf")
@@ -59,6 +60,14 @@ def assert_agree(c: OrderBook, p: OrderBook, rng: random.Random) -> None:
         assert c.top(10**9, side).tolist() == p.top(10**9, side).tolist()
         k = rng.randint(0, 5)
         assert c.top(k, side).tolist() == p.top(k, side).tolist()
+    # The size at one price (the paper venue's queue position), as a walk of top() sees it.
+    levels = [px for side in Side for px, _ in p.top(10**9, side).tolist()]
+    probes = [*rng.sample(levels, min(len(levels), 6)), NAN, INF, -1.0, 0.0]
+    probes += [px * (1 + 1e-9) for px in rng.sample(levels, min(len(levels), 2))]
+    for side in Side:
+        for px in probes:
+            (want,) = sizes_at(p, side, [px])
+            assert c.size_at(px, side) == p.size_at(px, side) == want, (side, px)
     assert c.best_bid() == p.best_bid()
     assert c.best_ask() == p.best_ask()
     assert c.mid() == p.mid()

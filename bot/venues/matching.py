@@ -54,6 +54,8 @@ class BookLike(Protocol):
 
     def top(self, n: int, side: Side) -> Levels: ...
 
+    def size_at(self, price: float, side: Side) -> float: ...
+
 
 def dec(x: float) -> Decimal:
     """Exact decimal of a float as written: ``0.1`` -> ``Decimal('0.1')``."""
@@ -198,7 +200,7 @@ class Matcher:
 
     def effective_size(self, book: BookLike, side: Side, price: float) -> Decimal:
         """The public level's size minus what we consumed from it."""
-        (size,) = sizes_at(book, side, [price])
+        size = book.size_at(price, side)  # what sizes_at(book, side, [price]) finds
         return max(ZERO, dec(size) - self.consumed(side, price))
 
     def rest(
