@@ -1049,6 +1049,52 @@ async def test_cancels_never_queue_behind_creates_in_the_rate_limiter(
     await om.aclose()
 
 
+async def test_a_syncs_notices_follow_its_orders_to_the_venue(h: Harness) -> None:
+    """The observers' work on a sync's notices (journal, episodes, risk) runs once its
+    calls have reached the venue, not before them: the same notices, in the same order."""
+    at_venue: list[int] = []
+    h.om.subscribe(lambda _notice: at_venue.append(h.venue.count("create_order")))
+    before = len(h.notices)
+    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0)])
+    assert len(h.notices) == before  # held: the orders go first
+    await h.om.drain()
+
+    notices = h.notices[before:]
+    submitted = notices[:2]
+    assert all(isinstance(n, OrderStateChanged) and n.previous is None for n in submitted)
+    assert [n.client_id for n in submitted] == result.creating
+    assert at_venue[:2] == [2, 2]  # both creates had reached the venue
+    accepted = [n for n in notices[2:] if isinstance(n, OrderStateChanged)]
+    assert [n.state for n in accepted] == [OrderState.OPEN, OrderState.OPEN]
+
+
+async def test_a_sync_that_fails_midway_still_publishes_what_it_started(h: Harness) -> None:
+    submit = h.om._submit
+    calls = 0
+
+    def second_fails(prepared: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug in the second create")
+        return submit(prepared)
+
+    h.om._submit = second_fails  # type: ignore[method-assign]
+    before = len(h.notices)
+    with pytest.raises(RuntimeError):
+        h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0)])
+    await h.om.drain()
+
+    first = h.notices[before]
+    assert isinstance(first, OrderStateChanged)
+    assert first.previous is None  # the first create's notice was not lost
+    assert [o.state for o in h.om.open_orders(BTC)] == [OrderState.OPEN]
+    # Nothing is held any more: a later change is published at once.
+    h.om.cancel_all(BTC, reason="TEST")
+    assert isinstance(h.notices[-1], OrderStateChanged)
+    assert h.notices[-1].state is OrderState.PENDING_CANCEL
+
+
 async def test_the_default_logger_and_throttler_work(venue: FakeVenue, clock: ManualClock) -> None:
     om = OrderManager(venue, clock=clock, rng=random.Random(1), log=null_logger())
     om.sync_quotes(BTC, [bid(60_000.0)])

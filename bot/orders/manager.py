@@ -39,6 +39,7 @@ from bot.orders.ids import ClientIdFactory
 from bot.orders.quotes import (
     FastQuotes,
     PreparedQuote,
+    QuoteDiff,
     QuoteKey,
     diff_quotes,
     order_key,
@@ -268,6 +269,19 @@ class OrderManager:
             self._still[symbol] = _Still.of(market, desired, open_orders, result.kept)
         else:
             self._still.pop(symbol, None)
+        # The notices of the calls started below wait until those have run up to the
+        # venue (the next loop turn): their observers' work must not delay the orders.
+        release = bool(diff.cancel or diff.create) and self._tracker.hold()
+        try:
+            self._send(symbol, generation, diff, result)
+        finally:
+            if release:
+                # Scheduled after the calls' tasks: they take their first steps first.
+                asyncio.get_running_loop().call_soon(self._tracker.release)
+        return result
+
+    def _send(self, symbol: str, generation: int, diff: QuoteDiff, result: SyncResult) -> None:
+        """:meth:`sync_quotes`' venue calls for ``diff``, noted in ``result``."""
         for order in diff.cancel:
             if self.cancel(order.client_id, reason="REQUOTE") is None:
                 result.canceling.append(order.client_id)
@@ -328,7 +342,6 @@ class OrderManager:
                         result.skipped.append((p.quote, sent))
                     else:
                         result.creating.append(sent.client_id)
-        return result
 
     def _on_refusal(self, notice: OrderNotice) -> None:
         """A post-only create refused as would-take puts up a wall at its price."""

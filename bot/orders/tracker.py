@@ -52,6 +52,8 @@ class OrderTracker:
         self._observers: list[Observer] = []
         # What _emit iterates: rebuilt on (un)subscribe, not copied on every notice.
         self._notify: tuple[Observer, ...] = ()
+        self._held: list[OrderNotice] | None = None
+        """Notices waiting for :meth:`release` while held (see :meth:`hold`)."""
         # Building a debug line's fields costs an order ~µs even when the level drops it.
         is_enabled_for = getattr(log, "is_enabled_for", None)
         self._debug = not callable(is_enabled_for) or bool(is_enabled_for(logging.DEBUG))
@@ -321,7 +323,31 @@ class OrderTracker:
             return
         same[cid] = order
 
+    def hold(self) -> bool:
+        """Queue notices, in order, until :meth:`release`; True if this call started
+        holding (False: already held, whoever started it releases).
+
+        The order manager holds while it starts a sync's venue calls, and releases once
+        those have run up to the venue (:meth:`OrderManager.sync_quotes`): the observers'
+        work (journal, episodes, risk) on each order's first notice then follows the
+        orders out instead of preceding them. Observers see the same notices in the
+        same order, one loop turn later.
+        """
+        if self._held is not None:
+            return False
+        self._held = []
+        return True
+
+    def release(self) -> None:
+        """Publish the notices held since :meth:`hold`, in order, and stop holding."""
+        held, self._held = self._held, None
+        for notice in held or ():
+            self._emit(notice)
+
     def _emit(self, notice: OrderNotice) -> None:
+        if self._held is not None:
+            self._held.append(notice)
+            return
         for observer in self._notify:
             try:
                 observer(notice)
