@@ -4,7 +4,9 @@ It is an engine listener (``on_sample``/``on_trade``), so it runs on any market-
 source, live or replayed, and a :class:`~bot.venues.base.Venue`, so the order manager
 cannot tell it from a ``ccxt.pro`` exchange: same method names and arguments, the same
 unified dicts (built with ccxt's own ``safe_order``/``safe_trade``/``safe_balance`` on an
-offline exchange object of the market's exchange), the same exception classes.
+offline exchange object of the market's exchange; an order that has not traded with
+:func:`bot.venues.unified.plain_order`, which gives what ``safe_order`` gives, faster),
+the same exception classes.
 
 Requests travel: ``create_order``/``cancel_order``/``cancel_all_orders`` reach the
 simulated matching engine ``latency_ms`` of *data time* after they are sent, are handled
