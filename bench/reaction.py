@@ -506,15 +506,19 @@ async def one_run(start_s: float, *, paced: bool = False) -> Probe:
             instrument(run, probe, speed=1.0, pace_from_s=start_s + PACE_AFTER_START_S)
         else:
             instrument(run, probe)
-        # As 'backstop run' does after start-up (bot/cli.py): long-lived objects frozen
-        # out of the collector's reach.
-        gc.collect()
-        gc.freeze()
-        try:
-            await run.execute()
-        finally:
-            gc.unfreeze()
+        await execute_frozen(run)
     return probe
+
+
+async def execute_frozen(run: Run) -> None:
+    """``run.execute()`` as ``backstop run`` runs (bot/cli.py): the long-lived objects
+    built at start-up frozen out of the collector's reach."""
+    gc.collect()
+    gc.freeze()
+    try:
+        await run.execute()
+    finally:
+        gc.unfreeze()
 
 
 @dataclass
@@ -591,12 +595,7 @@ async def churn_run(
 
         setattr(engine, "handle", timed_handle)  # noqa: B010
         setattr(engine, "_after_event", timed_after)  # noqa: B010
-        gc.collect()
-        gc.freeze()
-        try:
-            await run.execute()
-        finally:
-            gc.unfreeze()
+        await execute_frozen(run)
     return result
 
 

@@ -505,6 +505,26 @@ side_arg(PyObject *o)
     return (int)v;
 }
 
+/* The (side, number) arguments of depth, fill and size_at: 0 with both read, -1 with
+ * the error set (usage is the TypeError's text for a wrong count). */
+static int
+side_number_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, int *side, double *x)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *side = side_arg(args[0]);
+    if (*side < 0) {
+        return -1;
+    }
+    *x = PyFloat_AsDouble(args[1]);
+    if (*x == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 Book_best_bid(Book *self, PyObject *Py_UNUSED(ignored))
 {
@@ -613,16 +633,9 @@ PyDoc_STRVAR(depth_doc,
 static PyObject *
 Book_depth(Book *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "depth(side, bps)");
-        return NULL;
-    }
-    int side = side_arg(args[0]);
-    if (side < 0) {
-        return NULL;
-    }
-    double bps = PyFloat_AsDouble(args[1]);
-    if (bps == -1.0 && PyErr_Occurred()) {
+    int side;
+    double bps;
+    if (side_number_args(args, nargs, "depth(side, bps)", &side, &bps) < 0) {
         return NULL;
     }
     double mid, base = 0.0, kq = 0.0;
@@ -825,16 +838,9 @@ PyDoc_STRVAR(size_at_doc,
 static PyObject *
 Book_size_at(Book *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "size_at(side, price)");
-        return NULL;
-    }
-    int side = side_arg(args[0]);
-    if (side < 0) {
-        return NULL;
-    }
-    double price = PyFloat_AsDouble(args[1]);
-    if (price == -1.0 && PyErr_Occurred()) {
+    int side;
+    double price;
+    if (side_number_args(args, nargs, "size_at(side, price)", &side, &price) < 0) {
         return NULL;
     }
     /* Ascending keys (bid: price, ask: -price): a binary search for the exact key. */
@@ -889,16 +895,9 @@ PyDoc_STRVAR(fill_doc,
 static PyObject *
 Book_fill(Book *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "fill(side, notional)");
-        return NULL;
-    }
-    int side = side_arg(args[0]);
-    if (side < 0) {
-        return NULL;
-    }
-    double want = PyFloat_AsDouble(args[1]);
-    if (want == -1.0 && PyErr_Occurred()) {
+    int side;
+    double want;
+    if (side_number_args(args, nargs, "fill(side, notional)", &side, &want) < 0) {
         return NULL;
     }
     const Side *sd = &self->side[side];
