@@ -25,6 +25,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from bot.clock import Clock
@@ -298,7 +299,7 @@ class OrderManager:
             # Unwanted but busy (create in flight, unknown): cancel once it is idle.
             self._cancel_when_idle.add(order.client_id)
             if order.state is OrderState.UNKNOWN and not self.is_busy(order):
-                self._start(order, "lookup", self._venue_actions.lookup(order))
+                self._start(order, "lookup", partial(self._venue_actions.lookup, order))
         fence = self._fence
         for side in ("buy", "sell"):
             creates = [p for p in diff.create if p.quote.side == side]
@@ -374,7 +375,7 @@ class OrderManager:
         if denial is not None:
             return denial
         self._tracker.transition(order, OrderEvent.CANCEL_REQUESTED, reason=reason)
-        self._start(order, "cancel", self._venue_actions.cancel(order))
+        self._start(order, "cancel", partial(self._venue_actions.cancel, order))
         return None
 
     def cancel_all(self, symbol: str, *, reason: str) -> list[str]:
@@ -401,7 +402,7 @@ class OrderManager:
                 self.cancel(order.client_id, reason=reason)
             elif order.state is OrderState.UNKNOWN:
                 self._cancel_when_idle.add(order.client_id)
-                self._start(order, "lookup", self._venue_actions.lookup(order))
+                self._start(order, "lookup", partial(self._venue_actions.lookup, order))
         self._log.info("cancel_all", symbol=symbol, reason=reason, orders=len(touched))
         return touched
 
@@ -447,7 +448,7 @@ class OrderManager:
             else:
                 report.adopted.append(adopted.client_id)
         for order in plan.missing:
-            self._start(order, "lookup", self._venue_actions.lookup(order, once=True))
+            self._start(order, "lookup", partial(self._venue_actions.lookup, order, once=True))
             report.looked_up.append(order.client_id)
         started = [
             self._in_flight[cid]
@@ -483,6 +484,7 @@ class OrderManager:
         if self._closed:
             return
         self._closed = True
+        self._tracker.release()  # a sync's notices still held: published, never dropped
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -606,7 +608,7 @@ class OrderManager:
             updated_ns=now,
         )
         self._tracker.add(order)
-        self._start(order, "create", self._venue_actions.create(order))
+        self._start(order, "create", partial(self._venue_actions.create, order))
         return order
 
     async def _create_after(
@@ -635,8 +637,13 @@ class OrderManager:
         for prepared in creates:
             self._submit(prepared)
 
-    def _start(self, order: TrackedOrder, action: Action, work: Coroutine[Any, Any, None]) -> None:
+    def _start(
+        self, order: TrackedOrder, action: Action, work: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
         # _spawn inlined: this runs for every order a trigger sends, before it leaves.
+        # ``work`` makes the call's coroutine once the task runs (a partial: bound now):
+        # a task cancelled before its first step (aclose right after a sync) leaves no
+        # coroutine never awaited.
         task = asyncio.get_running_loop().create_task(self._run_action(order, action, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -649,10 +656,10 @@ class OrderManager:
         return task
 
     async def _run_action(
-        self, order: TrackedOrder, action: Action, work: Coroutine[Any, Any, None]
+        self, order: TrackedOrder, action: Action, work: Callable[[], Coroutine[Any, Any, None]]
     ) -> None:
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug: report it, keep the manager alive
