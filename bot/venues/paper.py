@@ -599,7 +599,9 @@ class PaperVenue:
         ts_ms = ts // NS_PER_MS
         book = self._books[req.symbol]
         market = self.market(req.symbol)
-        matcher = self._matchers.setdefault(req.symbol, Matcher())
+        matcher = self._matchers.get(req.symbol)
+        if matcher is None:  # not setdefault: that would build a Matcher every create
+            matcher = self._matchers[req.symbol] = Matcher()
         if req.client_id is not None and req.client_id in self._open_by_client:
             raise ccxt.InvalidOrder(f"{self.id} {_MSG_DUPLICATE}")
         own_cross = matcher.crossing_own(req.side, req.price)
