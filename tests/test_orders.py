@@ -1095,11 +1095,12 @@ async def test_a_sync_that_fails_midway_still_publishes_what_it_started(h: Harne
     assert h.notices[-1].state is OrderState.PENDING_CANCEL
 
 
-async def test_closing_right_after_a_sync_publishes_its_held_notices(h: Harness) -> None:
+async def test_closing_right_after_a_sync_loses_none_of_its_notices(h: Harness) -> None:
     before = len(h.notices)
     result = h.om.sync_quotes(BTC, [bid(60_000.0)])
-    await h.om.aclose()  # in the same loop turn: the release had not run yet
-    assert [n.client_id for n in h.notices[before:]][:1] == result.creating
+    await h.om.aclose()  # the same loop turn: the create's task never took a step
+    assert h.venue.count("create_order") == 0
+    assert [n.client_id for n in h.notices[before:]] == result.creating
 
 
 async def test_the_default_logger_and_throttler_work(venue: FakeVenue, clock: ManualClock) -> None:

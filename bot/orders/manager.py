@@ -484,7 +484,6 @@ class OrderManager:
         if self._closed:
             return
         self._closed = True
-        self._tracker.release()  # a sync's notices still held: published, never dropped
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
