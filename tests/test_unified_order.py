@@ -129,6 +129,12 @@ _DECLINED: list[tuple[str, Any]] = [
     ("timestamp", "1700000000000"),
     ("timestamp", 1.7e12),
     ("lastUpdateTimestamp", True),
+    # Not numbers: safe_order's helpers make None of them; the fast path must not raise.
+    ("amount", "abc"),
+    ("filled", "x"),
+    ("remaining", "x"),
+    ("cost", "abc"),
+    ("price", "p"),
 ]
 _MATCHED: list[tuple[str, Any]] = [
     ("cost", 12.5),

@@ -30,18 +30,6 @@ def _string(raw: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def _nonzero(s: str | None) -> str | None:
-    """``Exchange.omit_zero`` of a numeric string."""
-    if s is None or float(s) == 0:
-        return None
-    return s
-
-
-def _number(s: str | None) -> float | None:
-    """``Exchange.parse_number`` with ``number = float``, of a numeric string."""
-    return None if s is None else float(s)
-
-
 def plain_order(raw: dict[str, Any]) -> dict[str, Any] | None:
     """``safe_order(raw)`` (``number = float``) of an order without trades or fee, or None
     when ``raw`` is not such an order and ``safe_order`` must render it.
@@ -53,12 +41,17 @@ def plain_order(raw: dict[str, Any]) -> dict[str, Any] | None:
     for key in _NO_TRIGGER:
         if raw.get(key) is not None:
             return None
-    filled, cost = _string(raw, "filled"), _string(raw, "cost")
-    remaining = _string(raw, "remaining")
-    amount = _nonzero(_string(raw, "amount"))
-    if filled is None or cost is None or remaining is None or amount is None:
+    texts = [_string(raw, key) for key in ("amount", "filled", "remaining", "cost", "price")]
+    try:
+        # Each number read once. Not a number: safe_order's helpers make None of it.
+        amount, filled, remaining, cost, price = (None if t is None else float(t) for t in texts)
+    except ValueError:
+        return None
+    if amount is None or filled is None or remaining is None or cost is None:
         return None  # safe_order would derive one from the others
-    if float(filled) != 0 or raw.get("average") is not None:
+    if amount == 0:
+        return None  # omit_zero: safe_order derives the amount from filled + remaining
+    if filled != 0 or raw.get("average") is not None:
         return None  # an order that traded: average and cost are derived there
     time_in_force = _string(raw, "timeInForce")
     post_only = raw.get("postOnly")
@@ -70,8 +63,8 @@ def plain_order(raw: dict[str, Any]) -> dict[str, Any] | None:
     for stamp in (timestamp, last_trade, last_update):
         if stamp is not None and type(stamp) is not int:
             return None  # safe_integer would convert it
-    price = _nonzero(_string(raw, "price"))
-    # (A market order without a price takes its average there: None here as well.)
+    if price == 0:
+        price = None  # omit_zero (a market order takes its average there: None too)
     order_type = _string(raw, "type")
     datetime = _string(raw, "datetime")
     if datetime is None:
@@ -88,12 +81,12 @@ def plain_order(raw: dict[str, Any]) -> dict[str, Any] | None:
         "side": _string(raw, "side"),
         "lastTradeTimestamp": last_trade,
         "lastUpdateTimestamp": last_update,
-        "price": _number(price),
-        "amount": _number(amount),
-        "cost": _number(cost),
+        "price": price,
+        "amount": amount,
+        "cost": cost,
         "average": None,
-        "filled": _number(filled),
-        "remaining": _number(remaining),
+        "filled": filled,
+        "remaining": remaining,
         "timeInForce": time_in_force,
         "postOnly": post_only,
         "trades": [],
