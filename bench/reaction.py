@@ -525,8 +525,6 @@ async def execute_frozen(run: Run) -> None:
 class Churn:
     """One order-churn run: engine time and venue calls over the timed stretch."""
 
-    requote_bps: float | None
-    """None: as configured (config/paper.toml)."""
     engine_ns: int = 0
     events: int = 0
     actions: int = 0
@@ -555,7 +553,7 @@ async def churn_run(
         spec = parse_stress_spec(f"fracture:start_s={start:g}")
         run = await assemble(settings, log=devnull_logger(settings), stress=spec)
         events = await preload(settings, spec)
-        result = Churn(requote_bps)
+        result = Churn()
         first: list[int] = []
         inside = [False]
 
