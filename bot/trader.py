@@ -255,6 +255,7 @@ class Trader:
             rules=desk.rules,
             reduce_only=self.risk.is_reducing(symbol),
             paused_sides=self.risk.paused_sides(symbol),
+            order_room=self.risk.order_room(),
         )
         decision = self.strategy.decide(ctx)
         fit = self.budget.fit(decision.quotes, exposure)

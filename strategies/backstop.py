@@ -86,6 +86,7 @@ class BackstopStrategy:
         self._ladders = HeldLadders(
             tolerance_bps=self.params.requote_bps,
             size_tolerance=self.params.requote_size_fraction,
+            within_rate=self.params.requote_within_rate,
         )
 
     def on_fill(self, fill: OrderFilled) -> None:
@@ -191,6 +192,7 @@ class BackstopStrategy:
             limits=hard,
             max_order_quote=budget.max_order_quote,
             rules=rules,
+            order_room=ctx.order_room,
         )
         bids, asks = sides.bids, sides.asks
         reason = (

@@ -297,6 +297,9 @@ class MarketContext:
     paused_sides: frozenset[str] = frozenset()
     """Sides (``buy``/``sell``) the risk engine does not let grow the position now (the
     side that pays extreme funding)."""
+    order_room: int | None = None
+    """Orders the order-rate limit would let out now; None while it is full (a whole
+    burst). A strategy may hold off a requote it has no room for."""
 
 
 DecisionMode = Literal["idle", "backstop", "replenish", "market-make"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -390,11 +390,20 @@ def _rows(symbol: str, bids: Rungs, asks: Rungs) -> Iterator[Row]:
 
 class HeldLadders:
     """Per symbol, the ladder last asked for, kept while close to a fresh one
-    (:func:`hold_quotes`). One per strategy instance; both strategies share it."""
+    (:func:`hold_quotes`). One per strategy instance; both strategies share it.
 
-    def __init__(self, *, tolerance_bps: float, size_tolerance: float) -> None:
+    With ``within_rate``, a ladder out of tolerance is also kept, side by side, while
+    the order rate has no room for a fresh one (:func:`keep_stale`): replacing it
+    would cancel every rung at once and leave gaps for as long as the rate limit
+    holds the new ones back.
+    """
+
+    def __init__(
+        self, *, tolerance_bps: float, size_tolerance: float, within_rate: bool = False
+    ) -> None:
         self._tolerance_bps = tolerance_bps
         self._size_tolerance = size_tolerance
+        self._within_rate = within_rate and tolerance_bps > 0
         self._resting: dict[str, tuple[Quote, ...]] = {}
 
     def hold(
@@ -409,9 +418,11 @@ class HeldLadders:
         limits: SideLimits,
         max_order_quote: float,
         rules: MarketRules | None = None,
+        order_room: int | None = None,
     ) -> tuple[Quote, ...]:
+        previous = self._resting.get(symbol, ())
         quotes = hold_quotes(
-            self._resting.get(symbol, ()),
+            previous,
             fresh,
             fair=fair,
             tolerance_bps=self._tolerance_bps,
@@ -423,6 +434,21 @@ class HeldLadders:
             max_order_quote=max_order_quote,
             rules=rules,
         )
+        if quotes is fresh and self._short(previous, len(fresh), order_room):
+            quotes = keep_stale(
+                previous,
+                _rows_of(fresh),
+                fair=fair,
+                tolerance_bps=self._tolerance_bps,
+                size_tolerance=self._size_tolerance,
+                bid_max=bid_max,
+                ask_min=ask_min,
+                room=room,
+                limits=limits,
+                max_order_quote=max_order_quote,
+                rules=rules if rules is not None else MarketRules(),
+                build=lambda: fresh,
+            )
         self._resting[symbol] = quotes
         return quotes
 
@@ -436,15 +462,17 @@ class HeldLadders:
         limits: SideLimits,
         max_order_quote: float,
         rules: MarketRules,
+        order_room: int | None = None,
     ) -> tuple[Quote, ...]:
         """:meth:`hold` of ``interleave(bids, asks)`` of ``fresh``'s quotes, the same
         answer, with the quotes built only when the resting ladder is not kept."""
         previous = self._resting.get(symbol, ())
         bids, asks = fresh.bids, fresh.asks
+        n = len(bids) + len(asks)
         if not (
             previous
             and self._tolerance_bps > 0
-            and len(previous) == len(bids) + len(asks)
+            and len(previous) == n
             and _holds(
                 previous,
                 _rows(symbol, bids, asks),
@@ -459,12 +487,141 @@ class HeldLadders:
                 rules=rules,
             )
         ):
-            previous = interleave(bids.quotes(symbol), asks.quotes(symbol))
+            if self._short(previous, n, order_room):
+                previous = keep_stale(
+                    previous,
+                    _rows(symbol, bids, asks),
+                    fair=fair,
+                    tolerance_bps=self._tolerance_bps,
+                    size_tolerance=self._size_tolerance,
+                    bid_max=fresh.bid_max,
+                    ask_min=fresh.ask_min,
+                    room=room,
+                    limits=limits,
+                    max_order_quote=max_order_quote,
+                    rules=rules,
+                    build=lambda: interleave(bids.quotes(symbol), asks.quotes(symbol)),
+                )
+            else:
+                previous = interleave(bids.quotes(symbol), asks.quotes(symbol))
         self._resting[symbol] = previous
         return previous
 
+    def _short(self, previous: tuple[Quote, ...], creates: int, order_room: int | None) -> bool:
+        """True when a fresh ladder of ``creates`` orders may be put off for the order
+        rate: there is a resting one, and the rate has room for fewer orders than that."""
+        return (
+            self._within_rate
+            and bool(previous)
+            and order_room is not None
+            and order_room < creates
+        )
+
     def forget(self, symbol: str) -> None:
         self._resting.pop(symbol, None)
+
+
+def _rows_of(quotes: tuple[Quote, ...]) -> Iterator[Row]:
+    return ((q.symbol, q.side, q.price, q.amount, q.tag, q.post_only) for q in quotes)
+
+
+def keep_stale(
+    previous: tuple[Quote, ...],
+    fresh: Iterable[Row],
+    *,
+    fair: float,
+    tolerance_bps: float,
+    size_tolerance: float,
+    bid_max: float | None,
+    ask_min: float | None,
+    room: float,
+    limits: SideLimits,
+    max_order_quote: float,
+    rules: MarketRules,
+    build: Callable[[], tuple[Quote, ...]],
+) -> tuple[Quote, ...]:
+    """The ladder to ask for when the order rate has no room for a fresh one: each
+    side's resting rungs where they may stay, the fresh rungs (``build()``) elsewhere.
+
+    A side's resting rungs stay while they are the fresh side's rungs (same count and
+    tags) and each is *no more aggressive* than its fresh rung beyond the tolerance: a
+    bid at most ``tolerance_bps`` (of fair) above its fresh price, an ask at most that
+    below, its size at most ``size_tolerance`` over the fresh one. Further away from
+    fair, or smaller, is only less exposure. Nothing may cross the book (``bid_max``,
+    ``ask_min``) or exceed ``max_order_quote``, and the ladder asked for (kept and
+    fresh sides together) must meet ``room`` and ``limits`` as a fresh one does. A side
+    that moved the other way (the market coming toward it) is replaced: the rate
+    limiter may then hold some of its rungs back, as it would have without this.
+    """
+    tolerance = tolerance_bps / BPS * fair
+    unit = rules.is_unit
+    old: dict[str, list[Quote]] = {"buy": [], "sell": []}
+    for q in previous:
+        old[q.side].append(q)
+    new: dict[str, list[Row]] = {"buy": [], "sell": []}
+    for r in fresh:
+        new[r[1]].append(r)
+    totals: dict[str, tuple[float, float]] = {}
+    kept: dict[str, bool] = {}
+    for side, rows in new.items():
+        resting = old[side]
+        stays = bool(rows) and len(resting) == len(rows)
+        notional = base = 0.0
+        if stays:
+            for q, (symbol, _, new_price, new_amount, tag, post_only) in zip(
+                resting, rows, strict=True
+            ):
+                price = q.price
+                if q.tag != tag or q.symbol != symbol or q.post_only != post_only:
+                    stays = False
+                    break
+                if side == "buy":
+                    ok = price <= new_price + tolerance and (bid_max is None or price <= bid_max)
+                else:
+                    ok = price >= new_price - tolerance and (ask_min is None or price >= ask_min)
+                if unit:
+                    old_notional = q.amount * price
+                    new_notional = new_amount * new_price
+                    b = q.amount
+                else:
+                    old_notional = rules.notional(price, q.amount)
+                    new_notional = rules.notional(new_price, new_amount)
+                    b = rules.base_amount(price, q.amount)
+                if not (
+                    ok
+                    and old_notional <= new_notional * (1.0 + size_tolerance)
+                    and old_notional <= max_order_quote
+                ):
+                    stays = False
+                    break
+                notional += old_notional
+                base += b
+        if not stays:
+            notional = base = 0.0
+            for _, _, new_price, new_amount, _, _ in rows:
+                if unit:
+                    notional += new_amount * new_price
+                    base += new_amount
+                else:
+                    notional += rules.notional(new_price, new_amount)
+                    base += rules.base_amount(new_price, new_amount)
+        kept[side] = stays
+        totals[side] = (notional, base)
+    (buy_quote, buy_base), (sell_quote, sell_base) = totals["buy"], totals["sell"]
+    if not (kept["buy"] or kept["sell"]) or not (
+        buy_quote + sell_quote <= room
+        and buy_quote <= limits.buy_quote
+        and sell_quote <= limits.sell_quote
+        and buy_base <= limits.buy_base
+        and sell_base <= limits.sell_base
+    ):
+        return build()
+    if kept["buy"] and kept["sell"]:
+        return previous
+    fresh_quotes = build()
+    bids = old["buy"] if kept["buy"] else [q for q in fresh_quotes if q.side == "buy"]
+    asks = old["sell"] if kept["sell"] else [q for q in fresh_quotes if q.side == "sell"]
+    return interleave(bids, asks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class MarketMakerStrategy:
         self._ladders = HeldLadders(
             tolerance_bps=self.params.requote_bps,
             size_tolerance=self.params.requote_size_fraction,
+            within_rate=self.params.requote_within_rate,
         )
 
     def on_fill(self, fill: OrderFilled) -> None:
@@ -101,5 +102,6 @@ class MarketMakerStrategy:
             limits=hard,
             max_order_quote=budget.max_order_quote,
             rules=rules,
+            order_room=ctx.order_room,
         )
         return Decision(quotes, reason, "market-make")

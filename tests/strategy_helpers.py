@@ -122,6 +122,7 @@ def context(
     inventory: InventoryView | None = None,
     budget: BudgetView | None = None,
     rules: MarketRules = RULES,
+    order_room: int | None = None,
 ) -> MarketContext:
     ob = ob if ob is not None else book()
     s = sample_of(ob, update.ts_ns if update is not None else 10 * NS)
@@ -134,6 +135,7 @@ def context(
         inventory=inventory if inventory is not None else inventory_view(),
         budget=budget if budget is not None else budget_view(),
         rules=rules,
+        order_room=order_room,
     )
 
 

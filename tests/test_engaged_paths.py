@@ -562,13 +562,15 @@ async def test_a_fill_on_a_held_ladder_replaces_the_order() -> None:
     assert om.sync_quotes(BTC, again).creating == []
 
 
-def test_holding_rungs_is_holding_the_quotes_they_make() -> None:
+@pytest.mark.parametrize("within_rate", [False, True])
+def test_holding_rungs_is_holding_the_quotes_they_make(within_rate: bool) -> None:
     """The backstop's path (rungs, quotes built only when sent) against building both
-    sides' quotes, interleaving them and holding: the same ladder, the same objects."""
+    sides' quotes, interleaving them and holding: the same ladder, the same objects.
+    Within the order rate, the sides kept for want of room are the same too."""
     rng = random.Random(29)
-    by_rungs = HeldLadders(tolerance_bps=5.0, size_tolerance=0.2)
-    by_quotes = HeldLadders(tolerance_bps=5.0, size_tolerance=0.2)
-    kept = 0
+    by_rungs = HeldLadders(tolerance_bps=5.0, size_tolerance=0.2, within_rate=within_rate)
+    by_quotes = HeldLadders(tolerance_bps=5.0, size_tolerance=0.2, within_rate=within_rate)
+    kept = mixed = 0
     fair = 60_000.0
     for _ in range(5_000):
         fair *= 1 + rng.choice([0.0, 1e-5, -1e-5, 2e-4, -2e-4, 2e-3])
@@ -590,9 +592,17 @@ def test_holding_rungs_is_holding_the_quotes_they_make() -> None:
         )
         limits = SideLimits(rng.choice([1e9, 5_000.0]), 1e9, math.inf, math.inf)
         room = rng.choice([1e9, 8_000.0])
+        order_room = rng.choice([None, 0, 3, 6])
         rungs = plan_two_sided(*args)
         got = by_rungs.hold_rungs(
-            BTC, rungs, fair=fair, room=room, limits=limits, max_order_quote=9_000.0, rules=rules
+            BTC,
+            rungs,
+            fair=fair,
+            room=room,
+            limits=limits,
+            max_order_quote=9_000.0,
+            rules=rules,
+            order_room=order_room,
         )
         sides = build_two_sided(
             BTC,
@@ -621,8 +631,11 @@ def test_holding_rungs_is_holding_the_quotes_they_make() -> None:
             limits=limits,
             max_order_quote=9_000.0,
             rules=rules,
+            order_room=order_room,
         )
         assert got == want
+        if previous and want != previous and set(want) & set(previous):
+            mixed += 1  # one side kept, the other fresh
         if previous and want is previous:
             kept += 1
             assert got is by_rungs._resting[BTC]
@@ -631,6 +644,8 @@ def test_holding_rungs_is_holding_the_quotes_they_make() -> None:
         by_rungs._resting[BTC] = want  # the same objects from here on
         by_quotes._resting[BTC] = want
     assert kept > 500
+    if within_rate:
+        assert mixed > 100
 
 
 # --------------------------------------------------------------------------- paper matching

@@ -247,6 +247,20 @@ def test_orders_per_second_is_a_token_bucket_on_the_injected_clock(clock: Manual
     assert [engine.admit_order() for _ in range(4)][-1] is not None
 
 
+def test_order_room_is_what_the_rate_lets_out_now(clock: ManualClock) -> None:
+    engine, _ = make(clock, max_orders_per_second=2, max_order_burst=3)
+    assert engine.order_room() is None  # a full bucket: a whole burst
+    assert engine.admit_order() is None
+    assert engine.order_room() == 2
+    assert [engine.admit_order() for _ in range(2)] == [None, None]
+    assert engine.order_room() == 0
+    clock.advance(S * 3 // 4)  # 1.5 tokens back at 2/s: one whole order
+    assert engine.order_room() == 1
+    assert engine.order_room() == 1  # reading it takes nothing
+    clock.advance(10 * S)
+    assert engine.order_room() is None
+
+
 def test_token_bucket_ignores_a_clock_that_steps_back() -> None:
     bucket = TokenBucket(rate_per_s=1.0, capacity=1, now_ns=10 * S)
     assert bucket.try_take(10 * S)

@@ -327,6 +327,84 @@ def test_a_new_episode_starts_from_a_fresh_ladder() -> None:
     assert again.quotes != first.quotes
 
 
+# Three rungs a side: a fresh ladder is six creates; five is short of it.
+SHORT = 5
+
+
+def test_short_of_order_rate_a_ladder_further_out_than_wanted_is_kept() -> None:
+    first_ctx = context(detector_update(sigma_bps=3.0))
+    # Volatility down 2 bps: fresh rungs 2 bps closer to fair, past the 1 bp tolerance;
+    # the resting ones are further out than wanted, which only risks less.
+    calmer = detector_update(sigma_bps=1.0)
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0))
+    first = s.decide(first_ctx)
+    assert s.decide(context(calmer, order_room=SHORT)).quotes == first.quotes
+    # Room for the whole fresh ladder, or a full bucket (None): replaced as before.
+    for room in (6, None):
+        s = BackstopStrategy(BackstopParams(requote_bps=1.0))
+        s.decide(first_ctx)
+        moved = s.decide(context(calmer, order_room=room))
+        assert moved.quotes != first.quotes
+        assert inner_bps(moved, 60_000.0) == pytest.approx(1 + 1 + 4 * 0.5)
+    # Turned off: replaced however short the rate is.
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0, requote_within_rate=False))
+    s.decide(first_ctx)
+    assert s.decide(context(calmer, order_room=0)).quotes != first.quotes
+
+
+def test_short_of_order_rate_a_ladder_closer_in_than_wanted_is_replaced() -> None:
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0))
+    s.decide(context(detector_update(sigma_bps=1.0)))
+    # Volatility up 2 bps: every resting rung sits 2 bps closer to fair than asked for.
+    wider = s.decide(context(detector_update(sigma_bps=3.0), order_room=0))
+    assert inner_bps(wider, 60_000.0) == pytest.approx(1 + 3 + 4 * 0.5)
+
+
+def test_short_of_order_rate_only_the_side_the_market_moved_toward_is_replaced() -> None:
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0))
+    first = s.decide(context(detector_update()))
+    # The book moves up 3 bps: resting bids are 3 bps further below fair (kept), resting
+    # asks 3 bps closer above it (replaced).
+    up = book(59_999.99 + 18.0, 60_000.01 + 18.0)
+    fresh = BackstopStrategy(BackstopParams(requote_bps=1.0)).decide(
+        context(detector_update(), ob=up)
+    )
+    mixed = s.decide(context(detector_update(), ob=up, order_room=SHORT))
+    assert bids(mixed) == bids(first)
+    assert asks(mixed) == asks(fresh) != asks(first)
+    assert [q.side for q in mixed.quotes] == ["buy", "sell"] * 3
+    # Held as the resting ladder from then on: the same reading again changes nothing.
+    assert s.decide(context(detector_update(), ob=up, order_room=0)).quotes == mixed.quotes
+
+
+def test_short_of_order_rate_a_side_larger_than_wanted_is_replaced_a_smaller_one_kept() -> None:
+    # No limit binds: each side is sized to its deficit.
+    def reading(sigma: float, depth: float) -> MarketContext:
+        u = detector_update(sigma_bps=sigma, depth=(depth, depth), baseline=(20_000.0, 20_000.0))
+        return context(u, budget=budget_view(quote_room=5_000.0), order_room=SHORT)
+
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0, requote_size_fraction=0.2))
+    first = s.decide(reading(3.0, 10_000.0))
+    assert total(bids(first)) == pytest.approx(2_000.0)
+    # The deficit grows (more depth gone): the resting, smaller ladder is kept...
+    assert s.decide(reading(1.0, 8_000.0)).quotes == first.quotes
+    # ...it shrinks by half (the book heals): the resting one is too large, replaced.
+    healed = s.decide(reading(1.0, 11_000.0))
+    assert total(bids(healed)) == pytest.approx(1_000.0)
+
+
+def test_short_of_order_rate_a_kept_ladder_still_fits_the_room() -> None:
+    s = BackstopStrategy(BackstopParams(requote_bps=1.0))
+    u = detector_update(depth=(0.0, 0.0), baseline=(3e6, 3e6), sigma_bps=2.5)
+    first = s.decide(context(u, budget=budget_view(quote_room=3_000.0)))
+    calmer = detector_update(depth=(0.0, 0.0), baseline=(3e6, 3e6), sigma_bps=0.0)
+    kept = s.decide(context(calmer, budget=budget_view(quote_room=3_000.0), order_room=0))
+    assert kept.quotes == first.quotes
+    # Less room than the resting ladder needs: replaced, short of rate or not.
+    smaller = s.decide(context(calmer, budget=budget_view(quote_room=2_000.0), order_room=0))
+    assert total(list(smaller.quotes)) == pytest.approx(0.9 * 2_000.0)
+
+
 # --------------------------------------------------------------------------- replenishment
 
 

@@ -80,6 +80,7 @@ QUOTING_FIELDS: tuple[str, ...] = (
     "max_position_fraction",
     "requote_bps",
     "requote_size_fraction",
+    "requote_within_rate",
 )
 """``[quoting]`` keys: the same-named fields of ``[strategy.backstop]``."""
 
@@ -170,6 +171,7 @@ class QuotingPolicy(BaseModel):
     max_position_fraction: float = _B["max_position_fraction"].default
     requote_bps: float = _B["requote_bps"].default
     requote_size_fraction: float = _B["requote_size_fraction"].default
+    requote_within_rate: bool = _B["requote_within_rate"].default
 
 
 class ReplenishmentPolicy(BaseModel):

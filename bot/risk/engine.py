@@ -407,6 +407,12 @@ class RiskEngine:
         for symbol in symbols:
             self._checks[symbol] = tuple(checks)
 
+    def order_room(self) -> int | None:
+        """Orders the order rate lets out now, None while the bucket is full."""
+        bucket = self._bucket
+        tokens = bucket.available(self._clock.now_ns())
+        return None if tokens >= bucket.capacity else int(tokens)
+
     def admit_order(self) -> str | None:
         """Take one token of the order rate: None if there was one, else the denial."""
         if self._bucket.try_take(self._clock.now_ns()):

@@ -526,6 +526,12 @@ class BackstopParams(BaseModel):
     requote_size_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Also: a fresh ladder uses only ``1 - requote_size_fraction / 2`` of a binding
     limit (room, balances, position), so small moves of that limit keep it valid."""
+    requote_within_rate: bool = True
+    """While the order rate (``risk.max_orders_per_second``) has no room for a whole
+    fresh ladder, keep each side whose resting rungs are no more aggressive than the
+    fresh ones (nor larger, beyond the tolerances), instead of cancelling every rung
+    for replacements the rate limit would hold back. A side the market moved toward is
+    still replaced at once. Needs ``requote_bps`` > 0."""
 
 
 class MarketMakerParams(BaseModel):
@@ -546,6 +552,9 @@ class MarketMakerParams(BaseModel):
     requote_bps: NonNegativeFloat = 2.0
     """As for the backstop: how far prices may drift before the quotes are replaced."""
     requote_size_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    requote_within_rate: bool = True
+    """As for the backstop: keep quotes out of tolerance, but no more aggressive than
+    fresh ones, while the order rate has no room to replace them."""
 
 
 class StrategySettings(BaseModel):
