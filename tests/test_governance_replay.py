@@ -492,7 +492,7 @@ def test_a_shortened_engage_dwell_is_evidence_too(tmp_path: Path) -> None:
 
 def test_the_strategys_risk_state_round_trips() -> None:
     names = {f.name for f in dataclasses.fields(MarketContext)}
-    wanted = {"reduce_only": True, "paused_sides": frozenset({"buy"})}
+    wanted = {"reduce_only": True, "paused_sides": frozenset({"buy"}), "order_room": 3}
     extras = {k: v for k, v in wanted.items() if k in names}
     ob = book()
     ctx = MarketContext(

@@ -89,3 +89,19 @@ def test_quotes_stay_put_through_small_moves_and_follow_big_ones() -> None:
     moved = s.decide(context(None, ob=book(60_011.99, 60_012.01)))  # 2 bps
     assert moved.quotes != first.quotes
     assert max(q.price for q in side(moved.quotes, "buy")) == pytest.approx(60_012 * (1 - 5e-4))
+
+
+def test_short_of_order_rate_only_the_side_the_market_came_toward_is_replaced() -> None:
+    s = MarketMakerStrategy(MarketMakerParams(requote_bps=1.0))
+    first = s.decide(context(None, ob=book(59_999.99, 60_000.01)))
+    # Up 2 bps with room for one order (a fresh ladder is four): the bids, now further
+    # below fair, stay; the asks, now closer above it, are replaced.
+    up = book(60_011.99, 60_012.01)
+    moved = s.decide(context(None, ob=up, order_room=1))
+    assert side(moved.quotes, "buy") == side(first.quotes, "buy")
+    assert min(q.price for q in side(moved.quotes, "sell")) == pytest.approx(60_012 * (1 + 5e-4))
+    # With room for them all, both sides follow.
+    s = MarketMakerStrategy(MarketMakerParams(requote_bps=1.0))
+    s.decide(context(None, ob=book(59_999.99, 60_000.01)))
+    both = s.decide(context(None, ob=up, order_room=4))
+    assert side(both.quotes, "buy") != side(first.quotes, "buy")
