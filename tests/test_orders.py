@@ -359,8 +359,10 @@ async def test_a_price_change_cancels_then_creates_only_that_quote(h: Harness) -
     assert result.kept == [ask_id]
     assert result.canceling == [bid_id]
     assert h.venue.count("create_order") == 2  # the new bid waits for the cancel
+    assert h.om.waiting_creates == 1  # and will need the order rate once it goes
     held.release()
     await h.om.drain()
+    assert h.om.waiting_creates == 0
 
     assert h.om.get(bid_id).state is S.CANCELED  # type: ignore[union-attr]
     assert h.venue.count("create_order") == 3
@@ -963,10 +965,12 @@ async def test_cancel_all_drops_replacements_waiting_for_cancels(h: Harness) -> 
     h.om.sync_quotes(BTC, [bid(59_000.0)])
     await held.entered.wait()
     h.om.cancel_all(BTC, reason="HALT")
+    assert h.om.waiting_creates == 1
     held.release()
     await h.om.drain()
     assert h.om.open_orders(BTC) == []
     assert h.venue.count("create_order") == 1
+    assert h.om.waiting_creates == 0  # dropped, not waiting any more
 
 
 async def test_watch_feeds_pushes_and_reconciles_after_a_reconnect(h: Harness) -> None:

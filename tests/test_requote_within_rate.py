@@ -11,6 +11,7 @@ from bot.app import assemble
 from bot.feeds.stress import parse_stress_spec
 from bot.logs import null_logger
 from bot.settings import load_settings
+from strategies.base import Decision, MarketContext
 
 PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
 FRACTURE = "fracture"
@@ -19,7 +20,12 @@ to recover; the market moves enough meanwhile to requote the ladder over and ove
 
 
 async def fracture_run(
-    root: Path, *, within_rate: bool, stress: str = FRACTURE, duration_s: float = 650.0
+    root: Path,
+    *,
+    within_rate: bool,
+    stress: str = FRACTURE,
+    duration_s: float = 650.0,
+    seen: list[tuple[int, int | None, float]] | None = None,
 ) -> dict[str, Any]:
     settings = load_settings(
         PAPER,
@@ -35,6 +41,17 @@ async def fracture_run(
     run = await assemble(settings, log=null_logger(), stress=parse_stress_spec(stress))
     trader = run.trader
     assert trader is not None
+    if seen is not None:
+        strategy, decide = trader.strategy, trader.strategy.decide
+        bucket = trader.risk._bucket
+
+        def spied(ctx: MarketContext) -> Decision:
+            # (creates waiting for cancels, the room the strategy is told, tokens left)
+            waiting = trader.manager.waiting_creates
+            seen.append((waiting, ctx.order_room, bucket.available(ctx.ts_ns)))
+            return decide(ctx)
+
+        strategy.decide = spied  # type: ignore[method-assign]
     await run.execute()
     (desk,) = trader.desks.values()
     (episode,) = desk.episodes.to_dicts()
@@ -61,3 +78,17 @@ async def test_a_fracture_backstopped_within_the_rate_leaves_fewer_creates_held_
     # within the same caps.
     assert on["bought"] + on["sold"] >= off["bought"] + off["sold"] > 0
     assert on["max_committed"] <= on["cap"]
+
+
+async def test_the_room_a_strategy_is_told_leaves_out_creates_already_decided(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[int, int | None, float]] = []
+    await fracture_run(tmp_path, within_rate=True, seen=seen)
+    waiting = [(w, room, tokens) for w, room, tokens in seen if w > 0]
+    # Replacements waiting for their side's cancels, while another reading decides.
+    assert len(waiting) > 5
+    for w, room, tokens in waiting:
+        assert room is not None
+        assert room + w <= max(tokens, w)
+    assert any(room > 0 for _, room, _ in waiting if room is not None)

@@ -259,6 +259,9 @@ def test_order_room_is_what_the_rate_lets_out_now(clock: ManualClock) -> None:
     assert engine.order_room() == 1  # reading it takes nothing
     clock.advance(10 * S)
     assert engine.order_room() is None
+    # Creates already decided (waiting for their side's cancels) are spoken for.
+    assert engine.order_room(reserved=2) == 1
+    assert engine.order_room(reserved=5) == 0
 
 
 def test_token_bucket_ignores_a_clock_that_steps_back() -> None:

@@ -175,6 +175,7 @@ class OrderManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation: defaultdict[str, int] = defaultdict(int)
         self._cancel_when_idle: set[str] = set()
+        self._waiting_creates = 0
         self._closed = False
         # Memos of the venue's rounding, valid while the market structure is the same
         # object (a reload of the markets makes new ones); see _prepare and _key.
@@ -203,6 +204,13 @@ class OrderManager:
     def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
         """Unfinished orders (including pending and unknown ones), oldest first."""
         return self._tracker.open_orders(symbol)
+
+    @property
+    def waiting_creates(self) -> int:
+        """Creates decided but waiting for their side's cancels to be confirmed: each
+        will take a token of the order rate when it is sent (see the risk engine's
+        ``order_room``)."""
+        return self._waiting_creates
 
     def is_busy(self, order: TrackedOrder) -> bool:
         """True while an action (create, cancel, lookup) is in flight for the order."""
@@ -335,6 +343,7 @@ class OrderManager:
                 ]
             elif waiting:
                 result.deferred += creates
+                self._waiting_creates += len(creates)
                 self._spawn(self._create_after(symbol, generation, blockers, waiting, creates))
             else:
                 for p in creates:
@@ -618,8 +627,11 @@ class OrderManager:
         waiting: list[asyncio.Task[None]],
         creates: list[PreparedQuote],
     ) -> None:
-        # asyncio.wait, not gather: being cancelled here must not cancel the cancels.
-        await asyncio.wait(waiting)
+        try:
+            # asyncio.wait, not gather: being cancelled here must not cancel the cancels.
+            await asyncio.wait(waiting)
+        finally:
+            self._waiting_creates -= len(creates)
         if self._generation[symbol] != generation:
             self._log.debug("deferred_creates_superseded", symbol=symbol, count=len(creates))
             return

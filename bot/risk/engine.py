@@ -407,11 +407,12 @@ class RiskEngine:
         for symbol in symbols:
             self._checks[symbol] = tuple(checks)
 
-    def order_room(self) -> int | None:
-        """Orders the order rate lets out now, None while the bucket is full."""
+    def order_room(self, reserved: int = 0) -> int | None:
+        """Orders the order rate lets out now, less ``reserved`` (creates already
+        decided, not yet sent); None while the bucket is full and nothing is reserved."""
         bucket = self._bucket
-        tokens = bucket.available(self._clock.now_ns())
-        return None if tokens >= bucket.capacity else int(tokens)
+        tokens = bucket.available(self._clock.now_ns()) - reserved
+        return None if tokens >= bucket.capacity else max(0, int(tokens))
 
     def admit_order(self) -> str | None:
         """Take one token of the order rate: None if there was one, else the denial."""
