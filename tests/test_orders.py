@@ -427,6 +427,28 @@ async def test_creates_past_the_admission_gate_are_held_back_with_its_reason(
     assert h.venue.count("create_order") == 2
 
 
+async def test_short_of_the_order_rate_the_outer_rungs_of_both_sides_wait(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    tokens = [None] * 3
+
+    def admit() -> str | None:
+        return tokens.pop() if tokens else "ORDER_RATE_EXCEEDED: max_per_s=3"
+
+    h = Harness(venue, clock, admit=admit)
+    # A ladder as the strategies ask for one: inner bid, inner ask, next bid, next ask...
+    ladder = [q for i in range(3) for q in (bid(60_000.0 - i), ask(61_000.0 + i))]
+    result = h.om.sync_quotes(BTC, ladder)
+    await h.om.drain()
+    # Both inner rungs and the next bid went; not the whole bid side and no ask.
+    assert sorted((o.side, o.price) for o in h.om.open_orders(BTC)) == [
+        ("buy", 59_999.0),
+        ("buy", 60_000.0),
+        ("sell", 61_000.0),
+    ]
+    assert [q for q, _ in result.skipped] == ladder[3:]
+
+
 async def test_venue_calls_stay_within_the_rate_limit(venue: FakeVenue, clock: ManualClock) -> None:
     gate = GateThrottle(capacity=2)
     h = Harness(venue, clock, throttler=gate)

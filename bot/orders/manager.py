@@ -309,6 +309,7 @@ class OrderManager:
             if order.state is OrderState.UNKNOWN and not self.is_busy(order):
                 self._start(order, "lookup", partial(self._venue_actions.lookup, order))
         fence = self._fence
+        ready: set[int] = set()  # ids of the creates that go now
         for side in ("buy", "sell"):
             creates = [p for p in diff.create if p.quote.side == side]
             if not creates:
@@ -346,12 +347,17 @@ class OrderManager:
                 self._waiting_creates += len(creates)
                 self._spawn(self._create_after(symbol, generation, blockers, waiting, creates))
             else:
-                for p in creates:
-                    sent = self._submit(p)
-                    if isinstance(sent, str):
-                        result.skipped.append((p.quote, sent))
-                    else:
-                        result.creating.append(sent.client_id)
+                ready.update(map(id, creates))
+        # Sent in the order asked for (a ladder's: inner bid, inner ask, next bid...), not
+        # side by side: when the order rate runs short, it is the outer rungs of both
+        # sides that are held back, not one whole side.
+        for p in diff.create:
+            if id(p) in ready:
+                sent = self._submit(p)
+                if isinstance(sent, str):
+                    result.skipped.append((p.quote, sent))
+                else:
+                    result.creating.append(sent.client_id)
 
     def _on_refusal(self, notice: OrderNotice) -> None:
         """A post-only create refused as would-take puts up a wall at its price."""
