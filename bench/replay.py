@@ -427,13 +427,17 @@ def measure(args: Sequence[str], *, in_process: bool) -> dict[str, Any]:
     return result
 
 
-def measure_shards(n: int, seconds: float, shards: int, *, floor: bool = False) -> dict[str, Any]:
+def measure_shards(
+    n: int, seconds: float, shards: int, *, floor: bool = False, speed: float = SPEED
+) -> dict[str, Any]:
     """``n`` markets conflated as the live feed does, split over ``shards`` processes
     replaying at the same time (one daemon per group of markets, as a fleet runs them);
     their figures merged. ``floor``: each assembled without trading (``_markets_once``)."""
     per = n // shards
     cmd = [sys.executable, "-m", "bench.replay", "--child", "markets", str(per), str(seconds)]
     extra = ["floor"] if floor else []
+    if speed != SPEED:
+        extra += ["speed", str(speed)]
     procs = [
         subprocess.Popen(
             [*cmd, "conflate", "shard", str(k), str(shards), *extra],
@@ -510,11 +514,18 @@ MARKET_W = (52, 8, 9, 9, 9)
 
 CAPACITY_GRID = ((50, 1.0), (50, 2.0), (50, 5.0), (5, 10.0), (10, 10.0), (15, 10.0), (20, 10.0))
 """(markets, replay speed) pairs the capacity grid runs, each in a process of its own."""
+SHARDED_GRID = ((50, 2.0), (50, 3.0), (50, 5.0))
+"""(markets, replay speed) pairs the capacity grid runs split over :data:`SHARDS` processes."""
 
 
-def capacity(seconds: float, grid: Sequence[tuple[int, float]] = CAPACITY_GRID) -> None:
+def capacity(
+    seconds: float,
+    grid: Sequence[tuple[int, float]] = CAPACITY_GRID,
+    sharded: Sequence[tuple[int, float]] = SHARDED_GRID,
+) -> None:
     """How many markets one process serves within the 5 ms target: part 2's conflated
-    run (every market fracturing at once) for each (markets, speed) of ``grid``."""
+    run (every market fracturing at once) for each (markets, speed) of ``grid``; then
+    how fast ``sharded``'s markets may go split over one process per core."""
     print(
         f"{seconds:g} s of data per market, fracture on every market at start_s "
         f"{FIRST_START_S:g}, depth conflated as the live feed does, one process each; "
@@ -527,16 +538,26 @@ def capacity(seconds: float, grid: Sequence[tuple[int, float]] = CAPACITY_GRID) 
         r = measure(
             ["markets", str(n), str(seconds), "conflate", "speed", str(speed)], in_process=False
         )
-        d50, d99, _ = percentiles([v / 1e6 for v in r["decision_ns"]])
-        _, t99, _ = percentiles([v / 1e6 for v in r["trigger_ns"]])
-        cells = (
-            f"{n} x {speed:g}",
-            f"{d50:.2f}",
-            f"{d99:.2f}",
-            f"{t99:.2f}",
-            "yes" if d99 <= 5.0 and t99 <= 5.0 else "no",
-        )
-        print(row(cells, widths), flush=True)
+        print(row(_capacity_cells(n, speed, r), widths), flush=True)
+    if not sharded:
+        return
+    print(f"split over {SHARDS} processes (every other market each), started together:")
+    print(row(cols, widths))
+    for n, speed in sharded:
+        r = measure_shards(n, seconds, SHARDS, speed=speed)
+        print(row(_capacity_cells(n, speed, r), widths), flush=True)
+
+
+def _capacity_cells(n: int, speed: float, r: dict[str, Any]) -> tuple[str, ...]:
+    d50, d99, _ = percentiles([v / 1e6 for v in r["decision_ns"]])
+    _, t99, _ = percentiles([v / 1e6 for v in r["trigger_ns"]])
+    return (
+        f"{n} x {speed:g}",
+        f"{d50:.2f}",
+        f"{d99:.2f}",
+        f"{t99:.2f}",
+        "yes" if d99 <= 5.0 and t99 <= 5.0 else "no",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -552,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--capacity",
         action="store_true",
-        help="only the capacity grid: markets x replay speed within p99 5 ms (~4 min)",
+        help="only the capacity grid: markets x replay speed within p99 5 ms (~7 min)",
     )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -135,14 +135,17 @@ def test_replay_capacity_prints_a_row_per_markets_and_speed(
 ) -> None:
     replay = bench("replay")  # type: ignore[operator]
 
-    replay.capacity(10.0, ((2, 10.0),))  # a child process, as the full grid's runs are
+    # Child processes, as the full grid's runs are: one, then two of one market each.
+    replay.capacity(10.0, ((2, 10.0),), ((2, 3.0),))
 
     out = capsys.readouterr().out.splitlines()
-    assert has_columns(out[1], ["markets x speed", "decision p50 ms", "p99 ms", "<= 5 ms"])
-    cells = out[2].split()
-    assert cells[:3] == ["2", "x", "10"]
-    assert float(cells[3]) > 0
-    assert cells[-1] in ("yes", "no")
+    split = out.index("split over 2 processes (every other market each), started together:")
+    for at, speed in ((1, "10"), (split + 1, "3")):
+        assert has_columns(out[at], ["markets x speed", "decision p50 ms", "p99 ms", "<= 5 ms"])
+        cells = out[at + 1].split()
+        assert cells[:3] == ["2", "x", speed]
+        assert float(cells[3]) > 0
+        assert cells[-1] in ("yes", "no")
 
 
 def test_book_bench_parts_run_and_agree_on_a_small_stream(bench: object) -> None:
