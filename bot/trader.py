@@ -69,6 +69,8 @@ class Desk:
     decisions: int = 0
     refused: int = 0
     trimmed: int = 0
+    held_back: int = 0
+    """Creates the order manager held back (order-rate gate, busy side, would-take wall)."""
     max_committed_quote: float = 0.0
     warning: MarketWarning | None = None
     """The early warning (:mod:`bot.warning.live`), when ``warning.enabled``."""
@@ -233,7 +235,9 @@ class Trader:
             # state: the budget's fit and the risk checks of an empty set are empty, so
             # only the order manager is told (it cancels whatever still rests).
             desk.decisions += 1
-            self.held_back += len(self.manager.sync_quotes(symbol, ()).skipped)
+            held = len(self.manager.sync_quotes(symbol, ()).skipped)
+            desk.held_back += held
+            self.held_back += held
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
         exposure = self.budget.exposure(
@@ -255,7 +259,7 @@ class Trader:
             rules=desk.rules,
             reduce_only=self.risk.is_reducing(symbol),
             paused_sides=self.risk.paused_sides(symbol),
-            order_room=self.risk.order_room(),
+            order_room=self.risk.order_room(self.manager.waiting_creates),
         )
         decision = self.strategy.decide(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
@@ -293,6 +297,7 @@ class Trader:
                 )
             )
         result = self.manager.sync_quotes(symbol, check.allowed)
+        desk.held_back += len(result.skipped)
         self.held_back += len(result.skipped)
 
     def on_status(self, status: FeedStatus) -> None:
@@ -460,6 +465,7 @@ class Trader:
                 "decisions": desk.decisions,
                 "budget_refused": desk.refused,
                 "budget_trimmed": desk.trimmed,
+                "held_back": desk.held_back,
                 "paused": self.risk.is_paused(symbol),
                 "max_committed_quote": desk.max_committed_quote,
                 "open_orders": len(open_orders),
