@@ -275,6 +275,8 @@ class MetricsListener:
         self._metrics = metrics
         self._trader = trader
         self._options = options
+        self._held_back: dict[str, int] = {}
+        """Per market, the trader's held-back count already added to the counter."""
         trader.manager.subscribe(self._on_notice)
         trader.risk.subscribe(self._on_risk)
         killswitch.subscribe(lambda _record: metrics.set_kill_switch(killswitch.state.value))
@@ -314,6 +316,9 @@ class MetricsListener:
         if desk is None:
             return
         m.set_engaged(symbol, bool(update and update.active))
+        # The trader counts as it goes; the counter takes what is new since last time.
+        m.record_held_back(symbol, desk.held_back - self._held_back.get(symbol, 0))
+        self._held_back[symbol] = desk.held_back
         if desk.warning is not None:
             m.set_warning(symbol, desk.warning.probability, up=desk.warning.up)
         m.set_paused(symbol, self._trader.risk.is_paused(symbol))

@@ -7,7 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bot.app import assemble
+from bot.control.metrics import Metrics
+from bot.daemon import MetricsListener
 from bot.feeds.stress import parse_stress_spec
 from bot.logs import null_logger
 from bot.settings import load_settings
@@ -26,6 +30,7 @@ async def fracture_run(
     stress: str = FRACTURE,
     duration_s: float = 650.0,
     seen: list[tuple[int, int | None, float]] | None = None,
+    metrics: Metrics | None = None,
 ) -> dict[str, Any]:
     settings = load_settings(
         PAPER,
@@ -52,11 +57,15 @@ async def fracture_run(
             return decide(ctx)
 
         strategy.decide = spied  # type: ignore[method-assign]
+    if metrics is not None:
+        assert run.killswitch is not None
+        run.engine.add_listener(MetricsListener(metrics, trader, run.killswitch))
     await run.execute()
     (desk,) = trader.desks.values()
     (episode,) = desk.episodes.to_dicts()
     return {
         "held_back": trader.held_back,
+        "market_held_back": trader.summary()["markets"][desk.symbol]["held_back"],
         "placed": episode["quotes_placed"],
         "bought": episode["volume"]["bought"]["quote"],
         "sold": episode["volume"]["sold"]["quote"],
@@ -68,8 +77,9 @@ async def fracture_run(
 async def test_a_fracture_backstopped_within_the_rate_leaves_fewer_creates_held_back(
     tmp_path: Path,
 ) -> None:
+    metrics = Metrics()
     on = await fracture_run(tmp_path / "on", within_rate=True)
-    off = await fracture_run(tmp_path / "off", within_rate=False)
+    off = await fracture_run(tmp_path / "off", within_rate=False, metrics=metrics)
     # Without it, every requote cancels the whole ladder and the rate limiter then holds
     # most of the replacements back: the ladder has gaps while the market moves.
     assert off["held_back"] > 200
@@ -78,6 +88,15 @@ async def test_a_fracture_backstopped_within_the_rate_leaves_fewer_creates_held_
     # within the same caps.
     assert on["bought"] + on["sold"] >= off["bought"] + off["sold"] > 0
     assert on["max_committed"] <= on["cap"]
+    # What an operator sees: the run summary per market, and the Prometheus counter.
+    assert off["market_held_back"] == off["held_back"]
+    scraped = {
+        smp.name: smp.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for smp in family.samples
+        if smp.labels.get("symbol") == "BTC/USDT"
+    }
+    assert scraped["backstop_orders_held_back_total"] == off["held_back"]
 
 
 async def test_the_room_a_strategy_is_told_leaves_out_creates_already_decided(

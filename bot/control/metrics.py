@@ -82,6 +82,13 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.orders_held_back = Counter(
+            "orders_held_back",
+            "Creates the bot decided but held back: order rate, a busy side, a would-take wall",
+            ["symbol"],
+            namespace=ns,
+            registry=r,
+        )
         self.fills = Counter(
             "fills", "Fills of our orders", ["symbol", "side"], namespace=ns, registry=r
         )
@@ -253,6 +260,10 @@ class Metrics:
     def record_order(self, symbol: str, event: str) -> None:
         """``event``: placed, cancelled, rejected or failed (keep the set small: it is a label)."""
         self.orders.labels(symbol, event).inc()
+
+    def record_held_back(self, symbol: str, count: int) -> None:
+        if count > 0:
+            self.orders_held_back.labels(symbol).inc(count)
 
     def record_fill(self, symbol: str, side: str, quote_notional: float) -> None:
         self.fills.labels(symbol, side).inc()
