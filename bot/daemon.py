@@ -89,6 +89,8 @@ class Daemon:
                     "paused": risk.is_paused(symbol),
                     "pause_reason": "; ".join(market_risk.reasons.values()) or None,
                     "open_orders": len(orders),
+                    # Creates decided but not sent (order rate, busy side, would-take wall).
+                    "orders_held_back": desk.held_back,
                     "inventory": {inv.base_currency: inv.base, inv.quote_currency: inv.quote},
                     "committed_quote": inv.committed_quote(orders, mid),
                     "pnl": {

@@ -79,6 +79,7 @@ class FakeHandler:
                     "detector": "engaged",
                     "paused": False,
                     "open_orders": 6,
+                    "orders_held_back": 1_234,
                     "inventory": {"BTC": 0.5, "USDT": 25_000.0},
                     "committed_quote": 4_000.0,
                     "pnl": {"realised_quote": 12.5, "unrealised_quote": -2.5},
@@ -596,6 +597,7 @@ async def test_status_command_prints_a_table_or_json(
         "120.0k / 8,000.00 (min 30.0k)",
         "guard BTC/USDT reject_burst: warn: 3 rejects in 10s",
         "BTC 0.5",
+        "(1,234 held back)",
         "up 1h02m",
     ):
         assert expected in text, expected

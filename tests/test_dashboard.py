@@ -62,6 +62,7 @@ def status_doc(state: str = "armed", reason: str | None = None) -> dict[str, Any
                 "paused": reason is not None,
                 "pause_reason": reason,
                 "open_orders": 4,
+                "orders_held_back": 17,
                 "inventory": {"BTC": 2.5, "USDT": 90_000.0},
                 "committed_quote": 30_000.0,
                 "pnl": {"realised_quote": 1.0, "unrealised_quote": float("nan")},
@@ -362,6 +363,7 @@ def test_every_value_in_the_overview_is_escaped() -> None:
     assert "<img" not in rendered
     assert rendered.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 4
     assert 'data-field="open-orders">4<' in rendered
+    assert 'data-field="held-back">17<' in rendered
     # Inventory against the reserve: 0.5 BTC of the 1 BTC position cap, 30k of 60k committed.
     assert "0.500000 of 1.000000" in rendered
     assert "30,000.00 of 60,000.00 USDT" in rendered

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import assemble
 from bot.control.metrics import Metrics
-from bot.daemon import MetricsListener
+from bot.daemon import Daemon, MetricsListener
 from bot.feeds.stress import parse_stress_spec
 from bot.logs import null_logger
 from bot.settings import load_settings
@@ -61,11 +61,13 @@ async def fracture_run(
         assert run.killswitch is not None
         run.engine.add_listener(MetricsListener(metrics, trader, run.killswitch))
     await run.execute()
+    status = await Daemon(run, log=null_logger()).status()
     (desk,) = trader.desks.values()
     (episode,) = desk.episodes.to_dicts()
     return {
         "held_back": trader.held_back,
         "market_held_back": trader.summary()["markets"][desk.symbol]["held_back"],
+        "status_held_back": status["markets"][0]["orders_held_back"],
         "placed": episode["quotes_placed"],
         "bought": episode["volume"]["bought"]["quote"],
         "sold": episode["volume"]["sold"]["quote"],
@@ -88,8 +90,9 @@ async def test_a_fracture_backstopped_within_the_rate_leaves_fewer_creates_held_
     # within the same caps.
     assert on["bought"] + on["sold"] >= off["bought"] + off["sold"] > 0
     assert on["max_committed"] <= on["cap"]
-    # What an operator sees: the run summary per market, and the Prometheus counter.
-    assert off["market_held_back"] == off["held_back"]
+    # What an operator sees: the run summary per market, `backstop status` and the
+    # Prometheus counter.
+    assert off["market_held_back"] == off["status_held_back"] == off["held_back"]
     scraped = {
         smp.name: smp.value
         for family in text_string_to_metric_families(metrics.render().decode())

@@ -546,6 +546,15 @@ def _pnl(pnl: Any) -> str:
     return f"{_quote(total)} ({_quote(realised)} realised)"
 
 
+def _orders(market: Mapping[str, Any]) -> str:
+    """Open orders, and the creates held back so far when there were any."""
+    cell = str(market.get("open_orders", "-"))
+    held = market.get("orders_held_back")
+    if isinstance(held, int) and held > 0:
+        cell += f"\n({held:,} held back)"
+    return cell
+
+
 def status_table(data: Mapping[str, Any]) -> Table:
     table = Table(title="markets", title_justify="left", show_lines=True)
     for column in ("market", "book", "depth bid / ask", "engaged", "orders", "inventory",
@@ -566,7 +575,7 @@ def status_table(data: Mapping[str, Any]) -> Table:
             _book(market.get("book")),
             _depth(market.get("depth")),
             _engaged(market),
-            str(market.get("open_orders", "-")),
+            _orders(market),
             inv,
             _quote(market.get("committed_quote")),
             _pnl(market.get("pnl")),

@@ -201,6 +201,10 @@ def market_html(market: Mapping[str, Any], limits: MarketLimits | None) -> str:
         ("spread (bps)|spread", num(book.get("spread_bps"), 2)),
         ("open orders (ours)|open-orders", num(market.get("open_orders"))),
         (
+            "creates held back (order rate, busy side)|held-back",
+            num(market.get("orders_held_back")),
+        ),
+        (
             "committed collateral|committed",
             f"{num(committed)} of {num(cap)} {esc(limits.quote if limits else '')} "
             f"{_meter(committed, cap)}",
