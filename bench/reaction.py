@@ -246,6 +246,9 @@ def instrument(
     trades and other events are still handed over one by one, in order. A merged event
     is charged the wait of its *oldest* diff and the parse time of all of them.
 
+    Paced, the run rehearses a market's trigger while it arms, as a live run does
+    (``Run.rehearse``, ``strategy.rehearse_ms``).
+
     ``preloaded`` (from :func:`preload`) hands those events over instead of reading the
     replay: reading each one keeps the processor busy for its measured read + parse
     time, as a live feed's parsing would; the overlay's work is gone altogether.
@@ -253,6 +256,9 @@ def instrument(
     stressed = run.feed
     if not isinstance(stressed, StressedFeed):
         raise SystemExit("expected a replay with a stress overlay")
+    # Paced, messages arrive as a live feed's do: the trader keeps the trigger path warm
+    # while a market arms, as `backstop run` does with a live feed (strategy.rehearse_ms).
+    run.rehearse = speed > 0
     replay = stressed.feed
     parse_times: deque[tuple[int, int]] = deque()
     clock = time.perf_counter_ns

@@ -95,6 +95,9 @@ class Run:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run before trading starts (recovery against an exchange account)."""
+    rehearse: bool = False
+    """Keep the trigger path warm while a market arms (``strategy.rehearse_ms``): set
+    when messages arrive at a live pace (a live feed, a replay at speed > 0)."""
 
     @property
     def live(self) -> bool:
@@ -118,6 +121,9 @@ class Run:
                 await step()
             if self.trader is not None:
                 await self.trader.start()
+                rehearse_ms = self.settings.strategy.rehearse_ms
+                if self.rehearse and rehearse_ms > 0:
+                    helpers.append(asyncio.ensure_future(self.trader.keep_warm(rehearse_ms / 1e3)))
             if self.trader is not None and self.venue is not None and self.live:
                 guards = self.settings.risk.guards
                 check: Callable[[Venue], Awaitable[None]] = functools.partial(
@@ -481,6 +487,7 @@ async def assemble(
         startup=startup,
         options=options,
         funding=funding,
+        rehearse=settings.feed.source == "live" or settings.feed.speed > 0,
     )
 
 

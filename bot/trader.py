@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.book import OrderBook
-from bot.budget import Budget
+from bot.budget import Budget, Exposure
 from bot.detect.machine import DetectorState
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
@@ -77,6 +77,9 @@ class Desk:
     committed_cache: float | None = None
     """``committed_quote`` of this market's open orders at ``last_mid``, as the other
     markets' budgets read it; None once an order notice or a new mid made it stale."""
+    last_reading: tuple[MarketContext, Exposure] | None = None
+    """The strategy's context (and the exposure it was built on) at the last reading
+    that asked the strategy: what :meth:`Trader.rehearse` replays."""
 
     @classmethod
     def build(cls, settings: MarketSettings, market: Mapping[str, Any]) -> Desk:
@@ -125,6 +128,10 @@ class Trader:
     """Info log lines of the current event, written once its orders have left."""
     _collect_young: bool = False
     """A market started arming: collect garbage after this event (bot.orders.gcpace)."""
+    _arming: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a market starts arming: wakes :meth:`keep_warm`."""
+    rehearsals: int = 0
+    """Rehearsed triggers (:meth:`rehearse`)."""
     _warnings: list[tuple[MarketWarning, OrderBook, DepthSample, DetectorUpdate, Any]] = field(
         default_factory=list
     )
@@ -195,7 +202,9 @@ class Trader:
         if self.trace is not None:
             self.trace.on_reading(symbol, sample, update, view, committed)
         if update.transition is not None:
-            self._collect_young |= update.state is DetectorState.ARMING
+            if update.state is DetectorState.ARMING:
+                self._collect_young = True
+                self._arming.set()
             self._later.append(
                 (
                     "detector_transition",
@@ -261,6 +270,7 @@ class Trader:
             paused_sides=self.risk.paused_sides(symbol),
             order_room=self.risk.order_room(self.manager.waiting_creates),
         )
+        desk.last_reading = (ctx, exposure)
         decision = self.strategy.decide(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
         desk.decisions += 1
@@ -427,6 +437,63 @@ class Trader:
             self.log.warning(
                 "guard", guard=str(event.guard), action=str(event.level), reason=event.reason
             )
+
+    # ------------------------------------------------------------------ keeping warm
+
+    async def keep_warm(self, period_s: float) -> None:
+        """While a market is arming, rehearse the reading that would engage it every
+        ``period_s`` (one arming market per turn, in turn), so that the trigger finds
+        the strategy, budget, risk and order manager's code and data in the processor's
+        caches instead of paying to fetch them back (measured in docs/benchmarks.md,
+        Reaction). Idle, it waits for a market to start arming. Never raises: a failed
+        rehearsal is logged once and changes nothing."""
+        turn = 0
+        failed = False
+        while True:
+            await self._arming.wait()
+            await asyncio.sleep(period_s)
+            arming = [
+                symbol
+                for symbol, desk in self.desks.items()
+                if desk.last_update is not None
+                and desk.last_update.state is DetectorState.ARMING
+            ]
+            if not arming:
+                self._arming.clear()
+                continue
+            if self.halted:
+                continue
+            turn += 1
+            try:
+                self.rehearse(arming[turn % len(arming)])
+            except Exception:  # a rehearsal must never reach trading
+                if not failed:
+                    failed = True
+                    self.log.exception("rehearsal_failed")
+
+    def rehearse(self, symbol: str) -> bool:
+        """A dry run of an engaged reading on ``symbol`` from its last reading's context:
+        the strategy's engaged decision (:meth:`BackstopStrategy.rehearse`), the
+        budget's fit, the risk checks and the order manager's rounding and diff. Nothing
+        is sent, kept, counted or recorded (the journal of a run is the same with and
+        without rehearsals: tests/test_rehearsal.py). False when there is nothing to
+        rehearse (no such market, no context yet, a strategy without ``rehearse``)."""
+        desk = self.desks.get(symbol)
+        rehearse: Callable[[MarketContext], Any] | None = getattr(
+            self.strategy, "rehearse", None
+        )
+        if desk is None or desk.last_reading is None or rehearse is None:
+            return False
+        ctx, exposure = desk.last_reading
+        decision = rehearse(ctx)
+        fit = self.budget.fit(decision.quotes, exposure)
+        context = QuoteContext.build(
+            ctx.book, desk.inventory, (), other_markets_quote=exposure.other_markets_quote
+        )
+        self.risk.rehearse_quotes(fit.quotes, context)
+        self.manager.rehearse(symbol, fit.quotes)
+        self.rehearsals += 1
+        return True
 
     def _quiet(self, symbol: str, update: DetectorUpdate, net_base: float) -> bool:
         # A strategy's own declaration (``quiet``), looked up on every reading: the

@@ -49,6 +49,7 @@ Amounts are the market's order units (contracts on a contract market: see
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from bot.detector import DetectorState, DetectorUpdate
@@ -111,6 +112,21 @@ class BackstopStrategy:
                 return decision
         return Decision((), "calm: no quotes")
 
+    def rehearse(self, ctx: MarketContext) -> Decision:
+        """The ladder an engaged reading of ``ctx`` would ask for, with nothing kept: no
+        ladder is held or forgotten, no count moves. The trader rehearses the reading
+        that would engage a market while it is arming, so that the real one finds its
+        code and data in the processor's caches (:meth:`bot.trader.Trader.rehearse`)."""
+        update = ctx.detector
+        if update is None:
+            return Decision((), "nothing to rehearse: no detector reading")
+        engaged = replace(update, state=DetectorState.ENGAGED)
+        scratch = HeldLadders(
+            tolerance_bps=self.params.requote_bps,
+            size_tolerance=self.params.requote_size_fraction,
+        )
+        return self._ladder(ctx, engaged, scratch)
+
     def quiet(
         self, symbol: str, update: DetectorUpdate, *, net_base: float, reduce_only: bool
     ) -> bool:
@@ -142,7 +158,9 @@ class BackstopStrategy:
                 out.append(max(0.0, self.params.target_fraction * baseline - depth))
         return out[0], out[1]
 
-    def _ladder(self, ctx: MarketContext, update: DetectorUpdate) -> Decision:
+    def _ladder(
+        self, ctx: MarketContext, update: DetectorUpdate, ladders: HeldLadders | None = None
+    ) -> Decision:
         p = self.params
         budget, inv, rules = ctx.budget, ctx.inventory, ctx.rules
         fair = microprice(ctx.book, ctx.sample)
@@ -184,7 +202,8 @@ class BackstopStrategy:
             ASK_TAG,
         )
         # The fresh ladder's quotes are built only if the resting one is not kept.
-        quotes = self._ladders.hold_rungs(
+        held = ladders if ladders is not None else self._ladders
+        quotes = held.hold_rungs(
             ctx.symbol,
             sides,
             fair=fair,

@@ -18,6 +18,7 @@ under the new limits rather than holding a ladder built under the old ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,14 @@ class GovernedStrategy:
             f"max_reserve_quote_per_episode={cap:g}",
             decision.mode,
         )
+
+    def rehearse(self, ctx: MarketContext) -> Decision:
+        """The inner strategy's rehearsal (see :meth:`BackstopStrategy.rehearse`), if it
+        has one: nothing is decided, so the policy has nothing to say."""
+        rehearse: Callable[[MarketContext], Decision] | None = getattr(
+            self.inner, "rehearse", None
+        )
+        return rehearse(ctx) if rehearse is not None else Decision((), "no rehearsal")
 
     def quiet(
         self, symbol: str, update: DetectorUpdate, *, net_base: float, reduce_only: bool

@@ -599,6 +599,15 @@ class OrderManager:
             self._keys[memo] = (market, key)
         return key
 
+    def rehearse(self, symbol: str, quotes: Sequence[Quote]) -> int:
+        """:meth:`sync_quotes`' rounding and diff of ``quotes`` against the open orders,
+        with nothing sent, tracked or cancelled (the trader's rehearsal of a trigger):
+        how many creates the diff would start. Only the rounding memos keep entries
+        (a later equal quote is rounded the same either way)."""
+        market = (getattr(self._venue, "markets", None) or {}).get(symbol)
+        prepared = [p for q in quotes if not isinstance(p := self._prepare(q, symbol, market), str)]
+        return len(diff_quotes(prepared, self.open_orders(symbol), self._key, self.is_busy).create)
+
     def _submit(self, prepared: PreparedQuote) -> TrackedOrder | str:
         """Send one create, or say why the admission gate (order rate) held it back."""
         if self._admit is not None:

@@ -388,6 +388,18 @@ class RiskEngine:
                 result.denied.append((quote, denial))
         return result
 
+    def rehearse_quotes(self, quotes: Sequence[Quote], ctx: QuoteContext) -> int:
+        """:meth:`check_quotes`' checks of ``quotes`` with nothing counted, denied or
+        fired (the trader's rehearsal of a trigger, :meth:`bot.trader.Trader.rehearse`):
+        how many would pass the default checks. Reads no state and changes none."""
+        config = self.config
+        passed = 0
+        for quote in quotes:
+            if (check_valid(quote, ctx, config) or check_after_valid(quote, ctx, config)) is None:
+                passed += 1
+                ctx = ctx.with_sent(quote)
+        return passed
+
     def _plain(self, symbol: str) -> bool:
         """True when no stateful check of :meth:`_check` can deny an order on ``symbol``
         and its checks are the default ones (:func:`check_after_valid`)."""

@@ -565,6 +565,13 @@ class StrategySettings(BaseModel):
     name: Literal["backstop", "market-maker"] = "backstop"
     backstop: BackstopParams = Field(default_factory=BackstopParams)
     market_maker: MarketMakerParams = Field(default_factory=MarketMakerParams)
+    rehearse_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    """While a market is arming, rehearse the reading that would engage it this often:
+    the strategy's engaged decision, the budget, the risk checks and the order manager's
+    rounding, with nothing sent or kept, so the trigger finds that code and its data in
+    the processor's caches (between two live messages ~100 ms apart they are evicted;
+    docs/benchmarks.md, Reaction). Runs with a live feed or a paced replay (speed > 0),
+    never in an as-fast-as-possible one. 0 = off."""
 
 
 class KillSwitchSettings(BaseModel):

@@ -1,0 +1,199 @@
+"""Rehearsing the trigger while a market arms (``strategy.rehearse_ms``): the engaged
+decision, the budget's fit, the risk checks and the order manager's rounding and diff,
+run with nothing sent, kept, counted or recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from strategy_helpers import SYMBOL, context, detector_update
+
+from bot.app import Run, assemble
+from bot.clock import ManualClock
+from bot.detector import DetectorState
+from bot.feeds.stress import parse_stress_spec
+from bot.logs import null_logger
+from bot.risk import QuoteContext, RiskEngine, RiskEvent
+from bot.settings import load_settings
+from bot.settings.models import BackstopParams, RiskSettings
+from bot.trader import Trader
+from strategies import BackstopStrategy
+from strategies.base import Quote
+
+PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
+FRACTURE = "fracture:start_s=65"
+ARMING, ENGAGED = DetectorState.ARMING, DetectorState.ENGAGED
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+def test_the_strategy_rehearses_the_engaged_ladder_and_keeps_nothing() -> None:
+    strategy = BackstopStrategy(BackstopParams(requote_bps=1.0))
+    arming = context(detector_update(ARMING))
+    rehearsed = strategy.rehearse(arming)
+    # What a fresh backstop would ask for on the engaged reading of the same data.
+    engaged = BackstopStrategy(BackstopParams(requote_bps=1.0)).decide(
+        context(detector_update(ENGAGED))
+    )
+    assert rehearsed.quotes == engaged.quotes
+    assert len(rehearsed.quotes) == 6
+    # Nothing held: the arming reading is still quiet-eligible and decides nothing.
+    assert strategy.decide(arming).quotes == ()
+    # A ladder held from an engaged reading stays the one held.
+    held = strategy.decide(context(detector_update(ENGAGED, sigma_bps=3.0)))
+    strategy.rehearse(context(detector_update(ARMING, sigma_bps=1.0)))
+    again = strategy.decide(context(detector_update(ENGAGED, sigma_bps=3.0)))
+    assert again.quotes is held.quotes
+
+
+def test_the_risk_engine_rehearses_checks_without_counting_or_firing() -> None:
+    clock = ManualClock()
+    risk = RiskEngine(RiskSettings(), clock=clock, log=null_logger(), symbols=[SYMBOL])
+    events: list[RiskEvent] = []
+    risk.subscribe(events.append)
+    ctx = QuoteContext(mid=60_000.0, best_bid=59_999.0, best_ask=60_001.0)
+    fat = Quote(SYMBOL, "buy", 30_000.0, 0.01)  # half the mid: a fat finger
+    fine = Quote(SYMBOL, "buy", 59_990.0, 0.01)
+    assert risk.rehearse_quotes([fine, fat], ctx) == 1
+    assert sum(risk.denials.values()) == 0
+    assert events == []
+    # The real check of the same quote denies it, counts it and fires the guard.
+    assert risk.check_quotes([fat], ctx).denied
+    assert sum(risk.denials.values()) == 1
+    assert events
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+async def paper_run(root: Path, *, speed: float = 0.0) -> Run:
+    settings = load_settings(
+        PAPER,
+        env={},
+        overrides={
+            "state_dir": root / "state",
+            "journal": {"path": root / "journal.sqlite"},
+            "feed": {"duration_s": 150.0, "speed": speed},
+            "control": {"enabled": False},
+        },
+    )
+    run = await assemble(settings, log=null_logger(), stress=parse_stress_spec(FRACTURE))
+    assert run.trader is not None
+    return run
+
+
+async def test_only_a_live_paced_run_keeps_warm(tmp_path: Path) -> None:
+    # As fast as possible there is no idle time between messages to lose the caches in.
+    assert not (await paper_run(tmp_path / "fast")).rehearse
+    assert (await paper_run(tmp_path / "paced", speed=1.0)).rehearse
+
+
+def arming(trader: Trader) -> list[str]:
+    return [
+        s
+        for s, d in trader.desks.items()
+        if d.last_update is not None and d.last_update.state is ARMING
+    ]
+
+
+async def journal_of(root: Path, *, rehearse: bool) -> tuple[list[tuple[Any, ...]], int, int]:
+    """A paper run through a fracture (rehearsing every arming market after each event
+    when asked): its journal records but the first and last, rehearsals, venue calls."""
+    run = await paper_run(root)
+    trader = run.trader
+    assert trader is not None
+    assert run.venue is not None
+    calls = 0
+    for name in ("create_order", "cancel_order"):
+        real = getattr(run.venue, name)
+
+        async def counted(*a: Any, _real: Any = real, **k: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await _real(*a, **k)
+
+        setattr(run.venue, name, counted)
+    if rehearse:
+        after = trader.after_event
+
+        async def rehearsing() -> None:
+            await after()
+            for symbol in arming(trader):
+                assert trader.rehearse(symbol)
+
+        run.engine._after_event = rehearsing  # after every event, as the engine runs it
+    await run.execute()
+    with sqlite3.connect(root / "journal.sqlite") as conn:
+        rows = conn.execute("SELECT ts_ns, kind, payload FROM records ORDER BY id").fetchall()
+    body = [tuple(r) for r in rows if r[1] not in ("start", "close")]
+    return body, trader.rehearsals, calls
+
+
+async def test_a_run_journals_the_same_with_and_without_rehearsals(tmp_path: Path) -> None:
+    plain, none, plain_calls = await journal_of(tmp_path / "plain", rehearse=False)
+    rehearsed, rehearsals, calls = await journal_of(tmp_path / "rehearsed", rehearse=True)
+    assert none == 0
+    assert rehearsals > 5  # the market armed for several readings before it engaged
+    kinds = {kind for _, kind, _ in plain}
+    assert {"order", "fill", "decision", "evidence"} <= kinds
+    # Every record, order and decision the same; no venue call more or less.
+    assert rehearsed == plain
+    assert calls == plain_calls > 0
+    decisions = [json.loads(p) for _, kind, p in plain if kind == "decision"]
+    assert decisions
+
+
+async def test_keep_warm_rehearses_arming_markets_and_sleeps_when_none_arm(
+    tmp_path: Path,
+) -> None:
+    run = await paper_run(tmp_path)
+    trader = run.trader
+    assert trader is not None
+    await run.execute()  # through an episode: the market has a last reading
+    (symbol,) = trader.desks
+    desk = trader.desks[symbol]
+    assert desk.last_update is not None
+    assert desk.last_reading is not None
+    # The market starts arming again (as on_sample marks it).
+    desk.last_update = replace(desk.last_update, state=ARMING)
+    trader._arming.set()
+
+    rehearsed: list[str] = []
+    three = asyncio.Event()
+    real = trader.manager.rehearse  # the last step of each rehearsal
+
+    def counted(s: str, quotes: Any) -> int:
+        rehearsed.append(s)
+        if len(rehearsed) == 3:
+            three.set()
+        return real(s, quotes)
+
+    trader.manager.rehearse = counted  # type: ignore[method-assign]
+    idle = asyncio.Event()
+    clear = trader._arming.clear
+
+    def cleared() -> None:
+        clear()
+        idle.set()
+
+    trader._arming.clear = cleared  # type: ignore[method-assign]
+    task = asyncio.ensure_future(trader.keep_warm(0.0001))
+    try:
+        await asyncio.wait_for(three.wait(), timeout=30)
+        assert rehearsed[:3] == [symbol] * 3
+        assert trader.rehearsals >= 3
+        # The market stops arming: keep_warm goes back to waiting for the next one.
+        desk.last_update = replace(desk.last_update, state=DetectorState.CALM)
+        await asyncio.wait_for(idle.wait(), timeout=30)
+        assert not trader._arming.is_set()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
