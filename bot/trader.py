@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.book import OrderBook
-from bot.budget import Budget, Exposure
+from bot.budget import Budget
 from bot.detect.machine import DetectorState
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
@@ -77,9 +77,9 @@ class Desk:
     committed_cache: float | None = None
     """``committed_quote`` of this market's open orders at ``last_mid``, as the other
     markets' budgets read it; None once an order notice or a new mid made it stale."""
-    last_reading: tuple[MarketContext, Exposure] | None = None
-    """The strategy's context (and the exposure it was built on) at the last reading
-    that asked the strategy: what :meth:`Trader.rehearse` replays."""
+    last_reading: MarketContext | None = None
+    """The strategy's context at the last reading that asked the strategy: what
+    :meth:`Trader.rehearse` starts from."""
 
     @classmethod
     def build(cls, settings: MarketSettings, market: Mapping[str, Any]) -> Desk:
@@ -270,7 +270,7 @@ class Trader:
             paused_sides=self.risk.paused_sides(symbol),
             order_room=self.risk.order_room(self.manager.waiting_creates),
         )
-        desk.last_reading = (ctx, exposure)
+        desk.last_reading = ctx
         decision = self.strategy.decide(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
         desk.decisions += 1
@@ -473,8 +473,9 @@ class Trader:
 
     def rehearse(self, symbol: str) -> bool:
         """A dry run of an engaged reading on ``symbol`` from its last reading's context:
-        the strategy's engaged decision (:meth:`BackstopStrategy.rehearse`), the
-        budget's fit, the risk checks and the order manager's rounding and diff. Nothing
+        the reading's own-depth, inventory and budget views, the strategy's engaged
+        decision (:meth:`BackstopStrategy.rehearse`), the budget's fit, the risk checks
+        and the order manager's rounding and diff. Nothing
         is sent, kept, counted or recorded (the journal of a run is the same with and
         without rehearsals: tests/test_rehearsal.py). False when there is nothing to
         rehearse (no such market, no context yet, a strategy without ``rehearse``)."""
@@ -484,7 +485,26 @@ class Trader:
         )
         if desk is None or desk.last_reading is None or rehearse is None:
             return False
-        ctx, exposure = desk.last_reading
+        last = desk.last_reading
+        # The reading's own steps after the detector's, on its sample and the orders,
+        # inventory and budget as they are now (each of them reads, none writes).
+        sample = last.sample
+        orders = self.manager.open_orders(symbol)
+        own_band_depth(orders, sample.mid, desk.settings.bands_bps[0], desk.rules)
+        leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
+        exposure = self.budget.exposure(
+            desk.inventory,
+            sample.mid,
+            leaving=leaving,
+            other_markets_quote=self._committed_elsewhere(symbol),
+            fee_rate=desk.fee_rate,
+            rules=desk.rules,
+        )
+        ctx = replace(
+            last,
+            inventory=desk.inventory.view(sample.mid, orders),
+            budget=self.budget.view(exposure),
+        )
         decision = rehearse(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
         context = QuoteContext.build(
