@@ -130,6 +130,10 @@ class Trader:
     """A market started arming: collect garbage after this event (bot.orders.gcpace)."""
     _arming: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a market starts arming: wakes :meth:`keep_warm`."""
+    _event_at: float = 0.0
+    """The event loop's time when the last feed event was handled (:meth:`after_event`)."""
+    _turn: int = 0
+    """Rehearsal turns taken (:meth:`rehearsal_due` takes the arming markets in turn)."""
     rehearsals: int = 0
     """Rehearsed triggers (:meth:`rehearse`)."""
     _warnings: list[tuple[MarketWarning, OrderBook, DepthSample, DetectorUpdate, Any]] = field(
@@ -337,6 +341,7 @@ class Trader:
         the event's journal records and log lines (building and rendering them is not
         worth delaying an order for; see :meth:`bot.journal.Journal.hold`)."""
         self.risk.tick()
+        self._event_at = asyncio.get_running_loop().time()
         # Each step only when it has something to do: this runs after every feed event.
         if self.manager.in_flight:
             await self.settle()
@@ -445,31 +450,42 @@ class Trader:
         ``period_s`` (one arming market per turn, in turn), so that the trigger finds
         the strategy, budget, risk and order manager's code and data in the processor's
         caches instead of paying to fetch them back (measured in docs/benchmarks.md,
-        Reaction). Idle, it waits for a market to start arming. Never raises: a failed
+        Reaction). Only when no feed event came in the last ``period_s``: a busy engine
+        keeps its caches warm by itself, and a rehearsal would only delay its next
+        event. Idle, it waits for a market to start arming. Never raises: a failed
         rehearsal is logged once and changes nothing."""
-        turn = 0
+        loop = asyncio.get_running_loop()
         failed = False
         while True:
             await self._arming.wait()
             await asyncio.sleep(period_s)
-            arming = [
-                symbol
-                for symbol, desk in self.desks.items()
-                if desk.last_update is not None
-                and desk.last_update.state is DetectorState.ARMING
-            ]
-            if not arming:
-                self._arming.clear()
+            symbol = self.rehearsal_due(loop.time(), period_s)
+            if symbol is None:
                 continue
-            if self.halted:
-                continue
-            turn += 1
             try:
-                self.rehearse(arming[turn % len(arming)])
+                self.rehearse(symbol)
             except Exception:  # a rehearsal must never reach trading
                 if not failed:
                     failed = True
                     self.log.exception("rehearsal_failed")
+
+    def rehearsal_due(self, now: float, period_s: float) -> str | None:
+        """The market :meth:`keep_warm` rehearses at ``now`` (the event loop's time):
+        the arming markets in turn, none while trading is halted or when a feed event
+        came within ``period_s``. With no market arming, clears the flag that wakes
+        :meth:`keep_warm`."""
+        arming = [
+            symbol
+            for symbol, desk in self.desks.items()
+            if desk.last_update is not None and desk.last_update.state is DetectorState.ARMING
+        ]
+        if not arming:
+            self._arming.clear()
+            return None
+        if self.halted or now - self._event_at < period_s:
+            return None
+        self._turn += 1
+        return arming[self._turn % len(arming)]
 
     def rehearse(self, symbol: str) -> bool:
         """A dry run of an engaged reading on ``symbol`` from its last reading's context:

@@ -150,6 +150,32 @@ async def test_a_run_journals_the_same_with_and_without_rehearsals(tmp_path: Pat
     assert decisions
 
 
+async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
+    tmp_path: Path,
+) -> None:
+    run = await paper_run(tmp_path)
+    trader = run.trader
+    assert trader is not None
+    await run.execute()
+    (symbol,) = trader.desks
+    desk = trader.desks[symbol]
+    assert desk.last_update is not None
+    calm = desk.last_update
+    desk.last_update = replace(calm, state=ARMING)
+    trader._arming.set()
+    at = trader._event_at
+    assert trader.rehearsal_due(at + 0.01, 0.002) == symbol
+    # A feed event within the period: the engine is busy and its caches warm.
+    assert trader.rehearsal_due(at + 0.001, 0.002) is None
+    trader.halted = True
+    assert trader.rehearsal_due(at + 0.01, 0.002) is None
+    trader.halted = False
+    assert trader._arming.is_set()
+    desk.last_update = replace(calm, state=DetectorState.CALM)
+    assert trader.rehearsal_due(at + 0.01, 0.002) is None
+    assert not trader._arming.is_set()
+
+
 async def test_keep_warm_rehearses_arming_markets_and_sleeps_when_none_arm(
     tmp_path: Path,
 ) -> None:
