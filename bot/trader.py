@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.book import OrderBook
-from bot.budget import Budget
+from bot.budget import Budget, Exposure
 from bot.detect.machine import DetectorState
 from bot.detector import DetectorUpdate, FractureDetector
 from bot.episodes import EpisodeTracker
@@ -30,7 +30,7 @@ from bot.journal import Journal
 from bot.journal.trace import JournalTrace
 from bot.logs import Logger
 from bot.monitor import DepthSample
-from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState
+from bot.orders import OrderFilled, OrderManager, OrderNotice, OrderState, TrackedOrder
 from bot.orders.gcpace import collect_young
 from bot.report import ReportRecorder
 from bot.risk import (
@@ -253,14 +253,7 @@ class Trader:
             self.held_back += held
             return
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
-        exposure = self.budget.exposure(
-            desk.inventory,
-            sample.mid,
-            leaving=leaving,
-            other_markets_quote=self._committed_elsewhere(symbol),
-            fee_rate=desk.fee_rate,
-            rules=desk.rules,
-        )
+        exposure = self._exposure(symbol, desk, sample.mid, leaving)
         ctx = MarketContext(
             symbol=symbol,
             ts_ns=sample.ts_ns,
@@ -508,14 +501,7 @@ class Trader:
         orders = self.manager.open_orders(symbol)
         own_band_depth(orders, sample.mid, desk.settings.bands_bps[0], desk.rules)
         leaving = [o for o in orders if o.state is OrderState.PENDING_CANCEL]
-        exposure = self.budget.exposure(
-            desk.inventory,
-            sample.mid,
-            leaving=leaving,
-            other_markets_quote=self._committed_elsewhere(symbol),
-            fee_rate=desk.fee_rate,
-            rules=desk.rules,
-        )
+        exposure = self._exposure(symbol, desk, sample.mid, leaving)
         ctx = replace(
             last,
             inventory=desk.inventory.view(sample.mid, orders),
@@ -537,6 +523,20 @@ class Trader:
         quiet: Callable[..., bool] | None = getattr(self.strategy, "quiet", None)
         return quiet is not None and quiet(
             symbol, update, net_base=net_base, reduce_only=self.risk.is_reducing(symbol)
+        )
+
+    def _exposure(
+        self, symbol: str, desk: Desk, mid: float, leaving: list[TrackedOrder]
+    ) -> Exposure:
+        """What the budget sizes ``symbol``'s quotes against at ``mid``, the orders
+        ``leaving`` (being cancelled) still counted."""
+        return self.budget.exposure(
+            desk.inventory,
+            mid,
+            leaving=leaving,
+            other_markets_quote=self._committed_elsewhere(symbol),
+            fee_rate=desk.fee_rate,
+            rules=desk.rules,
         )
 
     def _committed_elsewhere(self, symbol: str) -> float:

@@ -295,20 +295,16 @@ def hold_quotes(
     """
     if not previous or tolerance_bps <= 0 or len(previous) != len(fresh):
         return fresh
-    rows = ((q.symbol, q.side, q.price, q.amount, q.tag, q.post_only) for q in fresh)
-    held = _holds(
-        previous,
-        rows,
-        fair=fair,
-        tolerance_bps=tolerance_bps,
-        size_tolerance=size_tolerance,
-        bid_max=bid_max,
-        ask_min=ask_min,
-        room=room,
-        limits=limits,
-        max_order_quote=max_order_quote,
-        rules=rules if rules is not None else MarketRules(),
+    bounds = LadderBounds(
+        fair,
+        bid_max,
+        ask_min,
+        room,
+        limits,
+        max_order_quote,
+        rules if rules is not None else MarketRules(),
     )
+    held = _holds(previous, _rows_of(fresh), tolerance_bps, size_tolerance, bounds)
     return previous if held else fresh
 
 
@@ -316,23 +312,38 @@ Row = tuple[str, str, float, float, str, bool]
 """A fresh rung as :func:`_holds` reads it: symbol, side, price, amount, tag, post-only."""
 
 
+@dataclass(frozen=True, slots=True)
+class LadderBounds:
+    """What a ladder asked for must meet, fresh or held: no bid above ``bid_max`` nor
+    ask below ``ask_min`` (not crossing the book), ``room`` for both sides, ``limits``
+    per side, ``max_order_quote`` each; sized with ``rules``, tolerances read of
+    ``fair``."""
+
+    fair: float
+    bid_max: float | None
+    ask_min: float | None
+    room: float
+    limits: SideLimits
+    max_order_quote: float
+    rules: MarketRules
+
+
+def _rows_of(quotes: tuple[Quote, ...]) -> Iterator[Row]:
+    return ((q.symbol, q.side, q.price, q.amount, q.tag, q.post_only) for q in quotes)
+
+
 def _holds(
     previous: tuple[Quote, ...],
     fresh: Iterable[Row],
-    *,
-    fair: float,
     tolerance_bps: float,
     size_tolerance: float,
-    bid_max: float | None,
-    ask_min: float | None,
-    room: float,
-    limits: SideLimits,
-    max_order_quote: float,
-    rules: MarketRules,
+    bounds: LadderBounds,
 ) -> bool:
     """The test of :func:`hold_quotes`, against as many fresh rungs as ``previous``."""
-    r = rules
-    tolerance = tolerance_bps / BPS * fair
+    r = bounds.rules
+    bid_max, ask_min, max_order_quote = bounds.bid_max, bounds.ask_min, bounds.max_order_quote
+    room, limits = bounds.room, bounds.limits
+    tolerance = tolerance_bps / BPS * bounds.fair
     # Spot (one base unit per amount): notional is amount x price and the base amount the
     # amount itself, as MarketRules computes them (a x 1.0 is a); read inline, this runs
     # on every reading of an episode.
@@ -420,37 +431,23 @@ class HeldLadders:
         rules: MarketRules | None = None,
         order_room: int | None = None,
     ) -> tuple[Quote, ...]:
-        previous = self._resting.get(symbol, ())
-        quotes = hold_quotes(
-            previous,
-            fresh,
+        """:func:`hold_quotes` of the ladder held for ``symbol`` and ``fresh``, kept as
+        the one held; with ``within_rate``, :func:`keep_stale` when ``order_room`` is
+        short of a fresh ladder."""
+        return self._hold(
+            symbol,
+            lambda: _rows_of(fresh),
+            len(fresh),
+            lambda: fresh,
             fair=fair,
-            tolerance_bps=self._tolerance_bps,
-            size_tolerance=self._size_tolerance,
             bid_max=bid_max,
             ask_min=ask_min,
             room=room,
             limits=limits,
             max_order_quote=max_order_quote,
-            rules=rules,
+            rules=rules if rules is not None else MarketRules(),
+            order_room=order_room,
         )
-        if quotes is fresh and self._short(previous, len(fresh), order_room):
-            quotes = keep_stale(
-                previous,
-                _rows_of(fresh),
-                fair=fair,
-                tolerance_bps=self._tolerance_bps,
-                size_tolerance=self._size_tolerance,
-                bid_max=bid_max,
-                ask_min=ask_min,
-                room=room,
-                limits=limits,
-                max_order_quote=max_order_quote,
-                rules=rules if rules is not None else MarketRules(),
-                build=lambda: fresh,
-            )
-        self._resting[symbol] = quotes
-        return quotes
 
     def hold_rungs(
         self,
@@ -466,46 +463,57 @@ class HeldLadders:
     ) -> tuple[Quote, ...]:
         """:meth:`hold` of ``interleave(bids, asks)`` of ``fresh``'s quotes, the same
         answer, with the quotes built only when the resting ladder is not kept."""
-        previous = self._resting.get(symbol, ())
         bids, asks = fresh.bids, fresh.asks
-        n = len(bids) + len(asks)
-        if not (
+        return self._hold(
+            symbol,
+            lambda: _rows(symbol, bids, asks),
+            len(bids) + len(asks),
+            lambda: interleave(bids.quotes(symbol), asks.quotes(symbol)),
+            fair=fair,
+            bid_max=fresh.bid_max,
+            ask_min=fresh.ask_min,
+            room=room,
+            limits=limits,
+            max_order_quote=max_order_quote,
+            rules=rules,
+            order_room=order_room,
+        )
+
+    def _hold(
+        self,
+        symbol: str,
+        rows: Callable[[], Iterable[Row]],
+        size: int,
+        build: Callable[[], tuple[Quote, ...]],
+        *,
+        fair: float,
+        bid_max: float | None,
+        ask_min: float | None,
+        room: float,
+        limits: SideLimits,
+        max_order_quote: float,
+        rules: MarketRules,
+        order_room: int | None,
+    ) -> tuple[Quote, ...]:
+        """The ladder to ask for, of a fresh one given as ``size`` ``rows()`` (its quotes
+        made by ``build()`` only when sent), and kept as the one held."""
+        previous = self._resting.get(symbol, ())
+        bounds = LadderBounds(fair, bid_max, ask_min, room, limits, max_order_quote, rules)
+        if (
             previous
             and self._tolerance_bps > 0
-            and len(previous) == n
-            and _holds(
-                previous,
-                _rows(symbol, bids, asks),
-                fair=fair,
-                tolerance_bps=self._tolerance_bps,
-                size_tolerance=self._size_tolerance,
-                bid_max=fresh.bid_max,
-                ask_min=fresh.ask_min,
-                room=room,
-                limits=limits,
-                max_order_quote=max_order_quote,
-                rules=rules,
-            )
+            and len(previous) == size
+            and _holds(previous, rows(), self._tolerance_bps, self._size_tolerance, bounds)
         ):
-            if self._short(previous, n, order_room):
-                previous = keep_stale(
-                    previous,
-                    _rows(symbol, bids, asks),
-                    fair=fair,
-                    tolerance_bps=self._tolerance_bps,
-                    size_tolerance=self._size_tolerance,
-                    bid_max=fresh.bid_max,
-                    ask_min=fresh.ask_min,
-                    room=room,
-                    limits=limits,
-                    max_order_quote=max_order_quote,
-                    rules=rules,
-                    build=lambda: interleave(bids.quotes(symbol), asks.quotes(symbol)),
-                )
-            else:
-                previous = interleave(bids.quotes(symbol), asks.quotes(symbol))
-        self._resting[symbol] = previous
-        return previous
+            quotes = previous
+        elif self._short(previous, size, order_room):
+            quotes = keep_stale(
+                previous, rows(), self._tolerance_bps, self._size_tolerance, bounds, build
+            )
+        else:
+            quotes = build()
+        self._resting[symbol] = quotes
+        return quotes
 
     def _short(self, previous: tuple[Quote, ...], creates: int, order_room: int | None) -> bool:
         """True when a fresh ladder of ``creates`` orders may be put off for the order
@@ -521,23 +529,12 @@ class HeldLadders:
         self._resting.pop(symbol, None)
 
 
-def _rows_of(quotes: tuple[Quote, ...]) -> Iterator[Row]:
-    return ((q.symbol, q.side, q.price, q.amount, q.tag, q.post_only) for q in quotes)
-
-
 def keep_stale(
     previous: tuple[Quote, ...],
     fresh: Iterable[Row],
-    *,
-    fair: float,
     tolerance_bps: float,
     size_tolerance: float,
-    bid_max: float | None,
-    ask_min: float | None,
-    room: float,
-    limits: SideLimits,
-    max_order_quote: float,
-    rules: MarketRules,
+    bounds: LadderBounds,
     build: Callable[[], tuple[Quote, ...]],
 ) -> tuple[Quote, ...]:
     """The ladder to ask for when the order rate has no room for a fresh one: each
@@ -547,13 +544,15 @@ def keep_stale(
     tags) and each is *no more aggressive* than its fresh rung beyond the tolerance: a
     bid at most ``tolerance_bps`` (of fair) above its fresh price, an ask at most that
     below, its size at most ``size_tolerance`` over the fresh one. Further away from
-    fair, or smaller, is only less exposure. Nothing may cross the book (``bid_max``,
-    ``ask_min``) or exceed ``max_order_quote``, and the ladder asked for (kept and
-    fresh sides together) must meet ``room`` and ``limits`` as a fresh one does. A side
+    fair, or smaller, is only less exposure. Nothing kept may cross the book or exceed
+    the per-order cap, and the ladder asked for (kept and fresh sides together) must
+    meet ``bounds``' room and side limits as a fresh one does. A side
     that moved the other way (the market coming toward it) is replaced: the rate
     limiter may then hold some of its rungs back, as it would have without this.
     """
-    tolerance = tolerance_bps / BPS * fair
+    rules, limits, room = bounds.rules, bounds.limits, bounds.room
+    bid_max, ask_min, max_order_quote = bounds.bid_max, bounds.ask_min, bounds.max_order_quote
+    tolerance = tolerance_bps / BPS * bounds.fair
     unit = rules.is_unit
     old: dict[str, list[Quote]] = {"buy": [], "sell": []}
     for q in previous:
