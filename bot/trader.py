@@ -484,10 +484,10 @@ class Trader:
         """A dry run of an engaged reading on ``symbol`` from its last reading's context:
         the reading's own-depth, inventory and budget views, the strategy's engaged
         decision (:meth:`BackstopStrategy.rehearse`), the budget's fit, the risk checks
-        and the order manager's rounding and diff. Nothing
-        is sent, kept, counted or recorded (the journal of a run is the same with and
-        without rehearsals: tests/test_rehearsal.py). False when there is nothing to
-        rehearse (no such market, no context yet, a strategy without ``rehearse``)."""
+        and the order manager's rounding and diff. Nothing is sent, kept, counted or
+        recorded (the journal of a run is the same with and without rehearsals:
+        tests/test_rehearsal.py). False when there is nothing to rehearse (no such
+        market, no context yet, a strategy without ``rehearse``)."""
         desk = self.desks.get(symbol)
         rehearse: Callable[[MarketContext], Any] | None = getattr(
             self.strategy, "rehearse", None
@@ -510,7 +510,7 @@ class Trader:
         decision = rehearse(ctx)
         fit = self.budget.fit(decision.quotes, exposure)
         context = QuoteContext.build(
-            ctx.book, desk.inventory, (), other_markets_quote=exposure.other_markets_quote
+            ctx.book, desk.inventory, leaving, other_markets_quote=exposure.other_markets_quote
         )
         self.risk.rehearse_quotes(fit.quotes, context)
         self.manager.rehearse(symbol, fit.quotes)
