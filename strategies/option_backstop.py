@@ -149,6 +149,15 @@ class DeltaHedgeStrategy:
     def on_fill(self, fill: OrderFilled) -> None:
         self.inner.on_fill(fill)
 
+    def rehearse(self, ctx: MarketContext) -> Decision:
+        """The underlying's strategy's rehearsal of an engaged reading, if it has one
+        (:meth:`strategies.backstop.BackstopStrategy.rehearse`): nothing is decided, so
+        there is nothing to hedge or trim, and no count moves."""
+        rehearse: Callable[[MarketContext], Decision] | None = getattr(
+            self.inner, "rehearse", None
+        )
+        return rehearse(ctx) if rehearse is not None else Decision((), "no rehearsal")
+
     def net_delta(self, ctx: MarketContext) -> float:
         return self.options_delta() + ctx.inventory.net_base
 

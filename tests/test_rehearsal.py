@@ -18,13 +18,17 @@ from bot.app import Run, assemble
 from bot.clock import ManualClock
 from bot.detector import DetectorState
 from bot.feeds.stress import parse_stress_spec
+from bot.governance.gate import GovernedStrategy
+from bot.governance.policy import Policy, ScopePolicy
 from bot.logs import null_logger
+from bot.options.settings import HedgeSettings
 from bot.risk import QuoteContext, RiskEngine, RiskEvent
 from bot.settings import load_settings
 from bot.settings.models import BackstopParams, RiskSettings
 from bot.trader import Trader
 from strategies import BackstopStrategy
 from strategies.base import Quote
+from strategies.option_backstop import DeltaHedgeStrategy
 
 PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
 FRACTURE = "fracture:start_s=65"
@@ -51,6 +55,17 @@ def test_the_strategy_rehearses_the_engaged_ladder_and_keeps_nothing() -> None:
     strategy.rehearse(context(detector_update(ARMING, sigma_bps=1.0)))
     again = strategy.decide(context(detector_update(ENGAGED, sigma_bps=3.0)))
     assert again.quotes is held.quotes
+
+
+def test_wrapped_strategies_rehearse_their_inner_backstop() -> None:
+    arming = context(detector_update(ARMING))
+    want = BackstopStrategy().rehearse(arming).quotes
+    assert want
+    governed = GovernedStrategy(Policy(scope=ScopePolicy(markets=[SYMBOL])))
+    assert governed.rehearse(arming).quotes == want
+    hedged = DeltaHedgeStrategy(BackstopStrategy(), lambda: 0.0, HedgeSettings())
+    assert hedged.rehearse(arming).quotes == want
+    assert (hedged.hedges, hedged.trimmed) == (0, 0)
 
 
 def test_the_risk_engine_rehearses_checks_without_counting_or_firing() -> None:
