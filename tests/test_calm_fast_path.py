@@ -15,23 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paper_runs import paper_run
 from strategy_helpers import SYMBOL, context, detector_update, inventory_view
 
-from bot.app import assemble
 from bot.clock import NS_PER_SECOND, ManualClock
 from bot.detector import DetectorState
-from bot.feeds.stress import parse_stress_spec
 from bot.governance.gate import GovernedStrategy
 from bot.governance.policy import Policy, ScopePolicy
 from bot.logs import null_logger
 from bot.orders import OrderActionFailed
 from bot.risk import GuardEvent, RiskEngine, RiskEvent
-from bot.settings import load_settings
 from bot.settings.models import BackstopParams, GuardSettings, RiskSettings
 from strategies import BackstopStrategy
 from strategies.base import Decision, MarketContext
 
-PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
 FRACTURE = "fracture:start_s=65"
 DURATION_S = 150.0
 S = NS_PER_SECOND
@@ -127,20 +124,14 @@ class Undeclared:
 async def journaled_run(root: Path, *, declared: bool) -> tuple[list[tuple[Any, ...]], int, int]:
     """A paper run through a fracture: its journal records (but the first and the
     writer's closing stats), the trader's decision count and ``decide`` calls."""
-    settings = load_settings(
-        PAPER,
-        env={},
-        overrides={
-            "state_dir": root / "state",
-            "journal": {"path": root / "journal.sqlite"},
-            "feed": {"duration_s": DURATION_S},
-            "control": {"enabled": False},
-            # Calm readings since the last checkpoint open the episode's evidence (its
-            # "pre" list): a long interval makes sure there are some.
-            "governance": {"checkpoint_s": 5.0},
-        },
+    run = await paper_run(
+        root,
+        FRACTURE,
+        feed={"duration_s": DURATION_S},
+        # Calm readings since the last checkpoint open the episode's evidence (its "pre"
+        # list): a long interval makes sure there are some.
+        governance={"checkpoint_s": 5.0},
     )
-    run = await assemble(settings, log=null_logger(), stress=parse_stress_spec(FRACTURE))
     trader = run.trader
     assert trader is not None
     governed = trader.strategy

@@ -12,25 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paper_runs import paper_run
 from strategy_helpers import SYMBOL, context, detector_update
 
-from bot.app import Run, assemble
+from bot.app import Run
 from bot.clock import ManualClock
 from bot.detector import DetectorState
-from bot.feeds.stress import parse_stress_spec
 from bot.governance.gate import GovernedStrategy
 from bot.governance.policy import Policy, ScopePolicy
 from bot.logs import null_logger
 from bot.options.settings import HedgeSettings
 from bot.risk import QuoteContext, RiskEngine, RiskEvent
-from bot.settings import load_settings
 from bot.settings.models import BackstopParams, RiskSettings
 from bot.trader import Trader
 from strategies import BackstopStrategy
 from strategies.base import Quote
 from strategies.option_backstop import DeltaHedgeStrategy
 
-PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
 FRACTURE = "fracture:start_s=65"
 ARMING, ENGAGED = DetectorState.ARMING, DetectorState.ENGAGED
 
@@ -88,26 +86,16 @@ def test_the_risk_engine_rehearses_checks_without_counting_or_firing() -> None:
 # --------------------------------------------------------------------------- whole runs
 
 
-async def paper_run(root: Path, *, speed: float = 0.0) -> Run:
-    settings = load_settings(
-        PAPER,
-        env={},
-        overrides={
-            "state_dir": root / "state",
-            "journal": {"path": root / "journal.sqlite"},
-            "feed": {"duration_s": 150.0, "speed": speed},
-            "control": {"enabled": False},
-        },
-    )
-    run = await assemble(settings, log=null_logger(), stress=parse_stress_spec(FRACTURE))
+async def fracture_run(root: Path, *, speed: float = 0.0) -> Run:
+    run = await paper_run(root, FRACTURE, feed={"duration_s": 150.0, "speed": speed})
     assert run.trader is not None
     return run
 
 
 async def test_only_a_live_paced_run_keeps_warm(tmp_path: Path) -> None:
     # As fast as possible there is no idle time between messages to lose the caches in.
-    assert not (await paper_run(tmp_path / "fast")).rehearse
-    assert (await paper_run(tmp_path / "paced", speed=1.0)).rehearse
+    assert not (await fracture_run(tmp_path / "fast")).rehearse
+    assert (await fracture_run(tmp_path / "paced", speed=1.0)).rehearse
 
 
 def arming(trader: Trader) -> list[str]:
@@ -121,7 +109,7 @@ def arming(trader: Trader) -> list[str]:
 async def journal_of(root: Path, *, rehearse: bool) -> tuple[list[tuple[Any, ...]], int, int]:
     """A paper run through a fracture (rehearsing every arming market after each event
     when asked): its journal records but the first and last, rehearsals, venue calls."""
-    run = await paper_run(root)
+    run = await fracture_run(root)
     trader = run.trader
     assert trader is not None
     assert run.venue is not None
@@ -168,7 +156,7 @@ async def test_a_run_journals_the_same_with_and_without_rehearsals(tmp_path: Pat
 async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
     tmp_path: Path,
 ) -> None:
-    run = await paper_run(tmp_path)
+    run = await fracture_run(tmp_path)
     trader = run.trader
     assert trader is not None
     await run.execute()
@@ -194,7 +182,7 @@ async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
 async def test_keep_warm_rehearses_arming_markets_and_sleeps_when_none_arm(
     tmp_path: Path,
 ) -> None:
-    run = await paper_run(tmp_path)
+    run = await fracture_run(tmp_path)
     trader = run.trader
     assert trader is not None
     await run.execute()  # through an episode: the market has a last reading

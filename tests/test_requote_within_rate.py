@@ -7,17 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from paper_runs import paper_run
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import assemble
 from bot.control.metrics import Metrics
 from bot.daemon import Daemon, MetricsListener
-from bot.feeds.stress import parse_stress_spec
 from bot.logs import null_logger
-from bot.settings import load_settings
 from strategies.base import Decision, MarketContext
 
-PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
 FRACTURE = "fracture"
 """Its defaults: 90% of the 25 bp band gone at 240 s into the recording, held 30 s, 60 s
 to recover; the market moves enough meanwhile to requote the ladder over and over."""
@@ -32,18 +29,12 @@ async def fracture_run(
     seen: list[tuple[int, int | None, float]] | None = None,
     metrics: Metrics | None = None,
 ) -> dict[str, Any]:
-    settings = load_settings(
-        PAPER,
-        env={},
-        overrides={
-            "state_dir": root / "state",
-            "journal": {"path": root / "journal.sqlite"},
-            "feed": {"duration_s": duration_s},
-            "control": {"enabled": False},
-            "strategy": {"backstop": {"requote_within_rate": within_rate}},
-        },
+    run = await paper_run(
+        root,
+        stress,
+        feed={"duration_s": duration_s},
+        strategy={"backstop": {"requote_within_rate": within_rate}},
     )
-    run = await assemble(settings, log=null_logger(), stress=parse_stress_spec(stress))
     trader = run.trader
     assert trader is not None
     if seen is not None:
@@ -72,7 +63,7 @@ async def fracture_run(
         "bought": episode["volume"]["bought"]["quote"],
         "sold": episode["volume"]["sold"]["quote"],
         "max_committed": episode["max_committed_quote"],
-        "cap": settings.risk.max_notional_per_market_quote,
+        "cap": run.settings.risk.max_notional_per_market_quote,
     }
 
 
