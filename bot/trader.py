@@ -578,6 +578,7 @@ class Trader:
             "strategy": self.strategy.name,
             "risk_denied": self.denied,
             "held_back": self.held_back,
+            "rehearsals": self.rehearsals,
             "trading_state": str(self.risk.trading_state),
             "markets": markets,
         }

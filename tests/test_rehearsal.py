@@ -136,6 +136,7 @@ async def journal_of(root: Path, *, rehearse: bool) -> tuple[list[tuple[Any, ...
     with sqlite3.connect(root / "journal.sqlite") as conn:
         rows = conn.execute("SELECT ts_ns, kind, payload FROM records ORDER BY id").fetchall()
     body = [tuple(r) for r in rows if r[1] not in ("start", "close")]
+    assert trader.summary()["rehearsals"] == trader.rehearsals  # the run summary says so
     return body, trader.rehearsals, calls
 
 
