@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paper_runs import paper_run
 
 import bot.trader as trader_module
-from bot.app import assemble
 from bot.detect.machine import DetectorState
 from bot.detector import DetectorUpdate, FractureDetector
-from bot.feeds.stress import parse_stress_spec
-from bot.logs import null_logger
 from bot.orders import gcpace
 from bot.orders.gcpace import collect_young
-from bot.settings import load_settings
 
 
 class _Node:
@@ -62,25 +59,11 @@ def test_a_disabled_collector_is_left_alone(collector_on: None) -> None:
 
 # --------------------------------------------------------------------------- in a run
 
-PAPER = Path(__file__).resolve().parent.parent / "config" / "paper.toml"
-
 
 async def test_a_run_collects_once_after_each_event_that_starts_arming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector_on: None
 ) -> None:
-    settings = load_settings(
-        PAPER,
-        env={},
-        overrides={
-            "state_dir": tmp_path / "state",
-            "journal": {"path": tmp_path / "journal.sqlite"},
-            "feed": {"duration_s": 80.0},
-            "control": {"enabled": False},
-        },
-    )
-    run = await assemble(
-        settings, log=null_logger(), stress=parse_stress_spec("fracture:start_s=65")
-    )
+    run = await paper_run(tmp_path, "fracture:start_s=65", feed={"duration_s": 80.0})
     assert run.trader is not None
     assert len(run.trader.desks) == 1  # one market: every reading is the one watched
     armed: list[int] = []  # reading number of each move into ARMING

@@ -24,7 +24,7 @@ from bot.logs import null_logger
 from bot.options.settings import HedgeSettings
 from bot.risk import QuoteContext, RiskEngine, RiskEvent
 from bot.settings.models import BackstopParams, RiskSettings
-from bot.trader import Trader
+from bot.trader import Desk, Trader
 from strategies import BackstopStrategy
 from strategies.base import Quote
 from strategies.option_backstop import DeltaHedgeStrategy
@@ -154,15 +154,24 @@ async def test_a_run_journals_the_same_with_and_without_rehearsals(tmp_path: Pat
     assert decisions
 
 
-async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
-    tmp_path: Path,
-) -> None:
-    run = await fracture_run(tmp_path)
+async def after_an_episode(root: Path) -> tuple[Trader, str, Desk]:
+    """The trader of a paper run through a fracture, its one market and desk: the
+    market has a last reading and a detector update to rehearse from."""
+    run = await fracture_run(root)
     trader = run.trader
     assert trader is not None
     await run.execute()
     (symbol,) = trader.desks
     desk = trader.desks[symbol]
+    assert desk.last_update is not None
+    assert desk.last_reading is not None
+    return trader, symbol, desk
+
+
+async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
+    tmp_path: Path,
+) -> None:
+    trader, symbol, desk = await after_an_episode(tmp_path)
     assert desk.last_update is not None
     calm = desk.last_update
     desk.last_update = replace(calm, state=ARMING)
@@ -183,14 +192,8 @@ async def test_a_rehearsal_is_due_only_for_an_arming_market_of_an_idle_engine(
 async def test_keep_warm_rehearses_arming_markets_and_sleeps_when_none_arm(
     tmp_path: Path,
 ) -> None:
-    run = await fracture_run(tmp_path)
-    trader = run.trader
-    assert trader is not None
-    await run.execute()  # through an episode: the market has a last reading
-    (symbol,) = trader.desks
-    desk = trader.desks[symbol]
+    trader, symbol, desk = await after_an_episode(tmp_path)
     assert desk.last_update is not None
-    assert desk.last_reading is not None
     # The market starts arming again (as on_sample marks it).
     desk.last_update = replace(desk.last_update, state=ARMING)
     trader._arming.set()
