@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from bot.book import OrderBook
@@ -44,7 +45,7 @@ from bot.risk import (
 from bot.settings import MarketSettings
 from bot.venues.base import Venue
 from bot.warning.live import MarketWarning
-from strategies.base import MarketContext, MarketRules, Strategy
+from strategies.base import InventoryView, MarketContext, MarketRules, Strategy
 
 SETTLE_YIELDS = 8
 """Event-loop turns given to order actions after each event (see :meth:`Trader.settle`)."""
@@ -189,41 +190,33 @@ class Trader:
         view = desk.inventory.view(sample.mid, orders)
         committed = view.committed_quote
         desk.max_committed_quote = max(desk.max_committed_quote, committed)
-        had_episode = desk.episodes.current is not None
-        ended = desk.episodes.on_update(update, view, committed_quote=committed)
-        if self.journal is not None:
-            if not had_episode and desk.episodes.current is not None:
-                # Usually a trigger: its record is built once the orders have left.
-                tracker = desk.episodes
-                self.journal.record_episode_start(
-                    lambda: tracker.opening(update, view, committed).to_dict(), update.ts_ns
-                )
-            if ended is not None:
-                self.journal.record_episode(ended.to_dict())
-        if self.recorder is not None:
-            self.recorder.on_detector(symbol, update)
-            self.recorder.on_inventory(symbol, sample.ts_ns, view, committed)
-        if self.trace is not None:
-            self.trace.on_reading(symbol, sample, update, view, committed)
-        if update.transition is not None:
-            if update.state is DetectorState.ARMING:
-                self._collect_young = True
-                self._arming.set()
-            self._later.append(
-                (
-                    "detector_transition",
-                    {
-                        "symbol": symbol,
-                        "state": update.state.value,
-                        "trigger": update.trigger.to_dict() if update.trigger else None,
-                        # The venue's sequence number of the book read: which of its
-                        # messages moved the backstop (bench/live.py times from it).
-                        "update_id": book.update_id,
-                    },
-                )
+        if update.transition is not None and update.state is DetectorState.ARMING:
+            self._collect_young = True
+            self._arming.set()
+        self._act(desk, symbol, book, sample, own, update, view, orders)
+        # The reading's records (episodes, journal, recorder, trace, log) are not worth
+        # delaying its orders for: they follow them out, before any notice of them.
+        if self.manager.turn_pending:
+            self.manager.after_calls(
+                partial(self._note_reading, desk, book.update_id, sample, update, view, committed)
             )
-        if ended is not None:
-            self._later.append(("episode_end", {"symbol": symbol, "episode": ended.id}))
+        else:
+            self._note_reading(desk, book.update_id, sample, update, view, committed)
+
+    def _act(
+        self,
+        desk: Desk,
+        symbol: str,
+        book: OrderBook,
+        sample: DepthSample,
+        own: tuple[float, float],
+        update: DetectorUpdate,
+        view: InventoryView,
+        orders: list[TrackedOrder],
+    ) -> None:
+        """The reading's decision and its orders: the guards, the strategy, the budget,
+        the risk checks, the order manager."""
+        evidence = self.evidence
         self.risk.on_equity(symbol, desk.inventory.equity_quote(sample.mid), sample.ts_ns)
         skipped = (
             "halted"
@@ -306,6 +299,50 @@ class Trader:
         result = self.manager.sync_quotes(symbol, check.allowed)
         desk.held_back += len(result.skipped)
         self.held_back += len(result.skipped)
+
+    def _note_reading(
+        self,
+        desk: Desk,
+        update_id: int | None,
+        sample: DepthSample,
+        update: DetectorUpdate,
+        view: InventoryView,
+        committed: float,
+    ) -> None:
+        """What a reading leaves in the episodes, journal, recorder, trace and log."""
+        symbol = desk.symbol
+        had_episode = desk.episodes.current is not None
+        ended = desk.episodes.on_update(update, view, committed_quote=committed)
+        if self.journal is not None:
+            if not had_episode and desk.episodes.current is not None:
+                # Usually a trigger: its record is built once the orders have left.
+                tracker = desk.episodes
+                self.journal.record_episode_start(
+                    lambda: tracker.opening(update, view, committed).to_dict(), update.ts_ns
+                )
+            if ended is not None:
+                self.journal.record_episode(ended.to_dict())
+        if self.recorder is not None:
+            self.recorder.on_detector(symbol, update)
+            self.recorder.on_inventory(symbol, sample.ts_ns, view, committed)
+        if self.trace is not None:
+            self.trace.on_reading(symbol, sample, update, view, committed)
+        if update.transition is not None:
+            self._later.append(
+                (
+                    "detector_transition",
+                    {
+                        "symbol": symbol,
+                        "state": update.state.value,
+                        "trigger": update.trigger.to_dict() if update.trigger else None,
+                        # The venue's sequence number of the book read: which of its
+                        # messages moved the backstop (bench/live.py times from it).
+                        "update_id": update_id,
+                    },
+                )
+            )
+        if ended is not None:
+            self._later.append(("episode_end", {"symbol": symbol, "episode": ended.id}))
 
     def on_status(self, status: FeedStatus) -> None:
         self.risk.on_feed_status(status)

@@ -1077,39 +1077,110 @@ async def test_cancels_never_queue_behind_creates_in_the_rate_limiter(
 
 async def test_a_syncs_notices_follow_its_orders_to_the_venue(h: Harness) -> None:
     """The observers' work on a sync's notices (journal, episodes, risk) runs once its
-    calls have reached the venue, not before them: the same notices, in the same order."""
+    calls have reached the venue, not before them; each order's notices in order."""
     at_venue: list[int] = []
     h.om.subscribe(lambda _notice: at_venue.append(h.venue.count("create_order")))
     before = len(h.notices)
-    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0)])
+    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0), bid(59_998.0)])
     assert len(h.notices) == before  # held: the orders go first
     await h.om.drain()
 
-    notices = h.notices[before:]
-    submitted = notices[:2]
-    assert all(isinstance(n, OrderStateChanged) and n.previous is None for n in submitted)
-    assert [n.client_id for n in submitted] == result.creating
-    assert at_venue[:2] == [2, 2]  # both creates had reached the venue
-    accepted = [n for n in notices[2:] if isinstance(n, OrderStateChanged)]
-    assert [n.state for n in accepted] == [OrderState.OPEN, OrderState.OPEN]
+    notices = [n for n in h.notices[before:] if isinstance(n, OrderStateChanged)]
+    assert at_venue
+    assert set(at_venue) == {3}  # every create had reached the venue
+    submitted = [n.client_id for n in notices if n.previous is None]
+    assert submitted == result.creating  # in ladder order
+    for cid in result.creating:
+        assert [n.state for n in notices if n.client_id == cid] == [
+            OrderState.PENDING_NEW,
+            OrderState.OPEN,
+        ]
 
 
-async def test_a_sync_that_fails_midway_still_publishes_what_it_started(h: Harness) -> None:
-    submit = h.om._submit
+async def test_a_syncs_first_create_leaves_before_the_others_are_started(h: Harness) -> None:
+    """The first create of a sync reaches the venue before the others are even
+    tracked; they follow a loop turn later, with the ids and order the sync reported."""
+    seen: list[tuple[int, int]] = []
+    ids: list[str] = []
+    create = h.venue.create_order
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        # get(), unlike open_orders(), does not take the sync's next turn early.
+        tracked = sum(h.om.get(cid) is not None for cid in ids)
+        seen.append((h.venue.count("create_order"), tracked))
+        return await create(*args, **kwargs)
+
+    h.venue.create_order = counted  # type: ignore[method-assign]
+    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0), bid(59_998.0)])
+    ids += result.creating
+    assert len(ids) == 3
+    await h.om.drain()
+    # The first call saw one order tracked (its own): the others came after it.
+    assert seen == [(0, 1), (1, 3), (2, 3)]
+    assert [o.client_id for o in h.om.open_orders(BTC)] == result.creating
+    assert [o.price for o in h.om.open_orders(BTC)] == [60_000.0, 59_999.0, 59_998.0]
+
+
+async def test_a_kill_right_after_a_sync_drops_its_creates_not_yet_started(h: Harness) -> None:
+    """cancel_all in the same loop turn as a sync (a guard firing on the next tick):
+    the creates left for the next turn never leave; the one that did is cancelled."""
+    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0), bid(59_998.0)])
+    touched = h.om.cancel_all(BTC, reason="KILL_SWITCH")
+    await h.om.drain()
+    assert touched == result.creating[:1]
+    assert h.venue.count("create_order") == 1
+    assert h.log.has("creates_dropped_unsent")
+    assert all(h.om.get(cid) is None for cid in result.creating[1:])
+    assert h.om.open_orders(BTC) == []
+
+
+async def test_after_calls_runs_once_every_order_is_out_and_before_its_notices(
+    h: Harness,
+) -> None:
+    order: list[str] = []
+    h.om.subscribe(lambda _n: order.append("notice"))
+    h.om.after_calls(lambda: order.append("at once"))  # no sync waiting: runs now
+    assert order == ["at once"]
+    h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0)])
+    h.om.after_calls(lambda: order.append(f"after {h.venue.count('create_order')} creates"))
+    assert order == ["at once"]
+    await h.om.drain()
+    assert order[:3] == ["at once", "after 2 creates", "notice"]
+
+
+@pytest.mark.parametrize("failing", [1, 2])
+async def test_a_sync_that_fails_midway_still_publishes_what_it_started(
+    h: Harness, failing: int
+) -> None:
+    """A bug starting a create: in the sync's own call (the first create) it reaches the
+    caller; in the next loop turn (the others) it is logged. Either way what was started
+    is published and nothing stays held."""
+    start = h.om._start_create
     calls = 0
 
-    def second_fails(prepared: Any) -> Any:
+    def one_fails(prepared: Any, client_id: str) -> Any:
         nonlocal calls
         calls += 1
-        if calls == 2:
-            raise RuntimeError("a bug in the second create")
-        return submit(prepared)
+        if calls == failing:
+            raise RuntimeError("a bug in a create")
+        return start(prepared, client_id)
 
-    h.om._submit = second_fails  # type: ignore[method-assign]
+    h.om._start_create = one_fails  # type: ignore[method-assign]
     before = len(h.notices)
-    with pytest.raises(RuntimeError):
+    if failing == 1:
+        # The first create fails before it is tracked: the second is never reached.
+        with pytest.raises(RuntimeError):
+            h.om.sync_quotes(BTC, [bid(59_000.0), bid(60_000.0)])
+        await h.om.drain()
+        assert h.notices[before:] == []
+        assert h.om.open_orders(BTC) == []
+        h.om._start_create = start  # type: ignore[method-assign]
+        h.om.sync_quotes(BTC, [bid(60_000.0)])
+        await h.om.drain()
+    else:
         h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0)])
-    await h.om.drain()
+        await h.om.drain()
+        assert h.log.has("create_start_failed", "exception")
 
     first = h.notices[before]
     assert isinstance(first, OrderStateChanged)

@@ -78,6 +78,19 @@ class SyncResult:
 
 
 @dataclass(slots=True)
+class _NextTurn:
+    """What a sync leaves to the next loop turns: once its first venue call has taken
+    its first step, the other creates it admitted (client ids drawn, in ladder order);
+    once those have too, the work that waits for the orders to be out
+    (:meth:`OrderManager.after_calls`), then the notices it held (``release``)."""
+
+    symbol: str
+    creates: list[tuple[PreparedQuote, str]]
+    release: bool
+    then: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Still:
     """A sync that kept every open order and sent nothing, and all it read: the market
     structure (the rounding memos' key), the desired quotes (immutable: compared by
@@ -176,6 +189,7 @@ class OrderManager:
         self._generation: defaultdict[str, int] = defaultdict(int)
         self._cancel_when_idle: set[str] = set()
         self._waiting_creates = 0
+        self._next_turn: _NextTurn | None = None
         self._closed = False
         # Memos of the venue's rounding, valid while the market structure is the same
         # object (a reload of the markets makes new ones); see _prepare and _key.
@@ -203,6 +217,8 @@ class OrderManager:
 
     def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
         """Unfinished orders (including pending and unknown ones), oldest first."""
+        if self._next_turn is not None:
+            self._take_turn()
         return self._tracker.open_orders(symbol)
 
     @property
@@ -230,6 +246,23 @@ class OrderManager:
         """Call ``observer`` with every notice; returns the unsubscribe function."""
         return self._tracker.subscribe(observer)
 
+    @property
+    def turn_pending(self) -> bool:
+        """True while the last sync's next loop turn has not come (see :meth:`after_calls`)."""
+        return self._next_turn is not None
+
+    def after_calls(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the last sync's first venue call has taken its first step
+        and its other creates are started, before the notices of its calls are
+        published; at once if no sync is waiting for its next loop turn. For work that
+        is not worth delaying an order for, but must come before any observer hears
+        of it (the trader's episode and journal records of the reading that decided)."""
+        turn = self._next_turn
+        if turn is None:
+            fn()
+        else:
+            turn.then.append(fn)
+
     # ------------------------------------------------------------------ commands
 
     def sync_quotes(self, symbol: str, desired: Sequence[Quote]) -> SyncResult:
@@ -240,6 +273,8 @@ class OrderManager:
         that are busy (create in flight, outcome unknown) are cancelled once they are idle,
         unless a later sync wants them after all.
         """
+        if self._next_turn is not None:
+            self._take_turn()  # the last sync's loop turn has not come: its work first
         self._generation[symbol] += 1
         generation = self._generation[symbol]
         # Pruning drops finished orders only, and nothing below changes an order before
@@ -281,16 +316,28 @@ class OrderManager:
         # The notices of the calls started below wait until those have run up to the
         # venue (the next loop turn): their observers' work must not delay the orders.
         release = bool(diff.cancel or diff.create) and self._tracker.hold()
+        later: list[tuple[PreparedQuote, str]] = []
         try:
-            self._send(symbol, generation, diff, result)
+            self._send(symbol, generation, diff, result, later)
         finally:
-            if release:
+            if release or later:
+                turn = _NextTurn(symbol, later, release)
+                self._next_turn = turn
                 # Scheduled after the calls' tasks: they take their first steps first.
-                asyncio.get_running_loop().call_soon(self._tracker.release)
+                asyncio.get_running_loop().call_soon(self._on_turn, turn)
         return result
 
-    def _send(self, symbol: str, generation: int, diff: QuoteDiff, result: SyncResult) -> None:
-        """:meth:`sync_quotes`' venue calls for ``diff``, noted in ``result``."""
+    def _send(
+        self,
+        symbol: str,
+        generation: int,
+        diff: QuoteDiff,
+        result: SyncResult,
+        later: list[tuple[PreparedQuote, str]],
+    ) -> None:
+        """:meth:`sync_quotes`' venue calls for ``diff``, noted in ``result``. The first
+        create admitted starts now; the others admitted are left in ``later`` for the
+        next loop turn, so that the first leaves before they are tracked and started."""
         for order in diff.cancel:
             if self.cancel(order.client_id, reason="REQUOTE") is None:
                 result.canceling.append(order.client_id)
@@ -350,14 +397,60 @@ class OrderManager:
                 ready.update(map(id, creates))
         # Sent in the order asked for (a ladder's: inner bid, inner ask, next bid...), not
         # side by side: when the order rate runs short, it is the outer rungs of both
-        # sides that are held back, not one whole side.
+        # sides that are held back, not one whole side. Each is admitted (and its client
+        # id drawn) now, so the result is whole and the ids are what they would be.
         for p in diff.create:
-            if id(p) in ready:
-                sent = self._submit(p)
-                if isinstance(sent, str):
-                    result.skipped.append((p.quote, sent))
-                else:
-                    result.creating.append(sent.client_id)
+            if id(p) not in ready:
+                continue
+            denial = self._admission(p)
+            if denial is not None:
+                result.skipped.append((p.quote, denial))
+            elif result.creating:
+                client_id = self._ids.next()
+                later.append((p, client_id))
+                result.creating.append(client_id)
+            else:
+                result.creating.append(self._start_create(p, self._ids.next()).client_id)
+
+    def _on_turn(self, turn: _NextTurn) -> None:
+        if self._next_turn is not turn:  # taken already (see _take_turn's callers)
+            return
+        if turn.creates and not self._closed:
+            # The other creates now, and the rest once they too have taken their first
+            # steps: the notices' observers' work follows every order out, not the first.
+            creates, turn.creates = turn.creates, []
+            try:
+                for prepared, client_id in creates:
+                    self._start_create(prepared, client_id)
+            except Exception:  # a bug: no caller to raise to here; the notices still go
+                self._log.exception("create_start_failed", symbol=turn.symbol)
+            asyncio.get_running_loop().call_soon(self._on_turn, turn)
+            return
+        self._take_turn()
+
+    def _take_turn(self, *, drop: str | None = None) -> None:
+        """The last sync's next loop turn, now: its other creates started (those on
+        symbol ``drop`` dropped unsent), the work waiting for them run, its notices
+        published. Called early by whatever must see the orders as they will be."""
+        turn, self._next_turn = self._next_turn, None
+        if turn is None:
+            return
+        try:
+            if turn.symbol != drop and not self._closed:
+                for prepared, client_id in turn.creates:
+                    self._start_create(prepared, client_id)
+            elif turn.creates:
+                self._log.info(
+                    "creates_dropped_unsent", symbol=turn.symbol, count=len(turn.creates)
+                )
+            for fn in turn.then:
+                try:
+                    fn()
+                except Exception:  # its owner's bug: the notices must still go out
+                    self._log.exception("after_calls_failed")
+        finally:
+            if turn.release:
+                self._tracker.release()
 
     def _on_refusal(self, notice: OrderNotice) -> None:
         """A post-only create refused as would-take puts up a wall at its price."""
@@ -374,6 +467,8 @@ class OrderManager:
 
     def place(self, quote: Quote) -> TrackedOrder | str:
         """Send one order outside quote management; the order, or why it was refused."""
+        if self._next_turn is not None:
+            self._take_turn()
         checked = self._prepare(quote, quote.symbol)
         if isinstance(checked, str):
             return checked
@@ -381,6 +476,8 @@ class OrderManager:
 
     def cancel(self, client_id: str, *, reason: str = "") -> str | None:
         """Start cancelling one of our orders; None if started, else why not."""
+        if self._next_turn is not None:
+            self._take_turn()
         order = self._tracker.get(client_id)
         if order is None:
             return f"UNKNOWN_ORDER: client_id={client_id}"
@@ -400,6 +497,9 @@ class OrderManager:
         may yet open); waiting creates are dropped, and creates still queued in the
         venue's rate limiter withdrawn unsent. Returns the client ids concerned.
         """
+        if self._next_turn is not None:
+            # Creates of a sync still waiting for their loop turn never leave.
+            self._take_turn(drop=symbol)
         self._generation[symbol] += 1
         touched: list[str] = []
         withdraw = self._withdraw
@@ -491,14 +591,18 @@ class OrderManager:
 
     async def drain(self) -> None:
         """Wait until no action or waiting create is left (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        while self._tasks or self._next_turn is not None:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            else:
+                await asyncio.sleep(0)  # the last sync's next loop turn is due
 
     async def aclose(self) -> None:
         """Stop all actions in flight (their orders keep their current state). Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._take_turn()  # closed: its creates are dropped, its notices published
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -610,16 +714,27 @@ class OrderManager:
 
     def _submit(self, prepared: PreparedQuote) -> TrackedOrder | str:
         """Send one create, or say why the admission gate (order rate) held it back."""
-        if self._admit is not None:
-            denial = self._admit()
-            if denial is not None:
-                # Routine under a tight order-rate limit: counted by the caller, not shouted.
-                self._log.debug("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
-                return denial
+        denial = self._admission(prepared)
+        if denial is not None:
+            return denial
+        return self._start_create(prepared, self._ids.next())
+
+    def _admission(self, prepared: PreparedQuote) -> str | None:
+        """Why the admission gate (order rate) holds a create back; None: it may go (and
+        has taken its token)."""
+        if self._admit is None:
+            return None
+        denial = self._admit()
+        if denial is not None:
+            # Routine under a tight order-rate limit: counted by the caller, not shouted.
+            self._log.debug("order_not_admitted", symbol=prepared.quote.symbol, reason=denial)
+        return denial
+
+    def _start_create(self, prepared: PreparedQuote, client_id: str) -> TrackedOrder:
         now = self._clock.now_ns()
         quote = prepared.quote
         order = TrackedOrder(
-            client_id=self._ids.next(),
+            client_id=client_id,
             symbol=quote.symbol,
             side=quote.side,
             price=prepared.price,
