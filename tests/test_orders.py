@@ -1121,6 +1121,16 @@ async def test_a_syncs_first_create_leaves_before_the_others_are_started(h: Harn
     assert [o.price for o in h.om.open_orders(BTC)] == [60_000.0, 59_999.0, 59_998.0]
 
 
+async def test_the_orders_a_sync_started_are_open_orders_at_once(h: Harness) -> None:
+    """Whoever looks before the sync's next loop turn (a reading of the same event,
+    a guard) sees every create it started, with the ids it reported."""
+    result = h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0), bid(59_998.0)])
+    assert [o.client_id for o in h.om.open_orders(BTC)] == result.creating
+    assert h.om.sync_quotes(BTC, [bid(60_000.0), bid(59_999.0), bid(59_998.0)]).creating == []
+    await h.om.drain()
+    assert h.venue.count("create_order") == 3
+
+
 async def test_a_kill_right_after_a_sync_drops_its_creates_not_yet_started(h: Harness) -> None:
     """cancel_all in the same loop turn as a sync (a guard firing on the next tick):
     the creates left for the next turn never leave; the one that did is cancelled."""
