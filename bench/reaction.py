@@ -149,7 +149,7 @@ STAGES = (
     ("sample", "depth sample taken (bands, slippage)"),
     ("trader", "trader starts (paper venue matched first)"),
     ("decide", "strategy decided (risk, detector, inventory, journal, log)"),
-    ("synced", "orders diffed and tracked (budget, risk checks)"),
+    ("synced", "orders diffed, the first started (budget, risk checks)"),
     ("order", "first order handed to venue (after-event, loop turns, task)"),
 )
 """The trigger path, in order: what each stamp marks, and the work since the last one."""
