@@ -195,7 +195,8 @@ class Trader:
             self._arming.set()
         self._act(desk, symbol, book, sample, own, update, view, orders)
         # The reading's records (episodes, journal, recorder, trace, log) are not worth
-        # delaying its orders for: they follow them out, before any notice of them.
+        # delaying its orders for: they follow them out, before any notice of them. (A
+        # partial only when they must wait: most readings send nothing.)
         if self.manager.turn_pending:
             self.manager.after_calls(
                 partial(self._note_reading, desk, book.update_id, sample, update, view, committed)

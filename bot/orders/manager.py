@@ -418,15 +418,18 @@ class OrderManager:
         if turn.creates and not self._closed:
             # The other creates now, and the rest once they too have taken their first
             # steps: the notices' observers' work follows every order out, not the first.
-            creates, turn.creates = turn.creates, []
-            try:
-                for prepared, client_id in creates:
-                    self._start_create(prepared, client_id)
-            except Exception:  # a bug: no caller to raise to here; the notices still go
-                self._log.exception("create_start_failed", symbol=turn.symbol)
+            self._start_later(turn)
             asyncio.get_running_loop().call_soon(self._on_turn, turn)
             return
         self._take_turn()
+
+    def _start_later(self, turn: _NextTurn) -> None:
+        creates, turn.creates = turn.creates, []
+        try:
+            for prepared, client_id in creates:
+                self._start_create(prepared, client_id)
+        except Exception:  # a bug: no caller to raise to here; the notices still go
+            self._log.exception("create_start_failed", symbol=turn.symbol)
 
     def _take_turn(self, *, drop: str | None = None) -> None:
         """The last sync's next loop turn, now: its other creates started (those on
@@ -437,8 +440,7 @@ class OrderManager:
             return
         try:
             if turn.symbol != drop and not self._closed:
-                for prepared, client_id in turn.creates:
-                    self._start_create(prepared, client_id)
+                self._start_later(turn)
             elif turn.creates:
                 self._log.info(
                     "creates_dropped_unsent", symbol=turn.symbol, count=len(turn.creates)
