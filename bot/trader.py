@@ -279,27 +279,28 @@ class Trader:
         )
         check = self.risk.check_quotes(fit.quotes, context)
         self.denied += len(check.denied)
-        if evidence is not None:
-            # Before the order manager acts: the orders it sends follow it in the journal.
-            evidence.on_reading(
-                Reading(
-                    symbol,
-                    sample,
-                    book,
-                    own,
-                    update,
-                    view,
-                    desk.rules,
-                    exposure=exposure,
-                    context=ctx,
-                    quotes=decision.quotes,
-                    fitted=fit.quotes,
-                    allowed=tuple(check.allowed),
-                )
-            )
         result = self.manager.sync_quotes(symbol, check.allowed)
         desk.held_back += len(result.skipped)
         self.held_back += len(result.skipped)
+        if evidence is not None:
+            # Once the orders have left, before any notice of them: they follow the
+            # decision in the journal. Nothing it reads changes in between (no event is
+            # handled before the order manager's next turn).
+            reading = Reading(
+                symbol,
+                sample,
+                book,
+                own,
+                update,
+                view,
+                desk.rules,
+                exposure=exposure,
+                context=ctx,
+                quotes=decision.quotes,
+                fitted=fit.quotes,
+                allowed=tuple(check.allowed),
+            )
+            self.manager.after_calls(partial(evidence.on_reading, reading))
 
     def _note_reading(
         self,
@@ -349,6 +350,8 @@ class Trader:
         self.risk.on_feed_status(status)
 
     def on_trade(self, trade: Trade) -> None:
+        if self.manager.turn_pending:  # driven without after_event: the reading's first
+            self.manager.take_turn()
         if self._warnings:
             self.score_warnings()
         desk = self.desks.get(trade.symbol)

@@ -427,6 +427,24 @@ async def test_creates_past_the_admission_gate_are_held_back_with_its_reason(
     assert h.venue.count("create_order") == 2
 
 
+async def test_a_sync_whose_creates_were_all_held_back_counts_its_turn_in_flight(
+    venue: FakeVenue, clock: ManualClock
+) -> None:
+    """Nothing started, yet the sync's turn (its after_calls work) is pending: in_flight
+    says so, so the trader settles and that work runs before the next event."""
+    h = Harness(venue, clock, admit=lambda: "ORDER_RATE_EXCEEDED: max_per_s=0")
+    result = h.om.sync_quotes(BTC, [bid(60_000.0)])
+    assert result.creating == []
+    assert len(result.skipped) == 1
+    ran: list[bool] = []
+    h.om.after_calls(lambda: ran.append(True))
+    assert h.om.in_flight == 1
+    assert ran == []
+    await asyncio.sleep(0)  # one of the trader's settling turns
+    assert ran == [True]
+    assert h.om.in_flight == 0
+
+
 async def test_short_of_the_order_rate_the_outer_rungs_of_both_sides_wait(
     venue: FakeVenue, clock: ManualClock
 ) -> None:

@@ -3,6 +3,8 @@ the reading's own records, and the observers of the orders' notices."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,17 @@ async def test_the_triggers_records_follow_all_its_orders_to_the_venue(tmp_path:
             return ended
 
         episodes.on_update = spied  # type: ignore[method-assign]
+    decided: list[list[str]] = []  # the creates at the venue when the decision was recorded
+    evidence = trader.evidence
+    assert evidence is not None  # config/paper.toml runs under a governance policy
+    on_reading = evidence.on_reading
+
+    def recorded(reading: Any) -> None:
+        if reading.allowed and not decided:
+            decided.append(list(creates))
+        on_reading(reading)
+
+    evidence.on_reading = recorded  # type: ignore[method-assign]
     await run.execute()
 
     assert first_sync, "the fracture never engaged the backstop"
@@ -56,3 +69,12 @@ async def test_the_triggers_records_follow_all_its_orders_to_the_venue(tmp_path:
     # The episode opened (journal record, transition log) once every create of the
     # trigger's ladder had been handed to the venue, in ladder order.
     assert started[0] == ladder
+    # So was the governance's decision record of that reading; in the journal it still
+    # comes before the orders' records.
+    assert decided[0] == ladder
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        rows = db.execute("SELECT kind, payload FROM records ORDER BY id").fetchall()
+    kinds = [kind for kind, _ in rows]
+    quoting = [i for i, (kind, p) in enumerate(rows) if kind == "decision" and json.loads(p)["q"]]
+    assert quoting
+    assert quoting[0] < kinds.index("order")

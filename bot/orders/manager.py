@@ -588,8 +588,15 @@ class OrderManager:
 
     @property
     def in_flight(self) -> int:
-        """Venue actions and waiting creates not finished yet."""
-        return len(self._tasks)
+        """Venue actions and waiting creates not finished yet, and a sync's next loop
+        turn not come yet (the caller's :meth:`Trader.settle` then lets it come before
+        the next event)."""
+        return len(self._tasks) + (self._next_turn is not None)
+
+    def take_turn(self) -> None:
+        """The last sync's next loop turn now, if it has not come (see :meth:`after_calls`):
+        for whoever is about to act on what that turn's work reads or records."""
+        self._take_turn()
 
     async def drain(self) -> None:
         """Wait until no action or waiting create is left (tests, shutdown)."""
