@@ -1162,6 +1162,30 @@ async def test_a_kill_right_after_a_sync_drops_its_creates_not_yet_started(h: Ha
     assert h.om.open_orders(BTC) == []
 
 
+async def test_a_kill_across_markets_starts_no_create_of_a_sync_still_pending(
+    h: Harness,
+) -> None:
+    """The kill switch cancels market by market: a sync's creates on the second market,
+    not started yet, must not be started by the first market's cancel_all."""
+    eth = "ETH/USDT"  # BTC/USDT's market structure under another name
+    precision = h.venue._precision
+    btc = precision.markets[BTC]
+    clone = dict(btc, symbol=eth, id="ETHUSDT", lowercaseId="ethusdt", base="ETH", baseId="ETH")
+    precision.set_markets([*precision.markets.values(), clone])
+    h.venue.markets[eth] = precision.markets[eth]
+    h.om.sync_quotes(BTC, [bid(60_000.0)])
+    await h.om.drain()
+    quotes = [bid(3_000.0 - i, symbol=eth) for i in range(3)]
+    result = h.om.sync_quotes(eth, quotes)
+    h.om.cancel_all(BTC, reason="KILL_SWITCH")
+    h.om.cancel_all(eth, reason="KILL_SWITCH")
+    await h.om.drain()
+    eth_creates = [args for name, args in h.venue.calls if name == "create_order" and eth in args]
+    assert len(eth_creates) == 1  # the first, started by the sync itself
+    assert all(h.om.get(cid) is None for cid in result.creating[1:])
+    assert h.om.open_orders() == []
+
+
 async def test_after_calls_runs_once_every_order_is_out_and_before_its_notices(
     h: Harness,
 ) -> None:

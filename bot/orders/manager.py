@@ -478,9 +478,10 @@ class OrderManager:
 
     def cancel(self, client_id: str, *, reason: str = "") -> str | None:
         """Start cancelling one of our orders; None if started, else why not."""
-        if self._next_turn is not None:
-            self._take_turn()
         order = self._tracker.get(client_id)
+        if order is None and self._next_turn is not None:
+            self._take_turn()  # it may be one of a sync's creates not started yet
+            order = self._tracker.get(client_id)
         if order is None:
             return f"UNKNOWN_ORDER: client_id={client_id}"
         if self.is_busy(order):
@@ -499,13 +500,16 @@ class OrderManager:
         may yet open); waiting creates are dropped, and creates still queued in the
         venue's rate limiter withdrawn unsent. Returns the client ids concerned.
         """
-        if self._next_turn is not None:
-            # Creates of a sync still waiting for their loop turn never leave.
+        turn = self._next_turn
+        if turn is not None and turn.symbol == symbol:
+            # Creates of a sync still waiting for their loop turn never leave. Another
+            # market's turn is left to come (or to its own cancel_all: a kill goes
+            # through every market, and must start no create on any of them).
             self._take_turn(drop=symbol)
         self._generation[symbol] += 1
         touched: list[str] = []
         withdraw = self._withdraw
-        for order in self.open_orders(symbol):
+        for order in self._tracker.open_orders(symbol):
             touched.append(order.client_id)
             if self.is_busy(order):
                 if withdraw is not None and order.state is OrderState.PENDING_NEW:
