@@ -439,14 +439,16 @@ class HeldLadders:
             lambda: _rows_of(fresh),
             len(fresh),
             lambda: fresh,
-            fair=fair,
-            bid_max=bid_max,
-            ask_min=ask_min,
-            room=room,
-            limits=limits,
-            max_order_quote=max_order_quote,
-            rules=rules if rules is not None else MarketRules(),
-            order_room=order_room,
+            LadderBounds(
+                fair,
+                bid_max,
+                ask_min,
+                room,
+                limits,
+                max_order_quote,
+                rules if rules is not None else MarketRules(),
+            ),
+            order_room,
         )
 
     def hold_rungs(
@@ -469,14 +471,10 @@ class HeldLadders:
             lambda: _rows(symbol, bids, asks),
             len(bids) + len(asks),
             lambda: interleave(bids.quotes(symbol), asks.quotes(symbol)),
-            fair=fair,
-            bid_max=fresh.bid_max,
-            ask_min=fresh.ask_min,
-            room=room,
-            limits=limits,
-            max_order_quote=max_order_quote,
-            rules=rules,
-            order_room=order_room,
+            LadderBounds(
+                fair, fresh.bid_max, fresh.ask_min, room, limits, max_order_quote, rules
+            ),
+            order_room,
         )
 
     def _hold(
@@ -485,20 +483,12 @@ class HeldLadders:
         rows: Callable[[], Iterable[Row]],
         size: int,
         build: Callable[[], tuple[Quote, ...]],
-        *,
-        fair: float,
-        bid_max: float | None,
-        ask_min: float | None,
-        room: float,
-        limits: SideLimits,
-        max_order_quote: float,
-        rules: MarketRules,
+        bounds: LadderBounds,
         order_room: int | None,
     ) -> tuple[Quote, ...]:
         """The ladder to ask for, of a fresh one given as ``size`` ``rows()`` (its quotes
-        made by ``build()`` only when sent), and kept as the one held."""
+        made by ``build()`` only when sent) within ``bounds``, and kept as the one held."""
         previous = self._resting.get(symbol, ())
-        bounds = LadderBounds(fair, bid_max, ask_min, room, limits, max_order_quote, rules)
         if (
             previous
             and self._tolerance_bps > 0
