@@ -48,7 +48,15 @@ BUNDLED_SAMPLE = ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_LINES = 2000
-_READ_CHUNK = 1 << 18
+_READ_CHUNK = 1 << 14
+"""Decompressed bytes read at a time. The message whose line starts a chunk pays for
+reading and splitting all of it, and a large chunk pushes the parser's own code and
+data out of the processor's caches. On the bundled sample, per message: at 256 KiB,
+366 of 26,399 took over 150 us and the p99 was 163 us; at 16 KiB, 3 and 61 us, at the
+same throughput (docs/benchmarks.md, Reaction, session 11)."""
+_DISK_READ = 1 << 18
+"""Bytes an uncompressed recording is read from the disk at a time: one system call per
+16 KiB chunk cost 5% more time in all than this."""
 _MIN_SLEEP_NS = 1_000_000
 """Pacing sleeps only once the replay is at least this far ahead of the wall clock:
 sleeping per event for sub-ms gaps would cost more than the gap."""
@@ -106,11 +114,16 @@ def _open_lines(path: Path, malformed: Counter[str]) -> Iterator[Iterator[bytes]
 
     A truncated or corrupt gzip stream ends the file and is counted as
     ``truncated_file``: a recorder killed mid-write leaves exactly that, and everything
-    before the cut is good data. Lines are split from large decompressed chunks, which
-    is both faster than ``GzipFile.readline`` and loses at most the cut line.
+    before the cut is good data. Lines are split from decompressed chunks of
+    :data:`_READ_CHUNK` bytes, which is both faster than ``GzipFile.readline`` and loses
+    at most the cut line.
     """
-    f: io.BufferedIOBase
-    f = gzip.GzipFile(path, "rb") if _is_gzip(path) else open(path, "rb")  # noqa: SIM115
+    # An uncompressed file is read from the disk in large pieces, split in small ones.
+    f: io.BufferedIOBase = (
+        gzip.GzipFile(path, "rb")
+        if _is_gzip(path)
+        else io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_DISK_READ)
+    )
     with f:
         yield _split_lines(f, malformed)
 
