@@ -42,6 +42,11 @@ re-sends the ladder on every engaged book update. The engine's time (handling ea
 event and its after-event work) over the engaged stretch, divided by the extra actions,
 is what an action costs; the holding run is its baseline.
 
+A fourth part, *the machine's cold penalty*, times the same small piece of work (one
+depth message through the replay's parser) after the process idled for 0, 0.5, 2, 10
+and 50 ms: what a pause costs the next message on this machine, which is why a paced
+trigger costs more than the same trigger back to back.
+
 Baseline, computed from the same messages (not run): the same path driven by a
 1-second clock tick, as Hummingbot's strategies are (its ``Clock`` ticks on whole
 multiples of ``tick_size`` = 1 s). A message is acted on at the first tick at or after
@@ -54,10 +59,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import gzip
 import statistics
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +72,7 @@ from typing import Any, NamedTuple
 from bench._common import devnull_logger, header, paper_settings, percentiles, row
 from bot.app import Run, assemble, replay_symbol_map
 from bot.clock import NS_PER_SECOND, ManualClock
+from bot.feeds.binance_raw import iter_capture
 from bot.feeds.events import BookDelta, BookSnapshot, MarketEvent, levels
 from bot.feeds.replay import ReplayFeed, bundled_sample_paths
 from bot.feeds.stress import StressedFeed, StressSpec, parse_stress_spec
@@ -786,7 +793,63 @@ def main(argv: Sequence[str] | None = None) -> int:
             decisions=False,
         )
     churn(reps=1 if args.quick else 5, window_s=(5.0, 10.0) if args.quick else CHURN_WINDOW_S)
+    cold_penalty(reps=5 if args.quick else 30)
     return 0
+
+
+COLD_GAPS_S = (0.0, 0.0005, 0.002, 0.01, 0.05)
+"""How long the processor idles before each parse in :func:`cold_penalty`."""
+
+
+def cold_penalty(*, reps: int) -> None:
+    """Part 4: what idling costs the next message on this machine. The same work, one
+    depth message of the bundled sample through the replay's parser, timed after the
+    process slept for each of :data:`COLD_GAPS_S` (a different message each time, so
+    nothing is answered from a cache of our own). Paced runs pay this on every stage the
+    trigger's message runs first after a pause; back to back, nothing idles."""
+    sample = _depth_lines(reps * len(COLD_GAPS_S) + 200)
+    warmup, rest = sample[:200], iter(sample[200:])
+    for line in warmup:
+        _parse_one(line)
+    print(
+        f"\nthe machine's cold penalty: one depth message parsed after the process idled "
+        f"(time.sleep), p50 of {reps} each"
+    )
+    widths = (36, 9, 9, 11)
+    print(row(("idle before the message", "p50 us", "p90 us", "vs no idle"), widths))
+    base = 0.0
+    for gap in COLD_GAPS_S:
+        took = []
+        for _ in range(reps):
+            if gap:
+                time.sleep(gap)
+            took.append(_parse_one(next(rest)) / 1e3)
+        p50 = statistics.median(took)
+        p90 = statistics.quantiles(took, n=10)[-1] if len(took) > 1 else took[0]
+        base = base or p50
+        label = "none (back to back)" if gap == 0 else f"{gap * 1e3:g} ms"
+        print(row((label, f"{p50:,.1f}", f"{p90:,.1f}", f"{p50 / base:.1f}x"), widths))
+
+
+def _depth_lines(n: int) -> list[bytes]:
+    """The first ``n`` depth-diff lines of the bundled sample."""
+    out: list[bytes] = []
+    with gzip.open(bundled_sample_paths()[0], "rb") as f:
+        for line in f:
+            if b"depthUpdate" in line:
+                out.append(line.rstrip(b"\n"))
+                if len(out) == n:
+                    break
+    return out
+
+
+def _parse_one(line: bytes) -> int:
+    """ns to parse ``line`` into its event, as the replay does."""
+    skipped: Counter[str] = Counter()
+    malformed: Counter[str] = Counter()
+    t0 = time.perf_counter_ns()
+    next(iter_capture((line,), skipped=skipped, malformed=malformed))
+    return time.perf_counter_ns() - t0
 
 
 def churn(*, reps: int, window_s: tuple[float, float]) -> None:

@@ -88,6 +88,13 @@ def test_reaction_quick_prints_its_table(bench: object, capsys: pytest.CaptureFi
     assert hold[0] == requote[0] != "0"  # the same events, and some
     assert int(requote[1].replace(",", "")) > int(hold[1].replace(",", ""))
     assert out[churn + 4].startswith("per order action (a create or a cancel), all in: ")
+    # The machine's cold penalty: a row per idle gap, the first the back-to-back base.
+    cold = next(i for i, line in enumerate(out) if line.startswith("the machine's cold penalty"))
+    assert has_columns(out[cold + 1], ["idle before the message", "p50 us", "p90 us", "vs no idle"])
+    gaps = [line[:36].strip() for line in out[cold + 2 : cold + 7]]
+    assert gaps == ["none (back to back)", "0.5 ms", "2 ms", "10 ms", "50 ms"]
+    assert out[cold + 2].split()[-1] == "1.0x"
+    assert all(float(line.split()[-3].replace(",", "")) > 0 for line in out[cold + 2 : cold + 7])
 
 
 def test_replay_quick_prints_its_tables(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
