@@ -48,15 +48,16 @@ BUNDLED_SAMPLE = ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_LINES = 2000
-_READ_CHUNK = 1 << 14
-"""Decompressed bytes read at a time. The message whose line starts a chunk pays for
-reading and splitting all of it, and a large chunk pushes the parser's own code and
-data out of the processor's caches. On the bundled sample, per message: at 256 KiB,
-366 of 26,399 took over 150 us and the p99 was 163 us; at 16 KiB, 3 and 61 us, at the
-same throughput (docs/benchmarks.md, Reaction, session 11)."""
+_READ_CHUNK = 1 << 15
+"""Decompressed bytes split into lines at a time. The message whose line starts a chunk
+pays for reading and splitting all of it, and large chunks slow other messages too (at
+256 KiB, ~360 of the bundled sample's 26,399 took over 150 us, for its ~100 chunk reads;
+p99 163 us). At 32 KiB: 5-8 over 150 us, p99 87 us. Smaller chunks cost throughput
+(the full pipeline: 130k messages/s at 256 KiB, 116-121k at 32 KiB, 104-112k at 16 KiB;
+docs/benchmarks.md, Reaction, session 11)."""
 _DISK_READ = 1 << 18
-"""Bytes an uncompressed recording is read from the disk at a time: one system call per
-16 KiB chunk cost 5% more time in all than this."""
+"""Bytes an uncompressed recording is read from the disk at a time: a system call per
+16 KiB chunk cost 5% more parse time than this at 50 markets."""
 _MIN_SLEEP_NS = 1_000_000
 """Pacing sleeps only once the replay is at least this far ahead of the wall clock:
 sleeping per event for sub-ms gaps would cost more than the gap."""
