@@ -241,3 +241,30 @@ def test_live_quick_times_a_real_daemon_against_the_emulator(
     assert total > 0
     assert sum(parts) == pytest.approx(total, abs=0.02)
     assert out[-2].startswith("orders in the first ladder: ")
+
+
+def test_ab_quick_times_both_trees(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
+    ab = bench("ab")  # type: ignore[operator]
+
+    # HEAD against the working tree: a checkout, then a paced run in a process of each.
+    assert ab.main(["HEAD", "--quick"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "A/B benchmark (bench/ab.py)"
+    head = next(i for i, line in enumerate(out) if line.startswith("tree "))
+    assert has_columns(out[head], ["n", "p50 us", "p90 us", "p99 us", "max us", "last p50 us"])
+    base, ours, ratio = out[head + 1 : head + 4]
+    assert base.startswith("baseline HEAD (")
+    assert ours.startswith("this tree")
+    for line in (base, ours):  # each tree's run reached the trigger and quoted
+        n, p50 = line[34:].split()[:2]
+        assert n == "1"
+        assert float(p50.replace(",", "")) > 0
+    assert ratio.startswith("ratio this / baseline")
+
+
+def test_ab_refuses_an_unknown_revision(bench: object) -> None:
+    ab = bench("ab")  # type: ignore[operator]
+
+    with pytest.raises(SystemExit, match="not a revision of this repository: 'no-such-rev'"):
+        ab.main(["no-such-rev", "--quick"])
