@@ -45,7 +45,8 @@ PLAN = 40
 
 def checkout(rev: str, dst: Path) -> str:
     """``rev`` of this repository extracted into ``dst``, with its compiled order book
-    store; returns the commit's short hash. Raises ``SystemExit`` with git's message."""
+    store; returns the commit's short hash. Raises ``SystemExit`` naming a revision git
+    does not know."""
     sha = subprocess.run(
         ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
         cwd=REPO,
@@ -56,8 +57,9 @@ def checkout(rev: str, dst: Path) -> str:
     if sha.returncode != 0:
         raise SystemExit(f"bench.ab: not a revision of this repository: {rev!r}")
     archive = subprocess.Popen(["git", "archive", rev], cwd=REPO, stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(dst)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
+    with archive:
+        subprocess.run(["tar", "-x", "-C", str(dst)], stdin=archive.stdout, check=True)
+    if archive.returncode != 0:
         raise SystemExit(f"bench.ab: git archive {rev} failed")
     _store(dst)
     return sha.stdout.strip()
@@ -65,16 +67,15 @@ def checkout(rev: str, dst: Path) -> str:
 
 def _store(tree: Path) -> None:
     """The compiled order book store of ``tree``: this tree's when the source matches."""
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    ours = REPO / "bot" / f"_bookc{suffix}"
+    name = f"_bookc{sysconfig.get_config_var('EXT_SUFFIX')}"
+    ours, out = REPO / "bot" / name, tree / "bot" / name
     source = tree / "bot" / "_bookc.c"
     if not source.exists():
         return  # a revision from before the store: the book falls back to numpy
     if ours.exists() and source.read_bytes() == (REPO / "bot" / "_bookc.c").read_bytes():
-        shutil.copy2(ours, tree / "bot" / ours.name)
+        shutil.copy2(ours, out)
         return
     include = sysconfig.get_paths()["include"]
-    out = tree / "bot" / f"_bookc{suffix}"
     flags = ["-shared", "-fPIC", "-O2", "-ffp-contract=off", f"-I{include}"]
     subprocess.run(["cc", *flags, str(source), "-o", str(out), "-lm"], check=True)
 
@@ -96,7 +97,8 @@ def child(offset: int, runs: int) -> dict[str, Any]:
     import bench.reaction as reaction
 
     starts = reaction.starts(PLAN)
-    plan = [starts[(offset + i * (PLAN // max(runs, 1))) % PLAN] for i in range(runs)]
+    step = max(1, PLAN // runs)
+    plan = [starts[(offset + i * step) % PLAN] for i in range(runs)]
     cpu0 = time.process_time()
     probes = [asyncio.run(reaction.one_run(s, paced=True)) for s in plan]
     cpu = time.process_time() - cpu0
