@@ -16,7 +16,8 @@ import pytest
 from bot.book import OrderBook
 from bot.clock import NS_PER_MS, NS_PER_SECOND, ManualClock
 from bot.errors import UserError
-from bot.feeds.binance_raw import BookTicker, MalformedMessage, parse_message
+from bot.feeds import replay as replay_module
+from bot.feeds.binance_raw import BookTicker, MalformedMessage, iter_capture, parse_message
 from bot.feeds.events import (
     BookDelta,
     BookSnapshot,
@@ -625,3 +626,31 @@ async def test_bundled_sample_rebuilds_a_gapless_book_matching_the_book_ticker()
     assert sum(book.drops.values()) == 0
     assert checked > 6000
     assert matched / checked > 0.99
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_lines_cut_by_the_read_chunks_are_whole_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compress: bool
+) -> None:
+    # Chunks far smaller than a line: every line spans several reads, and each read ends
+    # inside one. The events must be those of the file's lines read all at once.
+    monkeypatch.setattr(replay_module, "_READ_CHUNK", 97)
+    data = gzip.decompress(USDM.read_bytes())
+    path = tmp_path / ("capture.gz" if compress else "capture")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    skipped: Counter[str] = Counter()
+    malformed: Counter[str] = Counter()
+    expected = list(
+        iter_capture(
+            data.split(b"\n"),
+            skipped=Counter(),
+            malformed=Counter(),
+            default_symbol=sniff_recording(path).raw_symbol,
+        )
+    )
+
+    got = list(iter_recording(sniff_recording(path), skipped=skipped, malformed=malformed))
+
+    assert not malformed
+    assert len(got) == len(expected) > 50
+    assert all(same_event(a, b) for a, b in zip(got, expected, strict=True))  # type: ignore[arg-type]
