@@ -16,13 +16,15 @@ Measured on the emulator's side, on the wall clock the bot stamps its journal wi
   bot names in its ``detector_transition`` log line when it engages: the message that
   moved it (the daemon logs the book's update id for this);
 * to: the emulator accepting the bot's first order after it (its engine's ``NEW``),
-  and the last order of that first ladder (orders accepted until one comes more than
-  ``LADDER_GAP_S`` after the one before).
+  and the last order of that first ladder: the orders the daemon handed to ccxt before
+  any of them came back (its journal's first run of ``submitted`` records after the
+  episode's start), matched to the emulator's acceptances by client order id. A
+  requote a few hundred ms later is the next decision's, not this ladder's.
 
 That is the websocket on loopback, ccxt.pro's handler and order book, the live feed's
 copy into our book, the engine and the strategy, the order manager, ccxt's
 ``create_order`` (request building, HMAC signing, aiohttp) and the emulator's request
-handling. A ladder's later orders also wait for the bot's own order rate limit.
+handling. A ladder's later orders share the daemon's loop and ccxt's limiter with the first.
 
 Baselines: the same path on a 1-second clock tick (Hummingbot's strategies act on
 ``Clock`` ticks of ``tick_size`` = 1 s), modelled: a uniform wait over the second, plus
@@ -95,6 +97,8 @@ class _Venue:
     """Depth diff ``last_id`` -> when the emulator published it."""
     accepted_ns: list[int] = field(default_factory=list)
     """When each of the bot's orders was accepted, in order."""
+    accepted_by_id: dict[str, int] = field(default_factory=dict)
+    """Client order id -> when the emulator accepted that order."""
     arrived_ns: list[int] = field(default_factory=list)
     """When each order request reached the emulator's HTTP handler, in order."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,6 +118,7 @@ class _Venue:
             and event.order.client_order_id.startswith(PREFIX)
         ):
             self.accepted_ns.append(now)
+            self.accepted_by_id[event.order.client_order_id] = now
         self.changed.set()
 
     async def more(self, count: Any) -> bool:
@@ -208,10 +213,10 @@ async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
             await venue.until(
                 lambda: any(t > sent for t in venue.accepted_ns), 10.0, "an order after the trigger"
             )
-            # The rest of the first ladder: orders until a gap of LADDER_GAP_S.
+            # Give the rest of the first ladder time to arrive: orders until a gap of
+            # LADDER_GAP_S (which of them were the ladder, the journal says below).
             while await venue.more(lambda: sum(1 for t in venue.accepted_ns if t > sent)):
                 pass
-            ladder = [t for t in venue.accepted_ns if t > sent]
         finally:
             if daemon is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -220,8 +225,11 @@ async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
             market.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await market
-    received, submitted = journal_stamps(tmp / "state" / "journal.sqlite")
+    received, submitted, batch = journal_stamps(tmp / "state" / "journal.sqlite")
     arrived = next(t for t in venue.arrived_ns if t > submitted)
+    ladder = sorted(venue.accepted_by_id[c] for c in batch if c in venue.accepted_by_id)
+    if not ladder:
+        raise SystemExit(f"bench.live: none of the first ladder's orders {batch} was accepted")
     return Drill(
         fracture_s,
         update_id,
@@ -234,20 +242,32 @@ async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
     )
 
 
-def journal_stamps(path: Path) -> tuple[int, int]:
-    """(the first episode's start, its first order's submission) from the daemon's
-    journal, on its clock."""
+def journal_stamps(path: Path) -> tuple[int, int, list[str]]:
+    """(the first episode's start, its first order's submission, the client ids of its
+    first ladder) from the daemon's journal, on its clock."""
     with JournalReader(path) as journal:
         episodes = journal.episodes()
         if not episodes:
             raise SystemExit("bench.live: the daemon journaled no episode")
         start = int(episodes[0]["start_ts_ns"])
-        submitted = next(
-            int(o["ts_ns"])
-            for o in journal.orders()
-            if o.get("event") == "submitted" and int(o["ts_ns"]) >= start
-        )
-    return start, submitted
+        batch = first_ladder(journal.orders(since_ns=start))
+    if not batch:
+        raise SystemExit("bench.live: the daemon journaled no order after its episode started")
+    return start, batch[0][0], [client_id for _, client_id in batch]
+
+
+def first_ladder(orders: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(submission stamp, client id) of the orders the bot handed to the venue before
+    any of them came back: the first run of ``submitted`` records in ``orders`` (journal
+    order). The order manager sends a decision's creates in one go, so an acceptance,
+    a cancel or a later decision's submissions all come after that run."""
+    batch: list[tuple[int, str]] = []
+    for record in orders:
+        if record.get("event") == "submitted":
+            batch.append((int(record["ts_ns"]), str(record["client_id"])))
+        elif batch:
+            break
+    return batch
 
 
 def fractures(n: int) -> list[float]:

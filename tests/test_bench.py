@@ -243,6 +243,29 @@ def test_live_quick_times_a_real_daemon_against_the_emulator(
     assert out[-2].startswith("orders in the first ladder: ")
 
 
+def test_live_first_ladder_stops_before_the_requote(bench: object) -> None:
+    live = bench("live")  # type: ignore[operator]
+    ms = 1_000_000
+
+    def order(event: str, client_id: str, at_ms: float) -> dict[str, object]:
+        return {"event": event, "client_id": client_id, "ts_ns": int(at_ms * ms)}
+
+    # The shape of a drill's journal where the market moved 0.3 s after the trigger:
+    # six creates, their acceptances, then cancels and the next decision's creates.
+    first = [order("submitted", f"c{i}", 3.0 + i / 10) for i in range(6)]
+    later = [
+        *(order("accepted", f"c{i}", 10.0 + i) for i in range(6)),
+        order("cancel_requested", "c1", 304.0),
+        order("canceled", "c1", 308.0),
+        order("submitted", "c6", 314.0),
+        order("submitted", "c7", 314.5),
+    ]
+
+    assert live.first_ladder([*first, *later]) == [(r["ts_ns"], r["client_id"]) for r in first]
+    assert live.first_ladder(later[6:]) == [(314 * ms, "c6"), (int(314.5 * ms), "c7")]
+    assert live.first_ladder(later[:6]) == []
+
+
 def test_ab_quick_times_both_trees(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
     ab = bench("ab")  # type: ignore[operator]
 
