@@ -10,6 +10,7 @@ three books agree.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -264,6 +265,32 @@ def test_live_first_ladder_stops_before_the_requote(bench: object) -> None:
     assert live.first_ladder([*first, *later]) == [(r["ts_ns"], r["client_id"]) for r in first]
     assert live.first_ladder(later[6:]) == [(314 * ms, "c6"), (int(314.5 * ms), "c7")]
     assert live.first_ladder(later[:6]) == []
+
+
+def test_profile_trigger_quick_profiles_one_trigger_per_run(
+    bench: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prof = bench("profile_trigger")  # type: ignore[operator]
+
+    assert prof.main(["--quick", "--top", "5"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "trigger profile (bench/profile_trigger.py)"
+    for label, exactly in (("trigger (", 2), ("engaged readings", None)):
+        at = next(i for i, line in enumerate(out) if line.startswith(label))
+        found = re.search(r": (\d+) readings, ([\d,]+) calls each", out[at])
+        assert found is not None
+        readings, calls = found.groups()
+        # Two runs, each engaging once; the engaged readings follow each trigger.
+        assert int(readings) == exactly if exactly else int(readings) > 10
+        assert int(calls.replace(",", "")) > 100
+        assert has_columns(out[at + 1], ["function", "calls", "own %", "incl. %"])
+        # The whole reading first (100%), then its parts, largest first.
+        shares = [float(line.split()[-1].rstrip("%")) for line in out[at + 2 : at + 7]]
+        assert out[at + 2].startswith("on_sample (bot/trader.py:")
+        assert shares[0] == 100.0
+        assert shares == sorted(shares, reverse=True)
+        assert out[at + 7].startswith("largest own time: ")
 
 
 def test_ab_quick_times_both_trees(bench: object, capsys: pytest.CaptureFixture[str]) -> None:
