@@ -95,10 +95,8 @@ class _Venue:
 
     sent_ns: dict[int, int] = field(default_factory=dict)
     """Depth diff ``last_id`` -> when the emulator published it."""
-    accepted_ns: list[int] = field(default_factory=list)
-    """When each of the bot's orders was accepted, in order."""
-    accepted_by_id: dict[str, int] = field(default_factory=dict)
-    """Client order id -> when the emulator accepted that order."""
+    accepted_ns: dict[str, int] = field(default_factory=dict)
+    """Client order id -> when the emulator accepted that order (in acceptance order)."""
     arrived_ns: list[int] = field(default_factory=list)
     """When each order request reached the emulator's HTTP handler, in order."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -117,8 +115,7 @@ class _Venue:
             and event.execution == "NEW"
             and event.order.client_order_id.startswith(PREFIX)
         ):
-            self.accepted_ns.append(now)
-            self.accepted_by_id[event.order.client_order_id] = now
+            self.accepted_ns[event.order.client_order_id] = now
         self.changed.set()
 
     async def more(self, count: Any) -> bool:
@@ -211,11 +208,13 @@ async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
             if sent is None:
                 raise SystemExit(f"bench.live: no depth diff with update id {update_id}")
             await venue.until(
-                lambda: any(t > sent for t in venue.accepted_ns), 10.0, "an order after the trigger"
+                lambda: any(t > sent for t in venue.accepted_ns.values()),
+                10.0,
+                "an order after the trigger",
             )
             # Give the rest of the first ladder time to arrive: orders until a gap of
             # LADDER_GAP_S (which of them were the ladder, the journal says below).
-            while await venue.more(lambda: sum(1 for t in venue.accepted_ns if t > sent)):
+            while await venue.more(lambda: sum(t > sent for t in venue.accepted_ns.values())):
                 pass
         finally:
             if daemon is not None:
@@ -227,7 +226,7 @@ async def drill(fracture_s: float, tmp: Path, *, warm: bool = True) -> Drill:
                 await market
     received, submitted, batch = journal_stamps(tmp / "state" / "journal.sqlite")
     arrived = next(t for t in venue.arrived_ns if t > submitted)
-    ladder = sorted(venue.accepted_by_id[c] for c in batch if c in venue.accepted_by_id)
+    ladder = sorted(venue.accepted_ns[c] for c in batch if c in venue.accepted_ns)
     if not ladder:
         raise SystemExit(f"bench.live: none of the first ladder's orders {batch} was accepted")
     return Drill(

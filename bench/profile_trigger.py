@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from bot.detector import DetectorState
 from bot.feeds.stress import parse_stress_spec
 from bot.trader import Trader
 
-_ROOTS = (str(REPO) + "/", "/lib/python3.11/", "site-packages/")
+_ROOTS = (str(REPO) + "/", sysconfig.get_paths()["stdlib"] + "/", "site-packages/")
 
 
 @dataclass
@@ -62,10 +63,10 @@ class Kind:
         table: dict[Any, Any] = self.stats.stats  # type: ignore[attr-defined]
         out = []
         total = 0.0
+        n = self.readings
         for (path, line, name), (_, calls, own, inclusive, _) in table.items():
             if name == "on_sample" and path.endswith("bot/trader.py"):
-                total = inclusive / self.readings
-            n = self.readings
+                total = inclusive / n
             out.append((_short(path, line, name), calls / n, own / n, inclusive / n))
         return total, out
 
